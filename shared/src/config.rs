@@ -1,0 +1,113 @@
+//! Configuration shared by every service, from environment variables (12-factor) or
+//! the matching command-line flags. clap validates at start and names the variable
+//! in its message; secrets are `SecretString`, so they never reach a log or `Debug`.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Parses a secret without ever echoing it.
+pub fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s.to_owned()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (local runs).
+    Text,
+    /// One JSON object per line (production).
+    Json,
+}
+
+/// The broker connection every service needs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerConfig {
+    /// RabbitMQ URL, vhost URL-encoded (`%2f` is `/`).
+    #[arg(long, env = "AMQP_URL", hide_env_values = true, value_parser = secret,
+          default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: SecretString,
+}
+
+impl BrokerConfig {
+    pub fn url(&self) -> &str {
+        self.amqp_url.expose_secret()
+    }
+}
+
+/// The database connection of the services that own tables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; each service keeps its tables in its own schema.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret,
+          default_value = "postgres://postgres@127.0.0.1:5432/meter")]
+    pub database_url: SecretString,
+
+    /// Connections in the pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+}
+
+impl DatabaseConfig {
+    pub fn url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+}
+
+/// Logging, tracing and shutdown.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeConfig {
+    /// `text` for people, `json` for log collectors.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long in-flight work may take to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl RuntimeConfig {
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        broker: BrokerConfig,
+        #[command(flatten)]
+        db: DatabaseConfig,
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let probe = Probe::try_parse_from([
+            "probe",
+            "--amqp-url",
+            "amqp://user:hunter2@host/%2f",
+            "--database-url",
+            "postgres://u:hunter3@h/db",
+        ])
+        .expect("parses");
+        let shown = format!("{probe:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("hunter3"), "{shown}");
+        assert_eq!(probe.broker.url(), "amqp://user:hunter2@host/%2f");
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_flag_named() {
+        let err = Probe::try_parse_from(["probe", "--database-max-connections", "0"])
+            .expect_err("0 connections is invalid");
+        assert!(
+            err.to_string().contains("database-max-connections"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,366 @@
+//! The consumer loop every service runs: manual acks, prefetch, bounded concurrency,
+//! and a handler outcome that decides the message's fate:
+//!
+//! | handler returns            | the message                                         |
+//! |----------------------------|-----------------------------------------------------|
+//! | `Ok(())`                   | acked                                               |
+//! | `Err(Transient)`           | re-published to a TTL retry queue (delayed retry), then acked; dead-lettered once the attempts are spent |
+//! | `Err(Permanent)`           | re-published to the dead-letter queue with the reason, then acked |
+//!
+//! Nothing is ever requeued in a loop: a consumer that crashes before acking gets the
+//! message back from the broker, and the quorum queue's delivery limit dead-letters a
+//! message that keeps crashing it. The loop reconnects by itself and stops on shutdown
+//! after the messages in hand are finished and acked.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::broker::{self, ReadyFlag, header_int, publish_confirmed};
+use crate::metrics::ConsumerMetrics;
+use crate::topology::{DEAD_LETTER_EXCHANGE, QueueSpec};
+use crate::tracecontext::{self, header_str};
+
+/// Header: which attempt this delivery is (1 = first).
+pub const ATTEMPT_HEADER: &str = "x-attempt";
+/// Header: the routing key the message was first published with (a retry comes back
+/// through the default exchange, which would otherwise show the queue's name).
+pub const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
+/// Header: the last error, on retried and dead-lettered messages.
+pub const ERROR_HEADER: &str = "x-last-error";
+
+/// A message as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub body: Vec<u8>,
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub headers: FieldTable,
+    /// The broker redelivered it (a consumer died before acking).
+    pub redelivered: bool,
+    pub attempt: u32,
+}
+
+/// A handler's failure, split by whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A peer or resource is unavailable now: retry later with back-off.
+    #[error("retry later: {0:#}")]
+    Transient(anyhow::Error),
+    /// The message can never be processed (malformed, refused by the peer).
+    #[error("never succeeds: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl HandlerError {
+    pub fn transient(e: impl Into<anyhow::Error>) -> Self {
+        HandlerError::Transient(e.into())
+    }
+
+    pub fn permanent(e: impl Into<anyhow::Error>) -> Self {
+        HandlerError::Permanent(e.into())
+    }
+}
+
+/// A service's message logic.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, msg: &Incoming) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// How one consumer runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub url: String,
+    /// The queue consumed; declared with the rest of `topology`.
+    pub queue: QueueSpec,
+    /// Everything this service declares at start (normally `system_queues()`).
+    pub topology: Vec<QueueSpec>,
+    /// Unacked deliveries the broker may send ahead.
+    pub prefetch: u16,
+    /// Messages handled at once.
+    pub concurrency: usize,
+}
+
+impl ConsumerConfig {
+    pub fn new(url: &str, queue: QueueSpec, topology: Vec<QueueSpec>) -> Self {
+        ConsumerConfig {
+            url: url.to_owned(),
+            queue,
+            topology,
+            prefetch: 64,
+            concurrency: 16,
+        }
+    }
+}
+
+/// Runs the consumer until `shutdown`; reconnects with back-off whenever the broker
+/// connection is lost.
+pub async fn run<H: Handler>(
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    metrics: ConsumerMetrics,
+    ready: ReadyFlag,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = broker::reconnect_backoff();
+    while !shutdown.is_cancelled() {
+        match consume_once(&config, &handler, &metrics, &ready, &shutdown).await {
+            Ok(()) => backoff = broker::reconnect_backoff(),
+            Err(e) => {
+                tracing::warn!(queue = %config.queue.name, error = %e, "consumer lost its broker link")
+            }
+        }
+        ready.set(false);
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+    tracing::info!(queue = %config.queue.name, "consumer stopped");
+}
+
+async fn consume_once<H: Handler>(
+    config: &ConsumerConfig,
+    handler: &Arc<H>,
+    metrics: &ConsumerMetrics,
+    ready: &ReadyFlag,
+    shutdown: &CancellationToken,
+) -> lapin::Result<()> {
+    let name = format!("{}-consumer", config.queue.name);
+    let conn = Arc::new(broker::connect(&config.url, &name, &config.topology).await?);
+    let consume_channel = conn.create_channel().await?;
+    consume_channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
+    let publish_channel = conn.create_channel().await?;
+    publish_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let consumer = consume_channel
+        .basic_consume(
+            config.queue.name.as_str().into(),
+            name.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    ready.set(true);
+    tracing::info!(queue = %config.queue.name, "consuming");
+
+    let link_lost = CancellationToken::new();
+    let watcher = {
+        let link_lost = link_lost.clone();
+        let conn_status = conn.clone();
+        tokio::spawn(async move {
+            broker::lost(&conn_status).await;
+            link_lost.cancel();
+        })
+    };
+    let stop = {
+        let shutdown = shutdown.clone();
+        let link_lost = link_lost.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = link_lost.cancelled() => {}
+            }
+        }
+    };
+    let failure: std::sync::Mutex<Option<lapin::Error>> = std::sync::Mutex::new(None);
+    consumer
+        .take_until(stop)
+        .for_each_concurrent(config.concurrency, |delivery| async {
+            match delivery {
+                Ok(delivery) => {
+                    process(
+                        config,
+                        handler.as_ref(),
+                        metrics,
+                        &publish_channel,
+                        delivery,
+                    )
+                    .await
+                }
+                Err(e) => {
+                    if let Ok(mut slot) = failure.lock() {
+                        slot.get_or_insert(e);
+                    }
+                    link_lost.cancel();
+                }
+            }
+        })
+        .await;
+    watcher.abort();
+    // In-flight messages are finished and acked by now; unstarted prefetched ones go
+    // back to the queue when the channel closes.
+    let _ = consume_channel.close(200, "shutdown".into()).await;
+    let _ = publish_channel.close(200, "shutdown".into()).await;
+    let _ = conn.close(200, "bye".into()).await;
+    let failure = failure.into_inner().ok().flatten();
+    match failure {
+        Some(e) => Err(e),
+        None if link_lost.is_cancelled() && !shutdown.is_cancelled() => Err(lapin::Error::from(
+            lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn incoming(delivery: &Delivery) -> Incoming {
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    let routing_key = header_str(&headers, ROUTING_KEY_HEADER)
+        .map(str::to_owned)
+        .unwrap_or_else(|| delivery.routing_key.to_string());
+    let attempt = header_int(&headers, ATTEMPT_HEADER)
+        .and_then(|a| u32::try_from(a).ok())
+        .unwrap_or(1)
+        .max(1);
+    Incoming {
+        body: delivery.data.clone(),
+        routing_key,
+        message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string()),
+        headers,
+        redelivered: delivery.redelivered,
+        attempt,
+    }
+}
+
+async fn process<H: Handler>(
+    config: &ConsumerConfig,
+    handler: &H,
+    metrics: &ConsumerMetrics,
+    publish_channel: &Channel,
+    delivery: Delivery,
+) {
+    let msg = incoming(&delivery);
+    let queue = config.queue.name.as_str();
+    let span = tracing::info_span!(
+        "process",
+        otel.name = format!("{queue} process"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.destination.name = %msg.routing_key,
+        messaging.consumer.group.name = queue,
+        messaging.message.id = msg.message_id.as_deref().unwrap_or(""),
+        attempt = msg.attempt,
+    );
+    tracecontext::set_parent_from(&span, &msg.headers);
+    let started = Instant::now();
+    let outcome = handler.handle(&msg).instrument(span.clone()).await;
+    metrics.observe_processing(queue, started.elapsed());
+
+    let settled = async {
+        match outcome {
+            Ok(()) => {
+                metrics.count(queue, "acked");
+                delivery.ack(BasicAckOptions::default()).await.map(|_| ())
+            }
+            Err(HandlerError::Transient(e)) if config.queue.retry.allows_retry_after(msg.attempt) => {
+                let delay = config.queue.retry.delay_for(msg.attempt).unwrap_or(Duration::from_secs(1));
+                tracing::warn!(error = %format!("{e:#}"), attempt = msg.attempt, ?delay, "retrying later");
+                let target = config.queue.retry_queue(delay);
+                let props = republished(&delivery, &msg, msg.attempt + 1, &e);
+                forward(&delivery, publish_channel, "", &target, props).await?;
+                metrics.count(queue, "retried");
+                Ok(())
+            }
+            Err(HandlerError::Transient(e) | HandlerError::Permanent(e)) => {
+                tracing::error!(error = %format!("{e:#}"), attempt = msg.attempt, "dead-lettering message");
+                let props = republished(&delivery, &msg, msg.attempt, &e);
+                forward(&delivery, publish_channel, DEAD_LETTER_EXCHANGE, queue, props).await?;
+                metrics.count(queue, "dead_lettered");
+                Ok(())
+            }
+        }
+    }
+    .instrument(span);
+    if let Err(e) = settled.await {
+        // The channel is gone: the broker will redeliver the message to the next consumer.
+        tracing::warn!(error = %e, "could not settle message; the broker will redeliver it");
+    }
+}
+
+/// A copy of the delivery's properties for a retry or dead-letter publish.
+fn republished(
+    delivery: &Delivery,
+    msg: &Incoming,
+    attempt: u32,
+    error: &anyhow::Error,
+) -> lapin::BasicProperties {
+    let mut headers = msg.headers.clone();
+    headers.insert(
+        ATTEMPT_HEADER.into(),
+        AMQPValue::LongLongInt(i64::from(attempt)),
+    );
+    headers.insert(
+        ROUTING_KEY_HEADER.into(),
+        AMQPValue::LongString(msg.routing_key.as_str().into()),
+    );
+    let mut reason = format!("{error:#}");
+    if reason.len() > 1000 {
+        let cut = (0..=1000)
+            .rev()
+            .find(|i| reason.is_char_boundary(*i))
+            .unwrap_or(0);
+        reason.truncate(cut);
+    }
+    headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(reason.into()));
+    delivery
+        .properties
+        .clone()
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+/// Publishes a copy with confirm, then acks the original. If the copy cannot be
+/// confirmed, the original is returned to the queue instead (never lost, and the
+/// quorum queue's delivery limit bounds how often this can happen).
+async fn forward(
+    delivery: &Delivery,
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    props: lapin::BasicProperties,
+) -> lapin::Result<()> {
+    match publish_confirmed(
+        channel,
+        exchange,
+        routing_key,
+        &delivery.data,
+        props,
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await.map(|_| ()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not forward message; returning it to the queue");
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+                .map(|_| ())
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Plumbing every service of the meter-reading system uses once: the events on the
+//! broker, the broker topology, a confirming publisher, the consumer loop with
+//! ack / delayed retry / dead-letter, trace context across the broker, configuration,
+//! telemetry, the operational HTTP endpoints and graceful shutdown.
+
+pub mod broker;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod phone;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+pub mod tracecontext;
+
+pub mod cli;
+#[cfg(feature = "testing")]
+pub mod testing;

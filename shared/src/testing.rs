@@ -1,0 +1,208 @@
+//! Test harness (feature `testing`): every test gets its own RabbitMQ vhost and its own
+//! PostgreSQL database on the real servers, so tests run in parallel and leave nothing
+//! behind. Names carry the process id; leftovers of dead test processes (a test that
+//! panicked before `cleanup`) are swept when the next run starts.
+//!
+//! Servers come from `TEST_AMQP_BASE` (default `amqp://guest:guest@127.0.0.1:5672`),
+//! `TEST_RABBITMQ_API` (default `http://127.0.0.1:15672`, the management plugin) and
+//! `TEST_POSTGRES_BASE` (default `postgres://postgres@127.0.0.1:5432`).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::sync::OnceCell;
+
+use crate::config::DatabaseConfig;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SWEPT: OnceCell<()> = OnceCell::const_new();
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+fn amqp_base() -> String {
+    env_or("TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
+}
+
+fn rabbit_api() -> String {
+    env_or("TEST_RABBITMQ_API", "http://127.0.0.1:15672")
+}
+
+fn pg_base() -> String {
+    env_or("TEST_POSTGRES_BASE", "postgres://postgres@127.0.0.1:5432")
+}
+
+const PREFIX: &str = "mtest_";
+
+/// A vhost and a database of one's own.
+pub struct TestEnv {
+    pub name: String,
+    pub amqp_url: String,
+    pub database_url: String,
+    http: reqwest::Client,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        crate::telemetry::init_for_tests();
+        let http = reqwest::Client::new();
+        SWEPT.get_or_init(|| sweep(&http)).await;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "{PREFIX}{}_{n}_{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let name: String = name.chars().take(60).collect();
+
+        let resp = http
+            .put(format!("{}/api/vhosts/{name}", rabbit_api()))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .expect(
+                "RabbitMQ management API reachable (rabbitmq-plugins enable rabbitmq_management)",
+            );
+        assert!(
+            resp.status().is_success(),
+            "create vhost: {}",
+            resp.status()
+        );
+        let resp = http
+            .put(format!("{}/api/permissions/{name}/guest", rabbit_api()))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await
+            .expect("set permissions");
+        assert!(
+            resp.status().is_success(),
+            "set permissions: {}",
+            resp.status()
+        );
+
+        let mut admin = PgConnection::connect(&format!("{}/postgres", pg_base()))
+            .await
+            .expect("PostgreSQL reachable");
+        admin
+            .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE \"{name}\""
+            ))))
+            .await
+            .expect("create test database");
+
+        TestEnv {
+            amqp_url: format!("{}/{name}", amqp_base()),
+            database_url: format!("{}/{name}", pg_base()),
+            name,
+            http,
+        }
+    }
+
+    pub fn database(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            database_url: secrecy::SecretString::from(self.database_url.clone()),
+            database_max_connections: 5,
+        }
+    }
+
+    /// Messages in a queue of this vhost (ready + unacked), via the management API.
+    /// The API refreshes its statistics every few seconds; poll with a deadline.
+    pub async fn queue_depth(&self, queue: &str) -> Option<u64> {
+        let resp = self
+            .http
+            .get(format!("{}/api/queues/{}/{queue}", rabbit_api(), self.name))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = resp.json().await.ok()?;
+        v["messages"].as_u64()
+    }
+
+    /// Drops the vhost and the database.
+    pub async fn cleanup(self) {
+        drop_env(&self.http, &self.name).await;
+    }
+}
+
+async fn drop_env(http: &reqwest::Client, name: &str) {
+    let _ = http
+        .delete(format!("{}/api/vhosts/{name}", rabbit_api()))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
+    if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", pg_base())).await {
+        let _ = admin
+            .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            ))))
+            .await;
+    }
+}
+
+fn owner_alive(name: &str) -> bool {
+    let pid = name
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    match pid {
+        Some(pid) => {
+            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        None => true,
+    }
+}
+
+async fn sweep(http: &reqwest::Client) {
+    let mut stale = Vec::new();
+    if let Ok(resp) = http
+        .get(format!("{}/api/vhosts", rabbit_api()))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        && let Ok(list) = resp.json::<Vec<serde_json::Value>>().await
+    {
+        stale.extend(
+            list.iter()
+                .filter_map(|v| v["name"].as_str())
+                .filter(|n| n.starts_with(PREFIX) && !owner_alive(n))
+                .map(str::to_owned),
+        );
+    }
+    if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", pg_base())).await
+        && let Ok(rows) = sqlx::query_scalar::<_, String>(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'mtest\\_%'",
+        )
+        .fetch_all(&mut admin)
+        .await
+    {
+        stale.extend(rows.into_iter().filter(|n| !owner_alive(n)));
+    }
+    stale.sort();
+    stale.dedup();
+    for name in stale {
+        drop_env(http, &name).await;
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

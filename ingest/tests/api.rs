@@ -1,0 +1,341 @@
+//! ingest's HTTP contract (SPEC §4.1) against the real RabbitMQ.
+
+use std::time::Duration;
+
+use lapin::options::BasicGetOptions;
+use lapin::{Connection, ConnectionProperties};
+use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
+use shared::events::Event;
+use shared::testing::{TestEnv, eventually};
+use shared::tracecontext::header_str;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "test-token-123";
+
+struct App {
+    base: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn spawn_app(amqp_url: &str, max_body: u32) -> App {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let config = ingest::Config {
+        http_addr: listener.local_addr().expect("addr"),
+        ingest_token: TOKEN.to_owned().into(),
+        max_body_bytes: max_body,
+        broker: BrokerConfig {
+            amqp_url: amqp_url.to_owned().into(),
+        },
+        runtime: RuntimeConfig {
+            log_format: LogFormat::Text,
+            shutdown_grace_seconds: 5,
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(ingest::run(config, listener, shutdown.clone()));
+    App {
+        base,
+        shutdown,
+        task,
+    }
+}
+
+impl App {
+    async fn ready(&self) {
+        let client = reqwest::Client::new();
+        eventually("ingest ready", Duration::from_secs(20), || async {
+            let r = client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("no panic").expect("clean exit");
+    }
+}
+
+async fn take_received(env: &TestEnv) -> Option<lapin::message::BasicGetMessage> {
+    let conn = Connection::connect(&env.amqp_url, ConnectionProperties::default())
+        .await
+        .ok()?;
+    let ch = conn.create_channel().await.ok()?;
+    let got = ch
+        .basic_get("validator".into(), BasicGetOptions { no_ack: true })
+        .await
+        .ok()?;
+    conn.close(200, "bye".into()).await.ok();
+    got
+}
+
+fn body_event(msg: &lapin::message::BasicGetMessage) -> shared::events::SmsReceived {
+    match Event::from_json(&msg.delivery.data).expect("event json") {
+        Event::SmsReceived(e) => e,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn accepted_sms_is_in_the_queue_when_202_is_answered() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{}/v1/sms", app.base))
+        .bearer_auth(TOKEN)
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&serde_json::json!({
+            "message_id": "gw-123", "from": "89001234567", "to": "+79037672060",
+            "text": "1234567 12345", "received_at": "2026-11-20T10:00:00+05:00"
+        }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 202);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["message_id"], "gw-123");
+    // Confirmed before 202: the message is already in the consumer's queue.
+    let msg = take_received(&env)
+        .await
+        .expect("message in the validator queue");
+    let event = body_event(&msg);
+    assert_eq!(event.message_id, "gw-123");
+    assert_eq!(event.from, "+79001234567", "normalised to E.164");
+    assert_eq!(event.text, "1234567 12345");
+    assert_eq!(event.received_at.to_rfc3339(), "2026-11-20T10:00:00+05:00");
+    let headers = msg
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    let tp = header_str(&headers, "traceparent").expect("traceparent header");
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "same trace: {tp}"
+    );
+    assert_eq!(
+        msg.delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some("application/json")
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_id_and_time_a_stable_id_is_derived_and_time_stamped() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    let send = || async {
+        let r = client
+            .post(format!("{}/v1/sms", app.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"from": "+79001234567", "to": "7377", "text": "1000001 5"}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 202);
+        r.json::<serde_json::Value>().await.expect("json")["message_id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let first = send().await;
+    let second = send().await;
+    assert!(first.starts_with("sms-"), "{first}");
+    // Same minute, same content: a gateway retry is the same message.
+    let same_minute = chrono::Utc::now().timestamp() % 60 < 58;
+    if same_minute {
+        assert_eq!(first, second);
+    }
+    let event = body_event(&take_received(&env).await.expect("queued"));
+    assert!(
+        (chrono::Utc::now() - event.received_at.to_utc())
+            .num_seconds()
+            .abs()
+            < 60
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn refusals_carry_a_status_and_a_json_reason() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 1024).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/sms", app.base);
+    let ok_body = serde_json::json!({"from": "+79001234567", "to": "7377", "text": "1 2"});
+
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (client.post(&url).json(&ok_body), 401, "unauthorized"),
+        (client.post(&url).bearer_auth("wrong-token-xx").json(&ok_body), 401, "unauthorized"),
+        (client.post(&url).bearer_auth(TOKEN).body("{not json"), 400, "bad_request"),
+        (client.post(&url).bearer_auth(TOKEN).json(&serde_json::json!({"from": "+79001234567"})), 400, "bad_request"),
+        (client.post(&url).bearer_auth(TOKEN).json(&serde_json::json!({"from": "call me", "to": "7377", "text": "x"})), 400, "bad_request"),
+        (client.post(&url).bearer_auth(TOKEN).json(&serde_json::json!({"from": "+79001234567", "to": "7377", "text": 5})), 400, "bad_request"),
+        (client.post(&url).bearer_auth(TOKEN).json(&serde_json::json!({"message_id": "", "from": "+79001234567", "to": "7377", "text": "x"})), 400, "bad_request"),
+        (client.post(&url).bearer_auth(TOKEN).json(&serde_json::json!({"from": "+79001234567", "to": "7377", "text": "x", "received_at": "yesterday"})), 400, "bad_request"),
+        (client.post(&url).bearer_auth(TOKEN).body(vec![b'a'; 64 * 1024]), 413, "too_large"),
+    ];
+    for (i, (req, status, code)) in cases.into_iter().enumerate() {
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), status, "case {i}");
+        let body: serde_json::Value = resp.json().await.expect("json error body");
+        assert_eq!(body["error"], code, "case {i}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "case {i}: {body}"
+        );
+    }
+    assert!(
+        take_received(&env).await.is_none(),
+        "nothing refused was published"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn broker_down_is_503_with_retry_after() {
+    let app = spawn_app("amqp://guest:guest@127.0.0.1:1/%2f", 16 * 1024).await;
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let live = client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(live.status(), 200);
+    let resp = client
+        .post(format!("{}/v1/sms", app.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"from": "+79001234567", "to": "7377", "text": "1 2"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn kannel_get_url_form_is_accepted() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("{}/v1/sms/kannel", app.base))
+        .query(&[
+            ("token", TOKEN),
+            ("id", "0b4f2f5e-1c1d-4a53-9c55-6b1f0a0e0a11"),
+            ("from", "79121234567"),
+            ("to", "7377"),
+            ("ts", "1795154400"),
+            ("text", "лс 1000001 т1 45100"),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 202);
+    assert!(
+        resp.text().await.expect("body").is_empty(),
+        "empty body for Kannel"
+    );
+    let event = body_event(&take_received(&env).await.expect("queued"));
+    assert_eq!(
+        event.message_id,
+        "kannel-0b4f2f5e-1c1d-4a53-9c55-6b1f0a0e0a11"
+    );
+    assert_eq!(event.from, "+79121234567");
+    assert_eq!(event.to, "7377");
+    assert_eq!(event.text, "лс 1000001 т1 45100");
+    assert_eq!(event.received_at.timestamp(), 1_795_154_400);
+
+    let bad = client
+        .get(format!("{}/v1/sms/kannel", app.base))
+        .query(&[
+            ("token", "nope-nope-nope"),
+            ("from", "79121234567"),
+            ("to", "7377"),
+            ("text", "1"),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad.status(), 401);
+    let bad_ts = client
+        .get(format!("{}/v1/sms/kannel", app.base))
+        .query(&[
+            ("token", TOKEN),
+            ("from", "79121234567"),
+            ("to", "7377"),
+            ("text", "1"),
+            ("ts", "soon"),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad_ts.status(), 400);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_status() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{}/v1/sms", app.base))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("request");
+    let text = client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(r#"ingest_requests_total{endpoint="sms",status="401"} 1"#),
+        "{text}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -1,0 +1,290 @@
+//! validator: the resident-facing heart of the system. It consumes `sms.received`,
+//! parses the text (SPEC §2), runs the checks (SPEC §3) against the account registry,
+//! keeps an audit row per message, stores accepted readings, and emits
+//! `reading.accepted` / `reading.rejected` through a transactional outbox.
+
+pub mod grammar;
+pub mod intake;
+pub mod outbox;
+pub mod registry;
+pub mod reply;
+pub mod rules;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use shared::broker::{Publisher, ReadyFlag};
+use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig};
+use shared::consumer::{self, ConsumerConfig, Handler, HandlerError, Incoming};
+use shared::events::Event;
+use shared::metrics::ConsumerMetrics;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::intake::{Outcome, Rules};
+use crate::rules::Window;
+
+/// The validator's migrations (schema `validator`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub const SCHEMA: &str = "validator";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Where the operational endpoints listen.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
+    pub http_addr: SocketAddr,
+
+    /// First day of the month readings are taken (company time zone).
+    #[arg(long, env = "WINDOW_START_DAY", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=31))]
+    pub window_start_day: u32,
+
+    /// Last day of the month readings are taken, inclusive.
+    #[arg(long, env = "WINDOW_END_DAY", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=31))]
+    pub window_end_day: u32,
+
+    /// The company's time zone (IANA name): window days and periods are judged in it.
+    #[arg(long, env = "TIMEZONE", default_value = "Asia/Yekaterinburg")]
+    pub timezone: Tz,
+
+    /// Shortest account number, in digits.
+    #[arg(long, env = "ACCOUNT_DIGITS_MIN", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub account_digits_min: u32,
+
+    /// Longest account number, in digits.
+    #[arg(long, env = "ACCOUNT_DIGITS_MAX", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub account_digits_max: u32,
+
+    /// Most kWh a zone may plausibly use in one month.
+    #[arg(long, env = "MAX_MONTHLY_KWH", default_value_t = 10_000)]
+    pub max_monthly_kwh: u64,
+
+    /// Messages one sender may send in an hour; more are refused without a reply.
+    #[arg(long, env = "RATE_LIMIT_PER_HOUR", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_per_hour: u32,
+
+    #[command(flatten)]
+    pub broker: BrokerConfig,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    #[command(flatten)]
+    pub runtime: RuntimeConfig,
+}
+
+impl Config {
+    /// Checks what clap cannot check field by field.
+    pub fn rules(&self) -> anyhow::Result<Rules> {
+        if self.window_start_day > self.window_end_day {
+            anyhow::bail!(
+                "WINDOW_START_DAY ({}) is after WINDOW_END_DAY ({})",
+                self.window_start_day,
+                self.window_end_day
+            );
+        }
+        if self.account_digits_min > self.account_digits_max {
+            anyhow::bail!(
+                "ACCOUNT_DIGITS_MIN ({}) is above ACCOUNT_DIGITS_MAX ({})",
+                self.account_digits_min,
+                self.account_digits_max
+            );
+        }
+        Ok(Rules {
+            window: Window {
+                start_day: self.window_start_day,
+                end_day: self.window_end_day,
+                zone: self.timezone,
+            },
+            account_digits: self.account_digits_min as usize..=self.account_digits_max as usize,
+            max_monthly_kwh: self.max_monthly_kwh,
+            rate_limit_per_hour: self.rate_limit_per_hour,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+/// Messages by outcome (accepted, rejected by reason, duplicate).
+#[derive(Clone)]
+struct ValidatorMetrics {
+    messages: Family<OutcomeLabels, Counter>,
+}
+
+impl ValidatorMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let messages = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "messages",
+            "Inbound messages by outcome (accepted, rejected, duplicate) and reason code",
+            messages.clone(),
+        );
+        ValidatorMetrics { messages }
+    }
+
+    fn count(&self, outcome: &Outcome) {
+        let labels = match outcome {
+            Outcome::Accepted(_) => OutcomeLabels {
+                outcome: "accepted",
+                reason: "",
+            },
+            Outcome::Rejected(r) => OutcomeLabels {
+                outcome: "rejected",
+                reason: r.reason.as_str(),
+            },
+            Outcome::Duplicate => OutcomeLabels {
+                outcome: "duplicate",
+                reason: "",
+            },
+        };
+        self.messages.get_or_create(&labels).inc();
+    }
+}
+
+/// The `sms.received` handler.
+struct Intake {
+    pool: PgPool,
+    rules: Rules,
+    metrics: ValidatorMetrics,
+    relay: Arc<Notify>,
+    /// Test hook (crash drills): abort right after a commit, before the relay
+    /// publishes. Read from `VALIDATOR_CRASH_AFTER_COMMIT`; never set in production.
+    crash_after_commit: bool,
+}
+
+impl Handler for Intake {
+    async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
+        let sms = match Event::from_json(&msg.body) {
+            Ok(Event::SmsReceived(sms)) => sms,
+            Ok(other) => {
+                return Err(HandlerError::permanent(anyhow::anyhow!(
+                    "expected sms.received, got {}",
+                    other.routing_key()
+                )));
+            }
+            Err(e) => {
+                return Err(HandlerError::permanent(
+                    anyhow::Error::new(e).context("undecodable sms.received"),
+                ));
+            }
+        };
+        let outcome = intake::process(&self.pool, &self.rules, &sms)
+            .await
+            .map_err(|e| {
+                HandlerError::transient(anyhow::Error::new(e).context("storing the outcome"))
+            })?;
+        if self.crash_after_commit && outcome != Outcome::Duplicate {
+            tracing::error!("VALIDATOR_CRASH_AFTER_COMMIT: aborting between commit and publish");
+            std::process::abort();
+        }
+        match &outcome {
+            Outcome::Accepted(a) => {
+                tracing::info!(message_id = %sms.message_id, reading_id = %a.reading_id, "reading accepted")
+            }
+            Outcome::Rejected(r) => {
+                tracing::info!(message_id = %sms.message_id, reason = %r.reason, "message rejected")
+            }
+            Outcome::Duplicate => {
+                tracing::info!(message_id = %sms.message_id, "duplicate delivery ignored")
+            }
+        }
+        self.metrics.count(&outcome);
+        self.relay.notify_one();
+        Ok(())
+    }
+}
+
+/// Applies the migrations (the `migrate` subcommand and every start).
+pub async fn migrate(pool: &PgPool, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    shared::db::migrate(pool, SCHEMA, &MIGRATOR, shutdown).await
+}
+
+/// Runs the validator until `shutdown`: consumes, then finishes in-flight messages,
+/// drains the outbox and closes the broker links.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let rules = config.rules()?;
+    let pool = shared::db::pool(&config.database, SCHEMA)?;
+    migrate(&pool, &shutdown).await?;
+
+    let tracker = TaskTracker::new();
+    let broker_shutdown = CancellationToken::new();
+    let topology = shared::topology::system_queues();
+    let publisher = Publisher::start(
+        config.broker.url().to_owned(),
+        "validator-outbox".into(),
+        topology.clone(),
+        &tracker,
+        broker_shutdown.clone(),
+    );
+    let mut registry = Registry::with_prefix("validator");
+    let consumer_metrics = ConsumerMetrics::register(&mut registry);
+    let metrics = ValidatorMetrics::register(&mut registry);
+    let consumer_ready = ReadyFlag::default();
+    let relay_wake = Arc::new(Notify::new());
+
+    let queue = topology
+        .iter()
+        .find(|q| q.name == "validator")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("topology has no validator queue"))?;
+    let consumer_config = ConsumerConfig::new(config.broker.url(), queue, topology);
+    let handler = Arc::new(Intake {
+        pool: pool.clone(),
+        rules,
+        metrics,
+        relay: relay_wake.clone(),
+        crash_after_commit: std::env::var_os("VALIDATOR_CRASH_AFTER_COMMIT").is_some(),
+    });
+    let consuming = tracker.spawn(consumer::run(
+        consumer_config,
+        handler,
+        consumer_metrics,
+        consumer_ready.clone(),
+        shutdown.clone(),
+    ));
+    let relay_shutdown = CancellationToken::new();
+    let relay = tracker.spawn(outbox::relay(
+        pool.clone(),
+        publisher.clone(),
+        relay_wake,
+        relay_shutdown.clone(),
+    ));
+
+    let ops = shared::http::Ops {
+        registry: Arc::new(registry),
+        broker_links: vec![consumer_ready, publisher.ready()],
+        database: Some(pool.clone()),
+    };
+    tracing::info!(addr = %listener.local_addr()?, "validator listening");
+    let served = shared::http::serve(listener, shared::http::router(ops), shutdown.clone()).await;
+
+    // Order matters: stop consuming (in-flight messages finish and are acked), then
+    // let the relay publish what they committed, then close the broker link.
+    let _ = consuming.await;
+    relay_shutdown.cancel();
+    let _ = relay.await;
+    broker_shutdown.cancel();
+    tracker.close();
+    tokio::time::timeout(config.runtime.grace(), tracker.wait())
+        .await
+        .ok();
+    pool.close().await;
+    served?;
+    Ok(())
+}

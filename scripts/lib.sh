@@ -1,0 +1,97 @@
+# Shared set-up steps for scripts/test.sh and scripts/run-local.sh (sourced, not run).
+# Installs what is missing on a Debian/Ubuntu machine and starts the services.
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "run as root or install sudo"
+    SUDO="sudo"
+fi
+
+apt_updated=""
+apt_install() { # packages… (only the missing ones are installed)
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ -z "$apt_updated" ]; then
+        log "apt-get update"
+        $SUDO apt-get update -qq
+        apt_updated=1
+    fi
+    log "installing ${missing[*]}"
+    # policy-rc.d keeps Debian from starting daemons we start ourselves.
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $SUDO rm -f /usr/sbin/policy-rc.d
+}
+
+ensure_toolchain() {
+    apt_install ca-certificates curl gcc libc6-dev pkg-config python3 python3-pip
+    if ! command -v cargo >/dev/null; then
+        [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null; then
+        log "installing Rust with rustup"
+        curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal || die "cannot install Rust: install rustup (Rust >= 1.94) and retry"
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+}
+
+start_postgres() {
+    apt_install postgresql
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$version" ] || die "PostgreSQL is installed but has no cluster in /etc/postgresql"
+    if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        log "starting PostgreSQL $version"
+        $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    fi
+    for _ in $(seq 1 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+    pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not start"
+    # The services and tests connect as postgres over TCP without a password (local only).
+    if ! psql -h 127.0.0.1 -U postgres -tAc 'select 1' >/dev/null 2>&1; then
+        log "allowing trust auth for postgres on 127.0.0.1 (local development only)"
+        local hba="/etc/postgresql/$version/main/pg_hba.conf"
+        $SUDO sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+        $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+    fi
+}
+
+start_rabbitmq() {
+    apt_install rabbitmq-server
+    if ! $SUDO rabbitmqctl -q status >/dev/null 2>&1; then
+        log "starting RabbitMQ"
+        $SUDO rabbitmq-server -detached >/dev/null 2>&1 || true
+    fi
+    # await_startup fails until the node exists: retry with a deadline.
+    local ok=""
+    for _ in $(seq 1 60); do
+        if $SUDO rabbitmqctl -q await_startup >/dev/null 2>&1; then ok=1; break; fi
+        sleep 1
+    done
+    [ -n "$ok" ] || die "RabbitMQ did not start"
+    # The management API gives tests a vhost each.
+    if ! curl -fs -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1; then
+        log "enabling rabbitmq_management"
+        $SUDO rabbitmq-plugins enable rabbitmq_management >/dev/null
+        for _ in $(seq 1 60); do
+            curl -fs -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1 && break
+            sleep 0.5
+        done
+    fi
+}
+
+pip_install() { # modules to import… -- pip packages…
+    local need=""
+    while [ "$1" != "--" ]; do python3 -c "import $1" 2>/dev/null || need=1; shift; done
+    shift
+    [ -z "$need" ] && return 0
+    log "pip install $*"
+    python3 -m pip install -q --disable-pip-version-check "$@" 2>/dev/null ||
+        python3 -m pip install -q --disable-pip-version-check --break-system-packages "$@"
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a Debian/Ubuntu machine: installs what is missing,
+# starts PostgreSQL, RabbitMQ (with its management API), builds, and runs
+#   1. every test in parallel (one vhost and one database per test),
+#   2. the tests that restart the broker, alone,
+#   3. the offline validation of the Kubernetes manifests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_toolchain
+start_postgres
+start_rabbitmq
+scripts/kannel.sh install
+pip_install aiosmtpd -- aiosmtpd
+pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
+command -v kubectl >/dev/null || log "kubectl not found: deploy/check.py renders with its own kustomize fallback if it has one"
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest >/dev/null
+fi
+
+log "building"
+cargo build --workspace --all-targets --locked
+
+log "tests (parallel)"
+cargo nextest run --workspace --locked --no-fail-fast
+
+log "tests that restart the broker (alone)"
+cargo nextest run --workspace --locked --run-ignored only --test-threads 1 --no-fail-fast
+
+log "Kubernetes manifests (offline)"
+python3 deploy/check.py

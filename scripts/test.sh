@@ -14,7 +14,7 @@ start_rabbitmq
 scripts/kannel.sh install
 pip_install aiosmtpd -- aiosmtpd
 pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
-command -v kubectl >/dev/null || log "kubectl not found: deploy/check.py renders with its own kustomize fallback if it has one"
+command -v kubectl >/dev/null || apt_install kubernetes-client
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"

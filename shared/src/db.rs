@@ -60,10 +60,9 @@ async fn try_migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> Result
     if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create))
         .execute(pool)
         .await
+        && !is_unique_violation(&e)
     {
-        if !is_unique_violation(&e) {
-            return Err(e);
-        }
+        return Err(e);
     }
     migrator.run(pool).await.map_err(|e| match e {
         sqlx::migrate::MigrateError::Execute(e) => e,

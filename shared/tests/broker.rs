@@ -33,10 +33,13 @@ fn spec() -> QueueSpec {
     )
 }
 
+/// One delivery as the handler saw it: body, attempt, redelivered, when, traceparent.
+type Seen = (String, u32, bool, Instant, Option<String>);
+
 /// Records what the handler saw; behaviour by message body.
 #[derive(Default)]
 struct Recorder {
-    seen: Mutex<Vec<(String, u32, bool, Instant, Option<String>)>>,
+    seen: Mutex<Vec<Seen>>,
     done: Mutex<Vec<String>>,
     release: Notify,
     started: Notify,

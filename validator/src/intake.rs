@@ -285,16 +285,18 @@ async fn decide(
         });
     }
     let values: Vec<u64> = parsed.readings.iter().map(|r| r.value()).collect();
-    if let Some(previous) = previous_reading(tx, &account, &meter, period).await? {
-        if let Err(problem) = rules::check_against(
+    let previous = previous_reading(tx, &account, &meter, period).await?;
+    let checked = previous.map_or(Ok(()), |previous| {
+        rules::check_against(
             &previous,
             period,
             &values,
             u32::from(digits),
             rules.max_monthly_kwh,
-        ) {
-            return refuse(Refusal::Reading(&problem));
-        }
+        )
+    });
+    if let Err(problem) = checked {
+        return refuse(Refusal::Reading(&problem));
     }
     if rate_limited(tx, rules, &sms.from, sms.received_at).await? {
         return refuse(Refusal::RateLimited);

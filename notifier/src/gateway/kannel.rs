@@ -1,0 +1,115 @@
+//! Kannel's `sendsms` (SPEC §4.3, `SMS_GATEWAY=kannel`): a GET with the
+//! `sendsms-user` credentials, `charset=UTF-8` and `coding=2` (UCS-2; without it
+//! Cyrillic arrives as question marks). Kannel answers `202` when it queued the
+//! message, `4xx` for a bad request, `503` when it cannot take it now.
+//!
+//! sendsms has no idempotency key: two requests are two SMS. So a request that went
+//! out without an answer is not repeated ([`AfterUnknown::GiveUp`](crate::ledger::AfterUnknown)).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::Sms;
+use crate::failure::{SendFailure, excerpt, from_reqwest};
+
+#[derive(Clone)]
+pub struct KannelGateway {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    user: String,
+    password: SecretString,
+    /// `SMS_SENDER`; when unset, the sendsms-user's `default-sender` applies.
+    from: Option<String>,
+}
+
+impl std::fmt::Debug for KannelGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KannelGateway")
+            .field("url", &self.url.as_str())
+            .field("user", &self.user)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KannelGateway {
+    pub fn new(
+        url: reqwest::Url,
+        user: String,
+        password: SecretString,
+        from: Option<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            // A fresh connection per SMS: a kept-alive one that Kannel closed meanwhile
+            // could fail mid-request and read as "unknown", which Kannel never resends.
+            .pool_max_idle_per_host(0)
+            .build()?;
+        Ok(KannelGateway {
+            client,
+            url,
+            user,
+            password,
+            from,
+        })
+    }
+
+    pub async fn send(&self, sms: &Sms) -> Result<(), SendFailure> {
+        let mut query: Vec<(&str, &str)> = vec![
+            ("username", &self.user),
+            ("password", self.password.expose_secret()),
+            ("to", sms.to.as_str()),
+            ("text", &sms.text),
+            ("charset", "UTF-8"),
+            ("coding", "2"),
+        ];
+        if let Some(from) = &self.from {
+            query.push(("from", from));
+        }
+        let response = self
+            .client
+            .get(self.url.clone())
+            .query(&query)
+            .send()
+            .await
+            .map_err(from_reqwest)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(classify(status, &body))
+    }
+}
+
+/// Kannel's answers: any 5xx means it did not queue the message (503: queue full or
+/// no SMSC), so a retry cannot double it; a 4xx is our request's fault.
+fn classify(status: StatusCode, body: &str) -> SendFailure {
+    let what = || anyhow::anyhow!("Kannel sendsms answered {status}: {}", excerpt(body));
+    if status.is_server_error() {
+        SendFailure::Retry(what())
+    } else {
+        SendFailure::Refused(what())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kannel_answers() {
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, "Queue full"),
+            SendFailure::Retry(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, "Authorization failed for sendsms"),
+            SendFailure::Refused(_)
+        ));
+    }
+}

@@ -1,0 +1,142 @@
+//! Outbound SMS (SPEC §4.3): one reply to one number through the transport chosen by
+//! `SMS_GATEWAY`. Each transport says what its answers mean ([`SendFailure`]) and
+//! whether an attempt with an unknown outcome may be repeated ([`AfterUnknown`]):
+//! the JSON aggregator deduplicates by `Idempotency-Key`, Kannel cannot.
+
+mod http;
+mod kannel;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shared::phone::PhoneNumber;
+use uuid::Uuid;
+
+use crate::config::{GatewayKind, SmsConfig};
+use crate::failure::SendFailure;
+use crate::ledger::AfterUnknown;
+
+pub use http::HttpGateway;
+pub use kannel::KannelGateway;
+
+/// One reply, ready to go.
+#[derive(Debug, Clone)]
+pub struct Sms {
+    pub to: PhoneNumber,
+    pub text: String,
+    /// The inbound message this answers (`reply_to` for the aggregator).
+    pub reply_to: String,
+    /// The same for every attempt at this reply, so the gateway sends it once.
+    pub idempotency_key: String,
+}
+
+/// Namespace of idempotency keys: a UUIDv5 of the ledger key, so the header is a fixed,
+/// header-safe shape whatever characters the gateway's message id carried.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6d65_7465_722d_7265_706c_792d_6b65_7931);
+
+/// The `Idempotency-Key` of the reply to inbound message `message_id`.
+pub fn idempotency_key(message_id: &str) -> String {
+    Uuid::new_v5(
+        &IDEMPOTENCY_NAMESPACE,
+        format!("reply:{message_id}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// The configured transport.
+#[derive(Debug, Clone)]
+pub enum SmsGateway {
+    Log,
+    Http(HttpGateway),
+    Kannel(KannelGateway),
+}
+
+impl SmsGateway {
+    /// Builds the transport, checking that its variables are set.
+    pub fn from_config(config: &SmsConfig, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(match config.sms_gateway {
+            GatewayKind::Log => SmsGateway::Log,
+            GatewayKind::Http => SmsGateway::Http(HttpGateway::new(
+                config
+                    .sms_http_url
+                    .clone()
+                    .context("SMS_GATEWAY=http needs SMS_HTTP_URL")?,
+                config
+                    .sms_http_token
+                    .clone()
+                    .context("SMS_GATEWAY=http needs SMS_HTTP_TOKEN")?,
+                config
+                    .sms_sender
+                    .clone()
+                    .context("SMS_GATEWAY=http needs SMS_SENDER (the `from` of replies)")?,
+                timeout,
+            )?),
+            GatewayKind::Kannel => SmsGateway::Kannel(KannelGateway::new(
+                config
+                    .kannel_sendsms_url
+                    .clone()
+                    .context("SMS_GATEWAY=kannel needs KANNEL_SENDSMS_URL")?,
+                config
+                    .kannel_user
+                    .clone()
+                    .context("SMS_GATEWAY=kannel needs KANNEL_USER")?,
+                config
+                    .kannel_password
+                    .clone()
+                    .context("SMS_GATEWAY=kannel needs KANNEL_PASSWORD")?,
+                config.sms_sender.clone(),
+                timeout,
+            )?),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            SmsGateway::Log => GatewayKind::Log.as_str(),
+            SmsGateway::Http(_) => GatewayKind::Http.as_str(),
+            SmsGateway::Kannel(_) => GatewayKind::Kannel.as_str(),
+        }
+    }
+
+    /// Whether an attempt that may have reached the gateway can be repeated.
+    pub fn after_unknown(&self) -> AfterUnknown {
+        match self {
+            // Writing a log line has no unknown outcome; resending costs nothing.
+            SmsGateway::Log | SmsGateway::Http(_) => AfterUnknown::Resend,
+            // No idempotency key in sendsms: a second request is a second SMS.
+            SmsGateway::Kannel(_) => AfterUnknown::GiveUp,
+        }
+    }
+
+    pub async fn send(&self, sms: &Sms) -> Result<(), SendFailure> {
+        match self {
+            SmsGateway::Log => {
+                tracing::info!(
+                    to = %sms.to.masked(),
+                    reply_to = %sms.reply_to,
+                    text = %sms.text,
+                    "SMS reply (SMS_GATEWAY=log, not sent)"
+                );
+                Ok(())
+            }
+            SmsGateway::Http(g) => g.send(sms).await,
+            SmsGateway::Kannel(g) => g.send(sms).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_stable_and_distinct() {
+        assert_eq!(idempotency_key("gw-1"), idempotency_key("gw-1"));
+        assert_ne!(idempotency_key("gw-1"), idempotency_key("gw-2"));
+        assert!(
+            idempotency_key("сообщение №1")
+                .parse::<reqwest::header::HeaderValue>()
+                .is_ok()
+        );
+    }
+}

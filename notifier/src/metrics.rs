@@ -1,0 +1,162 @@
+//! What the notifier counts, beyond the consumer loop's own metrics: replies sent per
+//! gateway, replies held back per guard, e-mails sent, failures per kind and the
+//! state of the hourly budget — the numbers an operator watches for cost and abuse.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::ledger::Channel;
+use crate::limits::Suppressed;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GatewayLabel {
+    gateway: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabel {
+    channel: &'static str,
+    kind: &'static str,
+}
+
+/// How a send failed, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Not delivered; retried through the shared retry path.
+    Transient,
+    /// Refused by the peer; dead-lettered.
+    Permanent,
+    /// Sent, answer lost, and the channel cannot resend safely.
+    Unknown,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Transient => "transient",
+            FailureKind::Permanent => "permanent",
+            FailureKind::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct NotifierMetrics {
+    replies_sent: Family<GatewayLabel, Counter>,
+    replies_suppressed: Family<ReasonLabel, Counter>,
+    emails_sent: Family<TransportLabel, Counter>,
+    send_failures: Family<FailureLabel, Counter>,
+    duplicates: Family<ChannelLabel, Counter>,
+    budget_exhausted: Gauge,
+    budget_exhaustions: Counter,
+}
+
+impl NotifierMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = NotifierMetrics {
+            replies_sent: Family::default(),
+            replies_suppressed: Family::default(),
+            emails_sent: Family::default(),
+            send_failures: Family::default(),
+            duplicates: Family::default(),
+            budget_exhausted: Gauge::default(),
+            budget_exhaustions: Counter::default(),
+        };
+        registry.register(
+            "replies_sent",
+            "SMS replies handed to the gateway, by gateway",
+            m.replies_sent.clone(),
+        );
+        registry.register(
+            "replies_suppressed",
+            "SMS replies not sent, by reason (number, country, daily_cap, budget)",
+            m.replies_suppressed.clone(),
+        );
+        registry.register(
+            "emails_sent",
+            "Confirmation e-mails delivered, by transport (smtp, dir)",
+            m.emails_sent.clone(),
+        );
+        registry.register(
+            "send_failures",
+            "Failed sends by channel and kind (transient: retried, permanent: dead-lettered, unknown: not resent)",
+            m.send_failures.clone(),
+        );
+        registry.register(
+            "duplicates_skipped",
+            "Events whose effect had already happened (redeliveries, duplicates)",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "reply_budget_exhausted",
+            "1 while the global hourly reply budget is spent (as last seen by this replica)",
+            m.budget_exhausted.clone(),
+        );
+        registry.register(
+            "reply_budget_exhaustions",
+            "Replies refused because the global hourly budget was spent",
+            m.budget_exhaustions.clone(),
+        );
+        m
+    }
+
+    pub fn reply_sent(&self, gateway: &'static str) {
+        self.replies_sent
+            .get_or_create(&GatewayLabel { gateway })
+            .inc();
+        self.budget_exhausted.set(0);
+    }
+
+    pub fn reply_suppressed(&self, reason: Suppressed) {
+        self.replies_suppressed
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+        if reason == Suppressed::Budget {
+            self.budget_exhausted.set(1);
+            self.budget_exhaustions.inc();
+        }
+    }
+
+    pub fn email_sent(&self, transport: &'static str) {
+        self.emails_sent
+            .get_or_create(&TransportLabel { transport })
+            .inc();
+    }
+
+    pub fn send_failed(&self, channel: Channel, kind: FailureKind) {
+        self.send_failures
+            .get_or_create(&FailureLabel {
+                channel: channel.as_str(),
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn duplicate(&self, channel: Channel) {
+        self.duplicates
+            .get_or_create(&ChannelLabel {
+                channel: channel.as_str(),
+            })
+            .inc();
+    }
+}

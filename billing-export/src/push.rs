@@ -1,0 +1,173 @@
+//! The billing client: `POST $BILLING_URL/readings` with the event body exactly as
+//! received and `Idempotency-Key: <reading_id>`, so billing can recognise a reading
+//! it already has. Each answer is sorted into what the consumer must do with it
+//! (SPEC §4.5): delivered, try again later, or never.
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::{StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+/// One attempt may take this long, connection included; billing being slow is then
+/// a retry with back-off, not a consumer stuck on one message.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one POST came to.
+#[derive(Debug)]
+pub enum PushOutcome {
+    /// 2xx: billing took the reading.
+    Delivered(StatusCode),
+    /// 409: billing already had this idempotency key; as good as delivered.
+    Conflict,
+    /// 5xx, 408, 429, a timeout or no connection: billing cannot take it now.
+    Retry {
+        status: Option<StatusCode>,
+        reason: String,
+    },
+    /// Any other answer (4xx, 3xx): billing refuses the reading as sent.
+    Refused { status: StatusCode, reason: String },
+}
+
+/// Posts readings to billing.
+#[derive(Clone)]
+pub struct Billing {
+    client: reqwest::Client,
+    endpoint: Url,
+    /// Built once; marked sensitive so it never shows in a debug print of a request.
+    authorization: HeaderValue,
+}
+
+impl Billing {
+    pub fn new(base: &Url, token: &SecretString) -> anyhow::Result<Self> {
+        // `$BILLING_URL/readings` literally: `Url::join` would drop the base's last
+        // path segment (`…/api/meter` + `readings` → `…/api/readings`).
+        let endpoint = Url::parse(&format!("{}/readings", base.as_str().trim_end_matches('/')))?;
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {}", token.expose_secret().trim())).map_err(
+                |_| anyhow::anyhow!("BILLING_TOKEN contains characters not allowed in a header"),
+            )?;
+        authorization.set_sensitive(true);
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            // A redirected POST turns into a GET: a redirect is a configuration
+            // problem to see, not to follow.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("billing-export/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Billing {
+            client,
+            endpoint,
+            authorization,
+        })
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// Posts one reading. `body` is the `reading.accepted` JSON as received.
+    pub async fn post(&self, reading_id: Uuid, body: &[u8]) -> PushOutcome {
+        let mut request = self
+            .client
+            .post(self.endpoint.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("Idempotency-Key", reading_id.to_string());
+        // The SMS's trace continues into billing, if billing traces too.
+        if let Some(traceparent) = shared::tracecontext::current_traceparent() {
+            request = request.header("traceparent", traceparent);
+        }
+        let sent = request.body(body.to_vec()).send().await;
+        let response = match sent {
+            Ok(r) => r,
+            // Timeouts, refused connections, resets, TLS failures: all "not now".
+            // Nothing in a send error says billing refused the reading itself.
+            Err(e) => {
+                return PushOutcome::Retry {
+                    status: None,
+                    reason: format!("{:#}", anyhow::Error::new(e.without_url())),
+                };
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return PushOutcome::Delivered(status);
+        }
+        if status == StatusCode::CONFLICT {
+            return PushOutcome::Conflict;
+        }
+        // Billing's own words help whoever reads the dead letter or the log.
+        let detail = response.text().await.unwrap_or_default();
+        let reason = format!("billing answered {status}: {}", excerpt(&detail));
+        if retry_later(status) {
+            PushOutcome::Retry {
+                status: Some(status),
+                reason,
+            }
+        } else {
+            PushOutcome::Refused { status, reason }
+        }
+    }
+}
+
+/// Answers that mean "not now": 5xx, and the two 4xx whose definition is exactly that
+/// (408 Request Timeout, 429 Too Many Requests): dead-lettering readings because
+/// billing throttled us would turn a busy hour into manual work.
+fn retry_later(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+fn excerpt(s: &str) -> String {
+    let s = s.trim();
+    let mut out: String = s.chars().take(300).collect();
+    if s.chars().count() > 300 {
+        out.push('…');
+    }
+    if out.is_empty() {
+        out.push_str("(empty body)");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_appends_readings_to_the_base_path() {
+        let token = SecretString::from("t0ken-t0ken".to_owned());
+        for (base, want) in [
+            (
+                "https://billing.example.com/api/meter",
+                "https://billing.example.com/api/meter/readings",
+            ),
+            (
+                "https://billing.example.com/api/meter/",
+                "https://billing.example.com/api/meter/readings",
+            ),
+            ("http://127.0.0.1:9000", "http://127.0.0.1:9000/readings"),
+        ] {
+            let billing = Billing::new(&Url::parse(base).expect("url"), &token).expect("client");
+            assert_eq!(billing.endpoint().as_str(), want);
+        }
+    }
+
+    #[test]
+    fn status_classes() {
+        for s in [500, 502, 503, 504, 408, 429] {
+            assert!(retry_later(StatusCode::from_u16(s).expect("status")), "{s}");
+        }
+        for s in [400, 401, 403, 404, 410, 422, 301] {
+            assert!(
+                !retry_later(StatusCode::from_u16(s).expect("status")),
+                "{s}"
+            );
+        }
+    }
+}

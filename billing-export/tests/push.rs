@@ -1,0 +1,317 @@
+//! Pushing readings to billing (SPEC §4.5) against the real RabbitMQ and PostgreSQL
+//! and an HTTP billing double.
+
+mod common;
+
+use std::time::Duration;
+
+use common::billing::{Behaviour, BillingDouble};
+use common::{Events, Options, billing_pool, delivery_of, reading, spawn_app, wait_stored};
+use lapin::options::BasicGetOptions;
+use lapin::{Connection, ConnectionProperties};
+use shared::events::Event;
+use shared::testing::{TestEnv, eventually};
+
+fn options(billing: &BillingDouble) -> Options {
+    Options {
+        billing_url: Some(billing.url.clone()),
+        ..Options::default()
+    }
+}
+
+/// Takes one message from a queue of the test's vhost, if any.
+async fn take(env: &TestEnv, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+    let conn = Connection::connect(&env.amqp_url, ConnectionProperties::default())
+        .await
+        .ok()?;
+    let ch = conn.create_channel().await.ok()?;
+    let got = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .ok()?;
+    conn.close(200, "bye".into()).await.ok();
+    got
+}
+
+#[tokio::test]
+async fn billing_down_is_retried_until_delivered_once() {
+    let env = TestEnv::new().await;
+    let billing = BillingDouble::start(Behaviour::FailFirst(2)).await;
+    let app = spawn_app(&env, options(&billing)).await;
+    let events = Events::connect(&env).await;
+    let mut r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100, 12000],
+        "2026-11-20T10:00:00+05:00",
+    );
+    r.email = Some("resident@example.ru".into());
+    events.publish(&r).await;
+
+    let key = r.reading_id.to_string();
+    // 503, 503 (retried after 1 s and 5 s by the broker's TTL queues), then 200.
+    let posts = billing.wait_posts(&key, 3).await;
+    assert_eq!(
+        posts.iter().map(|p| p.status).collect::<Vec<_>>(),
+        [503, 503, 200]
+    );
+    let pool = billing_pool(&env);
+    eventually("delivery recorded", Duration::from_secs(10), || async {
+        (delivery_of(&pool, r.reading_id).await.as_deref() == Some("delivered")).then_some(())
+    })
+    .await;
+    app.wait_acked(1).await;
+
+    for post in &posts {
+        assert_eq!(
+            post.authorization.as_deref(),
+            Some("Bearer billing-test-token")
+        );
+        assert_eq!(post.content_type.as_deref(), Some("application/json"));
+        // The body is the event exactly as published, schema field included.
+        assert_eq!(post.body, Event::ReadingAccepted(r.clone()).to_json());
+    }
+    let body: serde_json::Value = serde_json::from_slice(&posts[2].body).expect("json");
+    assert_eq!(body["schema"], "reading.accepted/v1");
+    assert_eq!(billing.successes_for(&key), 1);
+    billing.assert_each_key_succeeded_at_most_once();
+    assert_eq!(
+        app.metric(r#"billing_pushes_total{result="retried"}"#)
+            .await,
+        Some(2.0)
+    );
+    assert_eq!(
+        app.metric(r#"billing_pushes_total{result="delivered"}"#)
+            .await,
+        Some(1.0)
+    );
+
+    // The same event again (the validator's outbox may publish twice): stored once,
+    // not posted again.
+    events.publish(&r).await;
+    app.wait_acked(2).await;
+    assert_eq!(billing.posts_for(&key).len(), 3);
+    assert_eq!(
+        app.metric(r#"billing_pushes_total{result="already_delivered"}"#)
+            .await,
+        Some(1.0)
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1);
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM readings")
+        .fetch_one(&pool)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts, 3);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn conflict_means_billing_already_has_it() {
+    let env = TestEnv::new().await;
+    let billing = BillingDouble::start(Behaviour::Always(409)).await;
+    let app = spawn_app(&env, options(&billing)).await;
+    let events = Events::connect(&env).await;
+    let r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100],
+        "2026-11-20T10:00:00+05:00",
+    );
+    events
+        .publish_traced(
+            &r,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .await;
+    let key = r.reading_id.to_string();
+    let posts = billing.wait_posts(&key, 1).await;
+    let traceparent = posts[0].traceparent.clone().unwrap_or_default();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "the SMS's trace continues into billing: {traceparent}"
+    );
+    app.wait_acked(1).await;
+    let pool = billing_pool(&env);
+    assert_eq!(
+        delivery_of(&pool, r.reading_id).await.as_deref(),
+        Some("conflict")
+    );
+    assert_eq!(
+        app.metric(r#"billing_pushes_total{result="conflict"}"#)
+            .await,
+        Some(1.0)
+    );
+    assert!(
+        take(&env, "billing-export.dead").await.is_none(),
+        "409 is not a dead letter"
+    );
+    assert_eq!(
+        billing.posts_for(&key).len(),
+        1,
+        "delivered: not posted again"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn other_client_errors_are_dead_lettered_and_counted() {
+    let env = TestEnv::new().await;
+    let billing = BillingDouble::start(Behaviour::Always(422)).await;
+    let app = spawn_app(&env, options(&billing)).await;
+    let events = Events::connect(&env).await;
+    let r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100],
+        "2026-11-20T10:00:00+05:00",
+    );
+    events.publish(&r).await;
+    let key = r.reading_id.to_string();
+    billing.wait_posts(&key, 1).await;
+
+    let dead = eventually("dead letter", Duration::from_secs(20), || {
+        take(&env, "billing-export.dead")
+    })
+    .await;
+    let event = Event::from_json(&dead.delivery.data).expect("the event, unchanged");
+    assert_eq!(event, Event::ReadingAccepted(r.clone()));
+    let headers = dead
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    let reason = shared::tracecontext::header_str(&headers, shared::consumer::ERROR_HEADER)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("422"), "{reason}");
+
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"billing_pushes_total{result="dead_lettered"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"billing_consumer_messages_total{queue="billing-export",outcome="dead_lettered"} 1"#
+        ),
+        "{metrics}"
+    );
+    let pool = billing_pool(&env);
+    assert_eq!(
+        delivery_of(&pool, r.reading_id).await.as_deref(),
+        Some("rejected")
+    );
+    assert_eq!(billing.posts_for(&key).len(), 1, "never retried");
+    assert_eq!(billing.successes_for(&key), 0);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn undecodable_events_are_dead_lettered_without_a_post() {
+    let env = TestEnv::new().await;
+    let billing = BillingDouble::start(Behaviour::Always(200)).await;
+    let app = spawn_app(&env, options(&billing)).await;
+    let events = Events::connect(&env).await;
+    events
+        .publish_raw(b"{\"schema\":\"reading.accepted/v1\",\"oops\":1}")
+        .await;
+    let mut four_zones = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[1, 2, 3, 4],
+        "2026-11-20T10:00:00+05:00",
+    );
+    four_zones.message_id = "four-zones".into();
+    events.publish(&four_zones).await;
+    for _ in 0..2 {
+        eventually("dead letter", Duration::from_secs(20), || {
+            take(&env, "billing-export.dead")
+        })
+        .await;
+    }
+    assert!(billing.posts().is_empty());
+    assert_eq!(common::stored_count(&billing_pool(&env)).await, 0);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_billing_url_readings_are_stored_only() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env, Options::default()).await;
+    let events = Events::connect(&env).await;
+    let r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100],
+        "2026-11-20T10:00:00+05:00",
+    );
+    events.publish(&r).await;
+    let pool = billing_pool(&env);
+    wait_stored(&pool, 1).await;
+    assert_eq!(
+        delivery_of(&pool, r.reading_id).await.as_deref(),
+        Some("not_pushed")
+    );
+    let csv = app
+        .get("/v1/exports/2026-11.csv")
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(csv.contains(&r.reading_id.to_string()), "{csv}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn unreachable_billing_is_retried_not_dead_lettered() {
+    let env = TestEnv::new().await;
+    // Nothing listens on port 1: connection refused.
+    let options = Options {
+        billing_url: Some("http://127.0.0.1:1/api/meter".into()),
+        ..Options::default()
+    };
+    let app = spawn_app(&env, options).await;
+    let events = Events::connect(&env).await;
+    let r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100],
+        "2026-11-20T10:00:00+05:00",
+    );
+    events.publish(&r).await;
+    eventually("a second attempt", Duration::from_secs(20), || async {
+        let n = app
+            .metric(r#"billing_pushes_total{result="retried"}"#)
+            .await?;
+        (n >= 2.0).then_some(())
+    })
+    .await;
+    let pool = billing_pool(&env);
+    let (delivery, error): (String, Option<String>) =
+        sqlx::query_as("SELECT delivery, last_error FROM readings WHERE reading_id = $1")
+            .bind(r.reading_id)
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!(delivery, "pending");
+    assert!(error.is_some_and(|e| !e.is_empty()));
+    assert!(take(&env, "billing-export.dead").await.is_none());
+    app.stop().await;
+    env.cleanup().await;
+}

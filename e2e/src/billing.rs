@@ -1,0 +1,100 @@
+//! An HTTP double of a peer we cannot have — the billing system (`POST /readings`) or an
+//! SMS aggregator (`POST /sms`): records every post with its `Idempotency-Key`, and
+//! answers as the test tells it (200, 409, 503 for a while…).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Inner {
+    /// Status to answer; `None` = 200.
+    answer: Option<u16>,
+    /// Successful deliveries per idempotency key.
+    delivered: HashMap<String, u32>,
+    /// Every post: (key, status answered, body).
+    posts: Vec<(String, u16, serde_json::Value)>,
+}
+
+#[derive(Clone)]
+pub struct BillingDouble {
+    inner: Arc<Mutex<Inner>>,
+    pub url: String,
+    stop: CancellationToken,
+}
+
+impl BillingDouble {
+    pub async fn start() -> BillingDouble {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind billing double");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        // `/readings` plays the billing system, `/sms` an SMS aggregator's send API.
+        let app = Router::new()
+            .route("/readings", post(readings))
+            .route("/sms", post(readings))
+            .with_state(inner.clone());
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(until.cancelled_owned())
+                .await;
+        });
+        BillingDouble { inner, url, stop }
+    }
+
+    /// Answer every post with `status` from now on (`200` restores success).
+    pub fn answer(&self, status: u16) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.answer = (status != 200).then_some(status);
+        }
+    }
+
+    /// Successful deliveries per reading id.
+    pub fn delivered(&self) -> HashMap<String, u32> {
+        self.inner
+            .lock()
+            .map(|i| i.delivered.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn posts(&self) -> Vec<(String, u16, serde_json::Value)> {
+        self.inner
+            .lock()
+            .map(|i| i.posts.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+async fn readings(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    let Ok(mut i) = inner.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    let status = i.answer.unwrap_or(200);
+    if status == 200 {
+        *i.delivered.entry(key.clone()).or_default() += 1;
+    }
+    i.posts.push((key, status, json));
+    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+}

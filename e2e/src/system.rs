@@ -1,0 +1,334 @@
+//! The four services as processes, on one test's vhost and database.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use shared::testing::{TestEnv, eventually};
+
+pub const TOKEN: &str = "e2e-token-123";
+pub const SERVICES: [&str; 4] = ["ingest", "validator", "notifier", "billing-export"];
+const WAIT: Duration = Duration::from_secs(30);
+
+/// How the notifier sends SMS.
+#[derive(Debug, Clone)]
+pub enum Gateway {
+    Log,
+    /// A real Kannel started by the harness (scripts/kannel.sh).
+    Kannel,
+    /// An SMS aggregator's HTTP API (a test double's base URL).
+    Http(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    pub gateway: Gateway,
+    /// SMTP URL; `None` writes e-mails to a directory.
+    pub smtp_url: Option<String>,
+    pub billing_url: Option<String>,
+    pub registry_csv: String,
+    /// Extra environment for every service (e.g. window days).
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Kannel {
+    pub dir: tempfile::TempDir,
+    pub smsc_port: u16,
+    pub sendsms_port: u16,
+}
+
+pub struct System {
+    pub env: TestEnv,
+    pub ports: HashMap<&'static str, u16>,
+    procs: HashMap<&'static str, tokio::process::Child>,
+    pub kannel: Option<Kannel>,
+    pub work: tempfile::TempDir,
+    opts: SystemOptions,
+    http: reqwest::Client,
+}
+
+/// Where cargo put the service binaries (next to the test executable's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("E2E_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    dir.join(name)
+}
+
+impl System {
+    pub async fn start(opts: SystemOptions) -> System {
+        let env = TestEnv::new().await;
+        let work = tempfile::tempdir().expect("work dir");
+        let ports = SERVICES.iter().map(|s| (*s, crate::free_port())).collect();
+        let mut system = System {
+            env,
+            ports,
+            procs: HashMap::new(),
+            kannel: None,
+            work,
+            opts,
+            http: reqwest::Client::new(),
+        };
+        if matches!(system.opts.gateway, Gateway::Kannel) {
+            system.kannel = Some(system.start_kannel().await);
+        }
+        system.import_registry().await;
+        for s in SERVICES {
+            system.spawn(s).await;
+        }
+        for s in SERVICES {
+            system.wait_ready(s).await;
+        }
+        system
+    }
+
+    async fn start_kannel(&self) -> Kannel {
+        let dir = tempfile::tempdir().expect("kannel dir");
+        let smsc_port = crate::free_port();
+        let sendsms_port = crate::free_port();
+        let get_url = format!(
+            "http://127.0.0.1:{}/v1/sms/kannel?token={TOKEN}&id=%I&from=%p&to=%P&ts=%T&text=%a",
+            self.ports["ingest"]
+        );
+        let out = tokio::process::Command::new("bash")
+            .arg(crate::repo_root().join("scripts/kannel.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .env("KANNEL_ADMIN_PORT", crate::free_port().to_string())
+            .env("KANNEL_SMSBOX_PORT", crate::free_port().to_string())
+            .env("KANNEL_SMSC_PORT", smsc_port.to_string())
+            .env("KANNEL_SENDSMS_PORT", sendsms_port.to_string())
+            .env("KANNEL_GET_URL", get_url)
+            .env("KANNEL_LOG_LEVEL", "1")
+            .output()
+            .await
+            .expect("scripts/kannel.sh runs");
+        assert!(
+            out.status.success(),
+            "Kannel did not start (scripts/kannel.sh install): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Kannel {
+            dir,
+            smsc_port,
+            sendsms_port,
+        }
+    }
+
+    async fn import_registry(&self) {
+        let file = self.work.path().join("registry.csv");
+        std::fs::write(&file, &self.opts.registry_csv).expect("write registry");
+        let out = tokio::process::Command::new(bin("validator"))
+            .arg("import-registry")
+            .arg(&file)
+            .arg("--strict")
+            .env("DATABASE_URL", &self.env.database_url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("validator binary (cargo build --workspace)");
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn base(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[service])
+    }
+
+    pub fn mail_dir(&self) -> PathBuf {
+        self.work.path().join("mail")
+    }
+
+    pub fn export_dir(&self) -> PathBuf {
+        self.work.path().join("exports")
+    }
+
+    pub fn log_path(&self, service: &str) -> PathBuf {
+        self.work.path().join(format!("{service}.log"))
+    }
+
+    fn service_env(&self, service: &'static str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("AMQP_URL".into(), self.env.amqp_url.clone()),
+            ("DATABASE_URL".into(), self.env.database_url.clone()),
+            ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
+            (
+                "HTTP_ADDR".into(),
+                format!("127.0.0.1:{}", self.ports[service]),
+            ),
+            ("RUST_LOG".into(), "info".into()),
+            ("SHUTDOWN_GRACE_SECONDS".into(), "10".into()),
+            ("INGEST_TOKEN".into(), TOKEN.into()),
+            ("EXPORT_DIR".into(), self.export_dir().display().to_string()),
+            ("SMS_SENDER".into(), "7377".into()),
+            (
+                "EMAIL_FROM".into(),
+                "Энергосбыт <meter@energo.example>".into(),
+            ),
+        ];
+        match &self.opts.gateway {
+            Gateway::Log => env.push(("SMS_GATEWAY".into(), "log".into())),
+            Gateway::Http(base) => {
+                env.push(("SMS_GATEWAY".into(), "http".into()));
+                env.push(("SMS_HTTP_URL".into(), format!("{base}/sms")));
+                env.push(("SMS_HTTP_TOKEN".into(), "sms-secret".into()));
+            }
+            Gateway::Kannel => {
+                let port = self.kannel.as_ref().map(|k| k.sendsms_port).unwrap_or(0);
+                env.push(("SMS_GATEWAY".into(), "kannel".into()));
+                env.push((
+                    "KANNEL_SENDSMS_URL".into(),
+                    format!("http://127.0.0.1:{port}/cgi-bin/sendsms"),
+                ));
+                env.push(("KANNEL_USER".into(), "notifier".into()));
+                env.push(("KANNEL_PASSWORD".into(), "secret".into()));
+            }
+        }
+        match &self.opts.smtp_url {
+            Some(url) => env.push(("SMTP_URL".into(), url.clone())),
+            None => env.push(("EMAIL_DIR".into(), self.mail_dir().display().to_string())),
+        }
+        if let Some(url) = &self.opts.billing_url {
+            env.push(("BILLING_URL".into(), url.clone()));
+            env.push(("BILLING_TOKEN".into(), "billing-secret".into()));
+        }
+        env.extend(self.opts.env.iter().cloned());
+        env
+    }
+
+    /// Starts (or restarts) one service process.
+    pub async fn spawn(&mut self, service: &'static str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(service))
+            .expect("log file");
+        let log2 = log.try_clone().expect("log file");
+        let child = tokio::process::Command::new(bin(service))
+            .arg("serve")
+            .envs(self.service_env(service))
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {service} ({}): {e}", bin(service).display()));
+        self.procs.insert(service, child);
+    }
+
+    pub async fn wait_ready(&self, service: &str) {
+        let url = format!("{}/readyz", self.base(service));
+        let http = self.http.clone();
+        eventually(&format!("{service} ready"), WAIT, || {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// `kill -9`: no shutdown, nothing acked.
+    pub async fn kill9(&mut self, service: &'static str) {
+        if let Some(mut child) = self.procs.remove(service) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// SIGTERM and the exit status.
+    pub async fn terminate(&mut self, service: &'static str) -> Option<std::process::ExitStatus> {
+        let mut child = self.procs.remove(service)?;
+        let pid = child.id()?;
+        let _ = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+        tokio::time::timeout(WAIT, child.wait()).await.ok()?.ok()
+    }
+
+    pub async fn restart(&mut self, service: &'static str) {
+        self.kill9(service).await;
+        self.spawn(service).await;
+        self.wait_ready(service).await;
+    }
+
+    /// Sends an SMS the way an aggregator's webhook does; returns the HTTP status.
+    pub async fn post_sms(&self, id: &str, from: &str, text: &str) -> u16 {
+        self.post_sms_at(id, from, text, None).await
+    }
+
+    /// As `post_sms`, with the gateway's time of receipt.
+    pub async fn post_sms_at(
+        &self,
+        id: &str,
+        from: &str,
+        text: &str,
+        received_at: Option<&str>,
+    ) -> u16 {
+        let mut body =
+            serde_json::json!({"message_id": id, "from": from, "to": "7377", "text": text});
+        if let Some(at) = received_at {
+            body["received_at"] = serde_json::Value::String(at.to_owned());
+        }
+        match self
+            .http
+            .post(format!("{}/v1/sms", self.base("ingest")))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// A value from a service's `/metrics` (sum of the series whose line starts with `prefix`).
+    pub async fn metric(&self, service: &str, prefix: &str) -> f64 {
+        let text = match self
+            .http
+            .get(format!("{}/metrics", self.base(service)))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn logs(&self, service: &str) -> String {
+        std::fs::read_to_string(self.log_path(service)).unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        for s in SERVICES {
+            let _ = self.terminate(s).await;
+        }
+        if let Some(k) = self.kannel.take() {
+            let _ = tokio::process::Command::new("bash")
+                .arg(crate::repo_root().join("scripts/kannel.sh"))
+                .arg("stop")
+                .arg(k.dir.path())
+                .output()
+                .await;
+        }
+        self.env.cleanup().await;
+    }
+}

@@ -22,6 +22,11 @@ BIN="$CARGO_TARGET_DIR/debug"
 STATE="$PWD/.local"
 mkdir -p "$STATE/mail" "$STATE/exports" "$STATE/logs"
 DB="${LOCAL_DATABASE:-meter}"
+if [ "${1:-}" = "--check" ]; then
+    # The check starts from an empty database so that its effects are its own.
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)"
+    rm -f "$STATE"/mail/*.eml
+fi
 psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 ||
     psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE \"$DB\""
 
@@ -56,17 +61,19 @@ for port in 8080 8081 8082 8083; do
     curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || die "service on :$port not ready (see $STATE/logs)"
 done
 
-send() { # text
+send() { # text [message id]
+    local id=""
+    [ -n "${2:-}" ] && id="\"message_id\": \"$2\", "
     curl -fsS -X POST http://127.0.0.1:8080/v1/sms -H "Authorization: Bearer $INGEST_TOKEN" \
         -H 'Content-Type: application/json' \
-        -d "{\"from\": \"+79001234567\", \"to\": \"7377\", \"text\": \"$1\"}"
+        -d "{$id\"from\": \"+79001234567\", \"to\": \"7377\", \"text\": \"$1\"}"
     echo
 }
 
 if [ "${1:-}" = "--check" ]; then
     log "check: one wrong SMS, one correct SMS with an e-mail"
-    send "1000001 44000"
-    send "1000002 45100 12100 resident@example.ru"
+    send "1000001 44000" "check-$$-1"
+    send "1000002 45100 12100 resident@example.ru" "check-$$-2"
     period=$(date +%Y-%m)
     for _ in $(seq 1 60); do
         grep -q "reading_decreased\|SMS reply" "$STATE/logs/notifier.log" 2>/dev/null &&

@@ -3,7 +3,8 @@
 # starts PostgreSQL, RabbitMQ (with its management API), builds, and runs
 #   1. every test in parallel (one vhost and one database per test),
 #   2. the tests that restart the broker, alone,
-#   3. the offline validation of the Kubernetes manifests.
+#   3. the README's local run, end to end (--check),
+#   4. the offline validation of the Kubernetes manifests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -27,8 +28,14 @@ cargo build --workspace --all-targets --locked
 log "tests (parallel)"
 cargo nextest run --workspace --locked --no-fail-fast
 
+# Tests that restart the broker are #[ignore]d and named *broker_restart*: they take
+# the broker away from every other test, so they run after the others, one at a time.
+# (Other ignored tests are benchmarks, run by hand: see docs/performance.md.)
 log "tests that restart the broker (alone)"
-cargo nextest run --workspace --locked --run-ignored only --test-threads 1 --no-fail-fast
+cargo nextest run --workspace --locked --run-ignored only --test-threads 1 --no-fail-fast -E 'test(/broker_restart/)'
+
+log "the local run (scripts/run-local.sh --check)"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" LOCAL_DATABASE=meter_local_check bash scripts/run-local.sh --check
 
 log "Kubernetes manifests (offline)"
 python3 deploy/check.py

@@ -19,6 +19,10 @@ struct Inner {
     delivered: HashMap<String, u32>,
     /// Every post: (key, status answered, body).
     posts: Vec<(String, u16, serde_json::Value)>,
+    /// How long to take before answering (a slow peer).
+    delay: Option<std::time::Duration>,
+    /// Requests that arrived, answered or not yet.
+    started: u32,
 }
 
 #[derive(Clone)]
@@ -57,6 +61,18 @@ impl BillingDouble {
         }
     }
 
+    /// Take `delay` before answering each request from now on.
+    pub fn delay(&self, delay: std::time::Duration) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.delay = Some(delay);
+        }
+    }
+
+    /// Requests that have arrived (including those still waiting to be answered).
+    pub fn started(&self) -> u32 {
+        self.inner.lock().map(|i| i.started).unwrap_or(0)
+    }
+
     /// Successful deliveries per reading id.
     pub fn delivered(&self) -> HashMap<String, u32> {
         self.inner
@@ -88,6 +104,16 @@ async fn readings(
         .unwrap_or("")
         .to_owned();
     let json: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    let delay = match inner.lock() {
+        Ok(mut i) => {
+            i.started += 1;
+            i.delay
+        }
+        Err(_) => None,
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let Ok(mut i) = inner.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR;
     };

@@ -14,6 +14,7 @@ start_postgres
 start_rabbitmq
 scripts/kannel.sh install
 pip_install aiosmtpd -- aiosmtpd
+pip_install opentelemetry.proto -- opentelemetry-proto
 pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
 command -v kubectl >/dev/null || apt_install kubernetes-client
 

@@ -44,10 +44,7 @@ pub async fn migrate(
     database: &DatabaseConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = shared::db::pool(database, SCHEMA)?;
-    shared::db::migrate(&pool, SCHEMA, &MIGRATOR, shutdown).await?;
-    pool.close().await;
-    Ok(())
+    shared::cli::migrate_schema(database, SCHEMA, &MIGRATOR, shutdown).await
 }
 
 /// Runs the notifier until `shutdown`: serves the ops endpoints at once (so liveness

@@ -66,7 +66,15 @@ pub struct NotifierMetrics {
     send_failures: Family<FailureLabel, Counter>,
     duplicates: Family<ChannelLabel, Counter>,
     budget_exhausted: Gauge,
+    /// The clock hour (hours since the epoch) in which the budget was last found spent.
+    /// The budget is per clock hour, so the gauge stays up until the hour turns: a
+    /// reply sent later in the same hour had reserved its unit before the budget ran out.
+    exhausted_in_hour: std::sync::Arc<std::sync::atomic::AtomicI64>,
     budget_exhaustions: Counter,
+}
+
+fn current_hour() -> i64 {
+    chrono::Utc::now().timestamp().div_euclid(3600)
 }
 
 impl NotifierMetrics {
@@ -78,6 +86,7 @@ impl NotifierMetrics {
             send_failures: Family::default(),
             duplicates: Family::default(),
             budget_exhausted: Gauge::default(),
+            exhausted_in_hour: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             budget_exhaustions: Counter::default(),
         };
         registry.register(
@@ -107,7 +116,7 @@ impl NotifierMetrics {
         );
         registry.register(
             "reply_budget_exhausted",
-            "1 while the global hourly reply budget is spent (as last seen by this replica)",
+            "1 while the global hourly reply budget is spent (as last seen by this replica, until the hour turns)",
             m.budget_exhausted.clone(),
         );
         registry.register(
@@ -122,7 +131,12 @@ impl NotifierMetrics {
         self.replies_sent
             .get_or_create(&GatewayLabel { gateway })
             .inc();
-        self.budget_exhausted.set(0);
+        let exhausted_in = self
+            .exhausted_in_hour
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if exhausted_in != current_hour() {
+            self.budget_exhausted.set(0);
+        }
     }
 
     pub fn reply_suppressed(&self, reason: Suppressed) {
@@ -132,6 +146,8 @@ impl NotifierMetrics {
             })
             .inc();
         if reason == Suppressed::Budget {
+            self.exhausted_in_hour
+                .store(current_hour(), std::sync::atomic::Ordering::Relaxed);
             self.budget_exhausted.set(1);
             self.budget_exhaustions.inc();
         }

@@ -44,3 +44,26 @@ pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpL
         .await
         .with_context(|| format!("cannot listen on {addr} (HTTP_ADDR)"))
 }
+
+/// The subcommands every service has (validator adds its own beside them).
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum Standard {
+    /// Run the service (the default).
+    Serve,
+    /// Apply the service's database migrations and exit (for a Kubernetes Job).
+    Migrate,
+}
+
+/// The `migrate` subcommand: applies a service's migrations in its own schema.
+pub async fn migrate_schema(
+    database: &crate::config::DatabaseConfig,
+    schema: &'static str,
+    migrator: &sqlx::migrate::Migrator,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = crate::db::pool(database, schema)?;
+    crate::db::migrate(&pool, schema, migrator, shutdown).await?;
+    pool.close().await;
+    tracing::info!(schema, "migrations applied");
+    Ok(())
+}

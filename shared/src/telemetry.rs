@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -52,6 +52,15 @@ fn provider(service: &str) -> anyhow::Result<SdkTracerProvider> {
         builder = builder.with_batch_exporter(exporter.build()?);
     }
     Ok(builder.build())
+}
+
+/// What becomes a span: our own at INFO and above; not the AMQP client's connection
+/// loop, which would be one endless span per connection in the tracing backend.
+fn span_filter() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("lapin", LevelFilter::OFF)
+        .with_target("amq_protocol", LevelFilter::OFF)
 }
 
 /// Installs the global subscriber for a service binary.

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use shared::cli::Standard;
 
 /// Checks inbound SMS against the account registry and emits accepted or rejected readings.
 #[derive(Parser)]
@@ -16,10 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Consume and validate messages (the default).
-    Serve,
-    /// Apply database migrations and exit.
-    Migrate,
+    #[command(flatten)]
+    Standard(Standard),
     /// Load the account registry from the billing system's CSV (upsert).
     ImportRegistry {
         /// The CSV file: account,meter,zones,digits,status,last_period,last_t1,last_t2,last_t3,normative_kwh
@@ -35,14 +34,19 @@ fn main() -> ExitCode {
     let format = cli.config.runtime.log_format;
     shared::cli::run_main("validator", format, || async move {
         let shutdown = shared::shutdown::on_signals();
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => {
+        match cli.command.unwrap_or(Command::Standard(Standard::Serve)) {
+            Command::Standard(Standard::Serve) => {
                 let listener = shared::cli::bind(cli.config.http_addr).await?;
                 validator::run(cli.config, listener, shutdown).await
             }
-            Command::Migrate => {
-                let pool = shared::db::pool(&cli.config.database, validator::SCHEMA)?;
-                validator::migrate(&pool, &shutdown).await
+            Command::Standard(Standard::Migrate) => {
+                shared::cli::migrate_schema(
+                    &cli.config.database,
+                    validator::SCHEMA,
+                    &validator::MIGRATOR,
+                    &shutdown,
+                )
+                .await
             }
             Command::ImportRegistry { file, strict } => {
                 let pool = shared::db::pool(&cli.config.database, validator::SCHEMA)?;

@@ -10,6 +10,7 @@
 use shared::consumer::{Handler, HandlerError, Incoming};
 use shared::events::{Event, ReadingAccepted};
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::metrics::{BillingMetrics, PushResult};
 use crate::push::{Billing, PushOutcome};
@@ -60,7 +61,8 @@ impl ReadingHandler {
         body: &[u8],
     ) -> Result<(), HandlerError> {
         let id = reading.reading_id;
-        let outcome = billing.post(id, body).await;
+        let span = tracing::info_span!("push", otel.name = "billing push", otel.kind = "client", reading_id = %id);
+        let outcome = billing.post(id, body).instrument(span).await;
         let (delivery, status, error, result) = match &outcome {
             PushOutcome::Delivered(status) => {
                 self.crash_if(CrashPoint::AfterPost, reading);

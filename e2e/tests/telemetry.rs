@@ -409,6 +409,25 @@ async fn one_sms_is_one_trace_across_the_services() {
     );
     assert_eq!(key(&accepted, "validator").as_deref(), Some("sms.received"));
 
+    // The steps inside the services: receive → publish → consume → validate → store →
+    // notify / export, each a span of the same trace.
+    let names =
+        |trace: &[Span]| -> HashSet<String> { trace.iter().map(|s| s.name.clone()).collect() };
+    for step in ["validate", "store", "sms send"] {
+        assert!(
+            names(&refused).contains(step),
+            "refused trace has `{step}`: {:?}",
+            names(&refused)
+        );
+    }
+    for step in ["validate", "store", "billing push"] {
+        assert!(
+            names(&accepted).contains(step),
+            "accepted trace has `{step}`: {:?}",
+            names(&accepted)
+        );
+    }
+
     system.stop().await;
     receiver.stop().await;
     billing.stop();

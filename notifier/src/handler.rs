@@ -5,6 +5,7 @@
 //! `Transient` (retry later) or `Permanent` (dead letter).
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono_tz::Tz;
 use lettre::message::Mailbox;
@@ -114,7 +115,13 @@ impl Notifier {
             reply_to: event.message_id.clone(),
             idempotency_key: idempotency_key(&event.message_id),
         };
-        let sent = self.bounded(self.gateway.send(&sms)).await;
+        let span = tracing::info_span!(
+            "send_sms",
+            otel.name = "sms send",
+            otel.kind = "client",
+            gateway = self.gateway.name()
+        );
+        let sent = self.bounded(self.gateway.send(&sms)).instrument(span).await;
         if sent.is_ok() {
             self.metrics.reply_sent(self.gateway.name());
             tracing::info!(to = %sms.to.masked(), message_id = %event.message_id, gateway = self.gateway.name(), "reply sent");
@@ -153,8 +160,15 @@ impl Notifier {
             Some(attempt) => attempt,
             None => return Ok(()),
         };
+        let span = tracing::info_span!(
+            "send_email",
+            otel.name = "email send",
+            otel.kind = "client",
+            transport = self.mailer.transport()
+        );
         let sent = self
             .bounded(self.mailer.send(&message, event.reading_id))
+            .instrument(span)
             .await;
         if sent.is_ok() {
             self.metrics.email_sent(self.mailer.transport());

@@ -82,7 +82,7 @@ pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<Telemetr
         .with(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(LevelFilter::INFO),
+                .with_filter(span_filter()),
         )
         .try_init()?;
     Ok(TelemetryGuard { provider })
@@ -105,7 +105,7 @@ pub fn init_for_tests() {
             .with(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)
-                    .with_filter(LevelFilter::INFO),
+                    .with_filter(span_filter()),
             )
             .try_init();
         // The provider must outlive every span; tests end with the process.

@@ -8,6 +8,7 @@ use std::ops::RangeInclusive;
 use chrono::{DateTime, FixedOffset};
 use shared::events::{Event, Period, ReadingAccepted, ReadingRejected, RejectReason, SmsReceived};
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::grammar::{self, ParseError, ParsedMessage};
@@ -82,7 +83,9 @@ pub async fn process(
     if seen.is_some() {
         return Ok(Outcome::Duplicate);
     }
-    let decision = decide(&mut tx, rules, sms).await?;
+    let decision = decide(&mut tx, rules, sms)
+        .instrument(tracing::info_span!("validate", otel.name = "validate"))
+        .await?;
     let (outcome, reading_id) = match &decision {
         Err(refused) => (
             Outcome::Rejected(ReadingRejected {
@@ -120,6 +123,22 @@ pub async fn process(
         }
     };
 
+    record(tx, sms, outcome, reading_id)
+        .instrument(tracing::info_span!(
+            "store",
+            otel.name = "store",
+            db.system = "postgresql"
+        ))
+        .await
+}
+
+/// Stores the outcome: the audit row, the reading and the event, then commits.
+async fn record(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    sms: &SmsReceived,
+    outcome: Outcome,
+    reading_id: Option<Uuid>,
+) -> Result<Outcome, sqlx::Error> {
     // The audit row first: its primary key settles a concurrent duplicate delivery.
     let (status, reason, account, reply) = match &outcome {
         Outcome::Accepted(a) => ("accepted", None, Some(a.account.clone()), None),

@@ -370,6 +370,13 @@ async fn rate_limited(
     sender: &str,
     at: DateTime<FixedOffset>,
 ) -> Result<bool, sqlx::Error> {
+    // Two messages of one sender handled at once would both count the other as not yet
+    // there; a per-sender lock for the rest of the transaction makes the count exact.
+    // It is the last lock a transaction takes, so it cannot take part in a deadlock.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(sender)
+        .execute(&mut *tx)
+        .await?;
     let count: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM messages WHERE sender = $1 AND received_at > $2 - interval '1 hour' AND received_at <= $2",
     )

@@ -33,7 +33,7 @@ cargo nextest run --workspace --locked --no-fail-fast
 # the broker away from every other test, so they run after the others, one at a time.
 # (Other ignored tests are benchmarks, run by hand: see docs/performance.md.)
 log "tests that restart the broker (alone)"
-cargo nextest run --workspace --locked --run-ignored only --test-threads 1 --no-fail-fast -E 'test(/broker_restart/)'
+cargo nextest run --workspace --locked --run-ignored only --test-threads 1 --no-fail-fast -E 'test(/broker_restart|postgres_restart/)'
 
 log "the local run (scripts/run-local.sh --check)"
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" LOCAL_DATABASE=meter_local_check bash scripts/run-local.sh --check

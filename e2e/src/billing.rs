@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 struct Inner {
     /// Status to answer; `None` = 200.
     answer: Option<u16>,
+    /// Answer `409` to a post whose key was delivered before, as a peer that honours
+    /// `Idempotency-Key` does (SPEC §4.5): the re-post is recorded, not delivered again.
+    conflict_on_repeat: bool,
     /// Successful deliveries per idempotency key.
     delivered: HashMap<String, u32>,
     /// Every post: (key, status answered, body).
@@ -73,6 +76,14 @@ impl BillingDouble {
         self.inner.lock().map(|i| i.started).unwrap_or(0)
     }
 
+    /// Behave as a peer that deduplicates by `Idempotency-Key`: a post whose key was
+    /// already delivered is answered `409` and not counted in `delivered` again.
+    pub fn conflict_on_repeat(&self) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.conflict_on_repeat = true;
+        }
+    }
+
     /// Successful deliveries per reading id.
     pub fn delivered(&self) -> HashMap<String, u32> {
         self.inner
@@ -117,7 +128,10 @@ async fn readings(
     let Ok(mut i) = inner.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR;
     };
-    let status = i.answer.unwrap_or(200);
+    let mut status = i.answer.unwrap_or(200);
+    if status == 200 && i.conflict_on_repeat && i.delivered.contains_key(&key) {
+        status = 409;
+    }
     if status == 200 {
         *i.delivered.entry(key.clone()).or_default() += 1;
     }

@@ -4,6 +4,7 @@
 //! for the billing system we cannot have.
 
 pub mod billing;
+pub mod drill;
 pub mod fixtures;
 pub mod phone;
 pub mod smtp;

@@ -48,6 +48,19 @@ pub struct System {
     http: reqwest::Client,
 }
 
+/// `n` free loopback ports, all different: each is held bound until all are chosen.
+/// (`free_port` twice in a row may return the same port, and two services of one
+/// system then fight over it: the loser exits, and the winner answers its probes.)
+pub fn distinct_free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .filter_map(|_| std::net::TcpListener::bind("127.0.0.1:0").ok())
+        .collect();
+    held.iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.port())
+        .collect()
+}
+
 /// Where cargo put the service binaries (next to the test executable's `deps/`).
 pub fn bin(name: &str) -> PathBuf {
     if let Ok(dir) = std::env::var("E2E_BIN_DIR") {
@@ -66,7 +79,11 @@ impl System {
     pub async fn start(opts: SystemOptions) -> System {
         let env = TestEnv::new().await;
         let work = tempfile::tempdir().expect("work dir");
-        let ports = SERVICES.iter().map(|s| (*s, crate::free_port())).collect();
+        let ports = SERVICES
+            .iter()
+            .copied()
+            .zip(distinct_free_ports(SERVICES.len()))
+            .collect();
         let mut system = System {
             env,
             ports,

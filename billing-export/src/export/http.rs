@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -115,19 +116,26 @@ fn parse_period(s: &str) -> Result<Period, ApiError> {
         .map_err(|e: shared::events::PeriodError| ApiError::BadPeriod(e.to_string()))
 }
 
+/// A path segment that is not even text (invalid UTF-8 after percent-decoding) is a
+/// bad period like any other: `400` with the JSON reason, not axum's plain-text one.
+fn segment(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(s)| s)
+        .map_err(|r| ApiError::BadPeriod(r.body_text()))
+}
+
 async fn readings_csv(
     State(state): State<ExportState>,
-    Path(file): Path<String>,
+    file: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let period = period_of_file(&file)?;
+    let period = period_of_file(&segment(file)?)?;
     stream(state, Report::Readings, period).await
 }
 
 async fn missing_csv(
     State(state): State<ExportState>,
-    Path(period): Path<String>,
+    period: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let period = parse_period(&period)?;
+    let period = parse_period(&segment(period)?)?;
     stream(state, Report::Missing, period).await
 }
 

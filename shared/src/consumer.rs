@@ -39,6 +39,11 @@ pub const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 /// Header: the last error, on retried and dead-lettered messages.
 pub const ERROR_HEADER: &str = "x-last-error";
 
+/// How long in-flight messages may run on after the broker link was lost.
+const LINK_LOST_DRAIN: Duration = Duration::from_secs(5);
+/// An ack (or a retry/dead-letter copy and its ack) that takes longer has hung.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A message as the handler sees it.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -181,9 +186,9 @@ async fn consume_once<H: Handler>(
         }
     };
     let failure: std::sync::Mutex<Option<lapin::Error>> = std::sync::Mutex::new(None);
-    consumer
-        .take_until(stop)
-        .for_each_concurrent(config.concurrency, |delivery| async {
+    let mut processing = Box::pin(consumer.take_until(stop).for_each_concurrent(
+        config.concurrency,
+        |delivery| async {
             match delivery {
                 Ok(delivery) => {
                     process(
@@ -202,8 +207,22 @@ async fn consume_once<H: Handler>(
                     link_lost.cancel();
                 }
             }
-        })
-        .await;
+        },
+    ));
+    // After the link is lost nothing in hand can be acked any more, and an ack on a dead
+    // connection may never resolve: give in-flight work a short while, then abandon it
+    // (its effects are idempotent and the broker redelivers the messages) and reconnect.
+    let abandon = async {
+        link_lost.cancelled().await;
+        tokio::time::sleep(LINK_LOST_DRAIN).await;
+    };
+    tokio::select! {
+        _ = &mut processing => {}
+        _ = abandon => {
+            tracing::warn!(queue = %config.queue.name, "in-flight messages abandoned after the broker link was lost; the broker redelivers them");
+        }
+    }
+    drop(processing);
     watcher.abort();
     // In-flight messages are finished and acked by now; unstarted prefetched ones go
     // back to the queue when the channel closes.
@@ -293,9 +312,15 @@ async fn process<H: Handler>(
         }
     }
     .instrument(span);
-    if let Err(e) = settled.await {
+    match tokio::time::timeout(SETTLE_TIMEOUT, settled).await {
+        Ok(Ok(())) => {}
         // The channel is gone: the broker will redeliver the message to the next consumer.
-        tracing::warn!(error = %e, "could not settle message; the broker will redeliver it");
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not settle message; the broker will redeliver it")
+        }
+        Err(_) => tracing::warn!(
+            "settling the message did not finish in time; the broker will redeliver it"
+        ),
     }
 }
 

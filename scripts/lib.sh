@@ -68,10 +68,12 @@ start_rabbitmq() {
         log "starting RabbitMQ"
         $SUDO rabbitmq-server -detached >/dev/null 2>&1 || true
     fi
-    # await_startup fails until the node exists: retry with a deadline.
+    # await_startup fails until the node exists: retry with a deadline. A node whose
+    # app was stopped (rabbitmqctl stop_app, e.g. an interrupted drill) is started too.
     local ok=""
     for _ in $(seq 1 60); do
-        if $SUDO rabbitmqctl -q await_startup >/dev/null 2>&1; then ok=1; break; fi
+        $SUDO rabbitmqctl -q start_app >/dev/null 2>&1 || true
+        if $SUDO timeout 10 rabbitmqctl -q await_startup >/dev/null 2>&1; then ok=1; break; fi
         sleep 1
     done
     [ -n "$ok" ] || die "RabbitMQ did not start"

@@ -54,6 +54,9 @@ pub struct Incoming {
     /// The broker redelivered it (a consumer died before acking).
     pub redelivered: bool,
     pub attempt: u32,
+    /// The consumer span of this message, already a child of the trace it arrived
+    /// with: a batch handler enters it for work done on this message alone.
+    pub span: tracing::Span,
 }
 
 /// A handler's failure, split by whether trying again can help.
@@ -82,6 +85,29 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, msg: &Incoming) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
+/// A service's message logic, several deliveries at a time (one database transaction
+/// for many messages, say). Returns one outcome per message, in order; a shorter
+/// answer leaves the rest to be retried later.
+pub trait BatchHandler: Send + Sync + 'static {
+    fn handle_batch(
+        &self,
+        msgs: &[Incoming],
+    ) -> impl Future<Output = Vec<Result<(), HandlerError>>> + Send;
+}
+
+/// A [`Handler`] run as batches of one.
+struct One<H>(Arc<H>);
+
+impl<H: Handler> BatchHandler for One<H> {
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
+        let mut outcomes = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            outcomes.push(self.0.handle(msg).instrument(msg.span.clone()).await);
+        }
+        outcomes
+    }
+}
+
 /// How one consumer runs.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -92,8 +118,11 @@ pub struct ConsumerConfig {
     pub topology: Vec<QueueSpec>,
     /// Unacked deliveries the broker may send ahead.
     pub prefetch: u16,
-    /// Messages handled at once.
+    /// Batches handled at once.
     pub concurrency: usize,
+    /// Most deliveries handed to the handler at once. A batch is whatever has arrived
+    /// (up to this many): under light load batches are of one and add no delay.
+    pub batch: usize,
 }
 
 impl ConsumerConfig {
@@ -104,13 +133,28 @@ impl ConsumerConfig {
             topology,
             prefetch: 64,
             concurrency: 16,
+            batch: 1,
         }
     }
 }
 
-/// Runs the consumer until `shutdown`; reconnects with back-off whenever the broker
-/// connection is lost.
+/// Runs the consumer until `shutdown`, one message per handler call; reconnects with
+/// back-off whenever the broker connection is lost.
 pub async fn run<H: Handler>(
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    metrics: ConsumerMetrics,
+    ready: ReadyFlag,
+    shutdown: CancellationToken,
+) {
+    let config = ConsumerConfig { batch: 1, ..config };
+    run_batched(config, Arc::new(One(handler)), metrics, ready, shutdown).await
+}
+
+/// Runs the consumer until `shutdown`, handing the handler up to `config.batch`
+/// deliveries at a time; reconnects with back-off whenever the broker connection is
+/// lost.
+pub async fn run_batched<H: BatchHandler>(
     config: ConsumerConfig,
     handler: Arc<H>,
     metrics: ConsumerMetrics,
@@ -138,7 +182,7 @@ pub async fn run<H: Handler>(
     tracing::info!(queue = %config.queue.name, "consumer stopped");
 }
 
-async fn consume_once<H: Handler>(
+async fn consume_once<H: BatchHandler>(
     config: &ConsumerConfig,
     handler: &Arc<H>,
     metrics: &ConsumerMetrics,
@@ -186,29 +230,35 @@ async fn consume_once<H: Handler>(
         }
     };
     let failure: std::sync::Mutex<Option<lapin::Error>> = std::sync::Mutex::new(None);
-    let mut processing = Box::pin(consumer.take_until(stop).for_each_concurrent(
-        config.concurrency,
-        |delivery| async {
-            match delivery {
-                Ok(delivery) => {
+    let mut processing = Box::pin(
+        consumer
+            .take_until(stop)
+            .ready_chunks(config.batch.max(1))
+            .for_each_concurrent(config.concurrency, |chunk| async {
+                let mut deliveries = Vec::with_capacity(chunk.len());
+                for delivery in chunk {
+                    match delivery {
+                        Ok(delivery) => deliveries.push(delivery),
+                        Err(e) => {
+                            if let Ok(mut slot) = failure.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            link_lost.cancel();
+                        }
+                    }
+                }
+                if !deliveries.is_empty() {
                     process(
                         config,
                         handler.as_ref(),
                         metrics,
                         &publish_channel,
-                        delivery,
+                        deliveries,
                     )
                     .await
                 }
-                Err(e) => {
-                    if let Ok(mut slot) = failure.lock() {
-                        slot.get_or_insert(e);
-                    }
-                    link_lost.cancel();
-                }
-            }
-        },
-    ));
+            }),
+    );
     // After the link is lost nothing in hand can be acked any more, and an ack on a dead
     // connection may never resolve: give in-flight work a short while, then abandon it
     // (its effects are idempotent and the broker redelivers the messages) and reconnect.
@@ -239,7 +289,7 @@ async fn consume_once<H: Handler>(
     }
 }
 
-fn incoming(delivery: &Delivery) -> Incoming {
+fn incoming(delivery: &Delivery, queue: &str) -> Incoming {
     let headers = delivery.properties.headers().clone().unwrap_or_default();
     let routing_key = header_str(&headers, ROUTING_KEY_HEADER)
         .map(str::to_owned)
@@ -248,45 +298,79 @@ fn incoming(delivery: &Delivery) -> Incoming {
         .and_then(|a| u32::try_from(a).ok())
         .unwrap_or(1)
         .max(1);
-    Incoming {
-        body: delivery.data.clone(),
-        routing_key,
-        message_id: delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string()),
-        headers,
-        redelivered: delivery.redelivered,
-        attempt,
-    }
-}
-
-async fn process<H: Handler>(
-    config: &ConsumerConfig,
-    handler: &H,
-    metrics: &ConsumerMetrics,
-    publish_channel: &Channel,
-    delivery: Delivery,
-) {
-    let msg = incoming(&delivery);
-    let queue = config.queue.name.as_str();
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string());
     let span = tracing::info_span!(
         "process",
         otel.name = format!("{queue} process"),
         otel.kind = "consumer",
         messaging.system = "rabbitmq",
         messaging.operation.type = "process",
-        messaging.destination.name = %msg.routing_key,
+        messaging.destination.name = %routing_key,
         messaging.consumer.group.name = queue,
-        messaging.message.id = msg.message_id.as_deref().unwrap_or(""),
-        attempt = msg.attempt,
+        messaging.message.id = message_id.as_deref().unwrap_or(""),
+        attempt = attempt,
     );
-    tracecontext::set_parent_from(&span, &msg.headers);
-    let started = Instant::now();
-    let outcome = handler.handle(&msg).instrument(span.clone()).await;
-    metrics.observe_processing(queue, started.elapsed());
+    tracecontext::set_parent_from(&span, &headers);
+    Incoming {
+        body: delivery.data.clone(),
+        routing_key,
+        message_id,
+        headers,
+        redelivered: delivery.redelivered,
+        attempt,
+        span,
+    }
+}
 
+async fn process<H: BatchHandler>(
+    config: &ConsumerConfig,
+    handler: &H,
+    metrics: &ConsumerMetrics,
+    publish_channel: &Channel,
+    deliveries: Vec<Delivery>,
+) {
+    let queue = config.queue.name.as_str();
+    let msgs: Vec<Incoming> = deliveries.iter().map(|d| incoming(d, queue)).collect();
+    let started = Instant::now();
+    let mut outcomes = handler.handle_batch(&msgs).await;
+    let elapsed = started.elapsed();
+    if outcomes.len() < msgs.len() {
+        tracing::error!(
+            got = outcomes.len(),
+            expected = msgs.len(),
+            "handler answered for fewer messages than it was given; retrying the rest"
+        );
+    }
+    outcomes.truncate(msgs.len());
+    while outcomes.len() < msgs.len() {
+        outcomes.push(Err(HandlerError::transient(anyhow::anyhow!(
+            "the handler gave no outcome for this message"
+        ))));
+    }
+    let settles = deliveries
+        .iter()
+        .zip(msgs.iter())
+        .zip(outcomes)
+        .map(|((delivery, msg), outcome)| {
+            metrics.observe_processing(queue, elapsed);
+            settle(config, metrics, publish_channel, delivery, msg, outcome)
+        });
+    futures::future::join_all(settles).await;
+}
+
+async fn settle(
+    config: &ConsumerConfig,
+    metrics: &ConsumerMetrics,
+    publish_channel: &Channel,
+    delivery: &Delivery,
+    msg: &Incoming,
+    outcome: Result<(), HandlerError>,
+) {
+    let queue = config.queue.name.as_str();
     let settled = async {
         match outcome {
             Ok(()) => {
@@ -297,21 +381,21 @@ async fn process<H: Handler>(
                 let delay = config.queue.retry.delay_for(msg.attempt).unwrap_or(Duration::from_secs(1));
                 tracing::warn!(error = %format!("{e:#}"), attempt = msg.attempt, ?delay, "retrying later");
                 let target = config.queue.retry_queue(delay);
-                let props = republished(&delivery, &msg, msg.attempt + 1, &e);
-                forward(&delivery, publish_channel, "", &target, props).await?;
+                let props = republished(delivery, msg, msg.attempt + 1, &e);
+                forward(delivery, publish_channel, "", &target, props).await?;
                 metrics.count(queue, "retried");
                 Ok(())
             }
             Err(HandlerError::Transient(e) | HandlerError::Permanent(e)) => {
                 tracing::error!(error = %format!("{e:#}"), attempt = msg.attempt, "dead-lettering message");
-                let props = republished(&delivery, &msg, msg.attempt, &e);
-                forward(&delivery, publish_channel, DEAD_LETTER_EXCHANGE, queue, props).await?;
+                let props = republished(delivery, msg, msg.attempt, &e);
+                forward(delivery, publish_channel, DEAD_LETTER_EXCHANGE, queue, props).await?;
                 metrics.count(queue, "dead_lettered");
                 Ok(())
             }
         }
     }
-    .instrument(span);
+    .instrument(msg.span.clone());
     match tokio::time::timeout(SETTLE_TIMEOUT, settled).await {
         Ok(Ok(())) => {}
         // The channel is gone: the broker will redeliver the message to the next consumer.

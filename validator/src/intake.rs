@@ -11,6 +11,10 @@ use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
 
+mod batch;
+
+pub use batch::{BatchItem, process_batch};
+
 use crate::grammar::{self, ParseError, ParsedMessage};
 use crate::reply::Refusal;
 use crate::rules::{self, Previous, Window};
@@ -60,7 +64,9 @@ struct Accepted {
     period: Period,
 }
 
+#[derive(Clone)]
 struct MeterRow {
+    account: String,
     meter: String,
     zones: i16,
     digits: i16,
@@ -86,14 +92,27 @@ pub async fn process(
     let decision = decide(&mut tx, rules, sms)
         .instrument(tracing::info_span!("validate", otel.name = "validate"))
         .await?;
-    let (outcome, reading_id) = match &decision {
+    let (outcome, reading_id) = outcome_of(sms, decision);
+    record(tx, sms, outcome, reading_id)
+        .instrument(tracing::info_span!(
+            "store",
+            otel.name = "store",
+            db.system = "postgresql"
+        ))
+        .await
+}
+
+/// The outcome a decision makes of a message (the event before it is stored), and the
+/// reading's id if it was accepted.
+fn outcome_of(sms: &SmsReceived, decision: Result<Accepted, Refused>) -> (Outcome, Option<Uuid>) {
+    match decision {
         Err(refused) => (
             Outcome::Rejected(ReadingRejected {
                 message_id: sms.message_id.clone(),
                 from: sms.from.clone(),
-                account: refused.account.clone(),
+                account: refused.account,
                 reason: refused.reason,
-                reply: refused.reply.clone(),
+                reply: refused.reply,
                 received_at: sms.received_at,
                 channel: sms.channel,
             }),
@@ -106,30 +125,18 @@ pub async fn process(
                     reading_id,
                     message_id: sms.message_id.clone(),
                     account: accepted.parsed.account.as_str().to_owned(),
-                    meter: accepted.meter.clone(),
+                    meter: accepted.meter,
                     period: accepted.period,
                     values: accepted.parsed.readings.iter().map(|r| r.value()).collect(),
                     received_at: sms.received_at,
                     channel: sms.channel,
-                    email: accepted
-                        .parsed
-                        .email
-                        .as_ref()
-                        .map(|e| e.as_str().to_owned()),
+                    email: accepted.parsed.email.map(|e| e.as_str().to_owned()),
                     supersedes: None,
                 }),
                 Some(reading_id),
             )
         }
-    };
-
-    record(tx, sms, outcome, reading_id)
-        .instrument(tracing::info_span!(
-            "store",
-            otel.name = "store",
-            db.system = "postgresql"
-        ))
-        .await
+    }
 }
 
 /// Stores the outcome: the audit row, the reading and the event, then commits.
@@ -240,53 +247,114 @@ async fn decide(
     rules: &Rules,
     sms: &SmsReceived,
 ) -> Result<Result<Accepted, Refused>, sqlx::Error> {
-    let parsed = match grammar::parse(&sms.text, rules.account_digits.clone()) {
+    let (parsed, period) = match parse_checked(rules, sms) {
         Ok(p) => p,
-        Err(ParseError::Format(problem)) => {
-            return Ok(Err(Refused::new(Refusal::Format(&problem), None)));
-        }
-        Err(ParseError::InvalidEmail(email)) => {
-            return Ok(Err(Refused::new(Refusal::InvalidEmail(&email), None)));
-        }
+        Err(refused) => return Ok(Err(refused)),
     };
-    let account = parsed.account.as_str().to_owned();
-    let refuse = |r: Refusal<'_>| Ok(Err(Refused::new(r, Some(&account))));
-
-    if !rules.window.contains(sms.received_at) {
-        return refuse(Refusal::OutsideWindow {
-            start_day: rules.window.start_day,
-            end_day: rules.window.end_day,
-        });
-    }
-    let period = rules.window.period_of(sms.received_at);
-
     // Locking the account's meters serialises messages for one account across
     // replicas, so supersession and the comparison base cannot race.
-    let meters: Vec<MeterRow> = sqlx::query_as::<_, (String, i16, i16, String, Option<String>, Option<Vec<i64>>)>(
-        "SELECT meter, zones, digits, status, baseline_period, baseline_values FROM meters WHERE account = $1 ORDER BY meter FOR UPDATE",
+    let meters: Vec<MeterRow> = sqlx::query_as::<_, MeterRecord>(
+        "SELECT account, meter, zones, digits, status, baseline_period, baseline_values FROM meters WHERE account = $1 ORDER BY meter FOR UPDATE",
     )
-    .bind(&account)
+    .bind(parsed.account.as_str())
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
-    .map(|(meter, zones, digits, status, baseline_period, baseline_values)| MeterRow {
-        meter,
-        zones,
-        digits,
-        active: status == "active",
-        baseline_period,
-        baseline_values,
-    })
+    .map(MeterRow::from)
     .collect();
+    let meter = match meter_checked(&parsed, meters) {
+        Ok(m) => m,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let accepted: Option<(String, Vec<i64>)> = sqlx::query_as(
+        "SELECT period, readings FROM readings WHERE account = $1 AND meter = $2 AND period < $3 AND superseded_by IS NULL
+         ORDER BY period DESC, accepted_at DESC LIMIT 1",
+    )
+    .bind(parsed.account.as_str())
+    .bind(&meter.meter)
+    .bind(period.to_string())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Err(refused) = reading_checked(rules, &parsed, &meter, period, accepted) {
+        return Ok(Err(refused));
+    }
+    if rate_limited(tx, rules, &sms.from, sms.received_at).await? {
+        return Ok(Err(Refused::new(
+            Refusal::RateLimited,
+            Some(parsed.account.as_str()),
+        )));
+    }
+    Ok(Ok(Accepted {
+        parsed,
+        meter: meter.meter,
+        period,
+    }))
+}
+
+/// A `meters` row as selected.
+type MeterRecord = (
+    String,
+    String,
+    i16,
+    i16,
+    String,
+    Option<String>,
+    Option<Vec<i64>>,
+);
+
+impl From<MeterRecord> for MeterRow {
+    fn from(
+        (account, meter, zones, digits, status, baseline_period, baseline_values): MeterRecord,
+    ) -> Self {
+        MeterRow {
+            account,
+            meter,
+            zones,
+            digits,
+            active: status == "active",
+            baseline_period,
+            baseline_values,
+        }
+    }
+}
+
+/// The checks that need only the text and the time: format, e-mail, window.
+fn parse_checked(rules: &Rules, sms: &SmsReceived) -> Result<(ParsedMessage, Period), Refused> {
+    let parsed = match grammar::parse(&sms.text, rules.account_digits.clone()) {
+        Ok(p) => p,
+        Err(ParseError::Format(problem)) => {
+            return Err(Refused::new(Refusal::Format(&problem), None));
+        }
+        Err(ParseError::InvalidEmail(email)) => {
+            return Err(Refused::new(Refusal::InvalidEmail(&email), None));
+        }
+    };
+    if !rules.window.contains(sms.received_at) {
+        return Err(Refused::new(
+            Refusal::OutsideWindow {
+                start_day: rules.window.start_day,
+                end_day: rules.window.end_day,
+            },
+            Some(parsed.account.as_str()),
+        ));
+    }
+    let period = rules.window.period_of(sms.received_at);
+    Ok((parsed, period))
+}
+
+/// The checks against the account's meters: known, open, one meter, zones, digits.
+fn meter_checked(parsed: &ParsedMessage, meters: Vec<MeterRow>) -> Result<MeterRow, Refused> {
+    let account = parsed.account.as_str();
+    let refuse = |r: Refusal<'_>| Err(Refused::new(r, Some(account)));
     if meters.is_empty() {
-        return refuse(Refusal::UnknownAccount(&account));
+        return refuse(Refusal::UnknownAccount(account));
     }
     let mut active = meters.into_iter().filter(|m| m.active);
     let Some(meter) = active.next() else {
-        return refuse(Refusal::AccountClosed(&account));
+        return refuse(Refusal::AccountClosed(account));
     };
     if active.next().is_some() {
-        return refuse(Refusal::MultipleMeters(&account));
+        return refuse(Refusal::MultipleMeters(account));
     }
     let zones = u8::try_from(meter.zones).unwrap_or(0);
     if parsed.readings.len() != usize::from(zones) {
@@ -303,54 +371,42 @@ async fn decide(
             digits,
         });
     }
+    Ok(meter)
+}
+
+/// The check against the previous reading: `accepted` is the latest accepted reading
+/// of an earlier period, if any.
+fn reading_checked(
+    rules: &Rules,
+    parsed: &ParsedMessage,
+    meter: &MeterRow,
+    period: Period,
+    accepted: Option<(String, Vec<i64>)>,
+) -> Result<(), Refused> {
     let values: Vec<u64> = parsed.readings.iter().map(|r| r.value()).collect();
-    let previous = previous_reading(tx, &account, &meter, period).await?;
-    let checked = previous.map_or(Ok(()), |previous| {
-        rules::check_against(
-            &previous,
-            period,
-            &values,
-            u32::from(digits),
-            rules.max_monthly_kwh,
-        )
+    let digits = u32::try_from(meter.digits).unwrap_or(0);
+    let checked = previous_reading(accepted, meter, period).map_or(Ok(()), |previous| {
+        rules::check_against(&previous, period, &values, digits, rules.max_monthly_kwh)
     });
-    if let Err(problem) = checked {
-        return refuse(Refusal::Reading(&problem));
-    }
-    if rate_limited(tx, rules, &sms.from, sms.received_at).await? {
-        return refuse(Refusal::RateLimited);
-    }
-    Ok(Ok(Accepted {
-        parsed,
-        meter: meter.meter,
-        period,
-    }))
+    checked.map_err(|problem| {
+        Refused::new(Refusal::Reading(&problem), Some(parsed.account.as_str()))
+    })
 }
 
 /// The reading a new one is compared with: the latest accepted one of an earlier
 /// period, else the registry's last known reading. A correction within the same
 /// period is compared with the earlier period, not with the reading it corrects.
-async fn previous_reading(
-    tx: &mut PgConnection,
-    account: &str,
+fn previous_reading(
+    accepted: Option<(String, Vec<i64>)>,
     meter: &MeterRow,
     period: Period,
-) -> Result<Option<Previous>, sqlx::Error> {
-    let accepted: Option<(String, Vec<i64>)> = sqlx::query_as(
-        "SELECT period, readings FROM readings WHERE account = $1 AND meter = $2 AND period < $3 AND superseded_by IS NULL
-         ORDER BY period DESC, accepted_at DESC LIMIT 1",
-    )
-    .bind(account)
-    .bind(&meter.meter)
-    .bind(period.to_string())
-    .fetch_optional(&mut *tx)
-    .await?;
+) -> Option<Previous> {
     let baseline = match (&meter.baseline_period, &meter.baseline_values) {
         (Some(p), Some(v)) => Some((p.clone(), v.clone())),
         _ => None,
     };
     let candidates = accepted.into_iter().chain(baseline);
-    let best = candidates
+    candidates
         .filter_map(|(p, v)| {
             let p: Period = p.parse().ok()?;
             let values = v
@@ -359,8 +415,7 @@ async fn previous_reading(
                 .collect();
             (p <= period).then_some(Previous { period: p, values })
         })
-        .max_by_key(|prev| prev.period);
-    Ok(best)
+        .max_by_key(|prev| prev.period)
 }
 
 /// More than the allowed messages from this sender in the hour before this one.

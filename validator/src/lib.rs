@@ -20,7 +20,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use shared::broker::{Publisher, ReadyFlag};
 use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig};
-use shared::consumer::{self, ConsumerConfig, Handler, HandlerError, Incoming};
+use shared::consumer::{self, BatchHandler, ConsumerConfig, HandlerError, Incoming};
+use shared::events::SmsReceived;
+use tracing::Instrument;
 use shared::events::Event;
 use shared::metrics::ConsumerMetrics;
 use sqlx::PgPool;
@@ -30,7 +32,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::intake::{Outcome, Rules};
+use crate::intake::{BatchItem, Outcome, Rules};
 use crate::rules::Window;
 
 /// The validator's migrations (schema `validator`).
@@ -164,32 +166,15 @@ struct Intake {
     crash_after_commit: bool,
 }
 
-impl Handler for Intake {
-    async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
-        let sms = match Event::from_json(&msg.body) {
-            Ok(Event::SmsReceived(sms)) => sms,
-            Ok(other) => {
-                return Err(HandlerError::permanent(anyhow::anyhow!(
-                    "expected sms.received, got {}",
-                    other.routing_key()
-                )));
-            }
-            Err(e) => {
-                return Err(HandlerError::permanent(
-                    anyhow::Error::new(e).context("undecodable sms.received"),
-                ));
-            }
-        };
-        let outcome = intake::process(&self.pool, &self.rules, &sms)
-            .await
-            .map_err(|e| {
-                HandlerError::transient(anyhow::Error::new(e).context("storing the outcome"))
-            })?;
-        if self.crash_after_commit && outcome != Outcome::Duplicate {
-            tracing::error!("VALIDATOR_CRASH_AFTER_COMMIT: aborting between commit and publish");
-            std::process::abort();
-        }
-        match &outcome {
+/// Deliveries the validator takes into one database transaction.
+const BATCH: usize = 64;
+/// Batches in flight at once (each holds one pooled connection).
+const BATCHES: usize = 4;
+
+impl Intake {
+    /// Logs and counts one stored outcome.
+    fn record(&self, sms: &SmsReceived, outcome: &Outcome) {
+        match outcome {
             Outcome::Accepted(a) => {
                 tracing::info!(message_id = %sms.message_id, reading_id = %a.reading_id, "reading accepted")
             }
@@ -200,9 +185,107 @@ impl Handler for Intake {
                 tracing::info!(message_id = %sms.message_id, "duplicate delivery ignored")
             }
         }
-        self.metrics.count(&outcome);
-        self.relay.notify_one();
-        Ok(())
+        self.metrics.count(outcome);
+    }
+}
+
+/// The message's `sms.received`, or why it can never be processed.
+fn decode(msg: &Incoming) -> Result<SmsReceived, HandlerError> {
+    match Event::from_json(&msg.body) {
+        Ok(Event::SmsReceived(sms)) => Ok(sms),
+        Ok(other) => Err(HandlerError::permanent(anyhow::anyhow!(
+            "expected sms.received, got {}",
+            other.routing_key()
+        ))),
+        Err(e) => Err(HandlerError::permanent(
+            anyhow::Error::new(e).context("undecodable sms.received"),
+        )),
+    }
+}
+
+fn storing_failed(e: sqlx::Error) -> HandlerError {
+    HandlerError::transient(anyhow::Error::new(e).context("storing the outcome"))
+}
+
+impl BatchHandler for Intake {
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
+        let mut results: Vec<Option<Result<(), HandlerError>>> =
+            msgs.iter().map(|_| None).collect();
+        let mut decoded: Vec<(usize, SmsReceived)> = Vec::with_capacity(msgs.len());
+        for (i, msg) in msgs.iter().enumerate() {
+            match decode(msg) {
+                Ok(sms) => decoded.push((i, sms)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let items: Vec<BatchItem<'_>> = decoded
+            .iter()
+            .map(|(i, sms)| BatchItem {
+                sms,
+                span: &msgs[*i].span,
+            })
+            .collect();
+        let outcomes: Vec<Result<Outcome, HandlerError>> = if items.is_empty() {
+            Vec::new()
+        } else {
+            match intake::process_batch(&self.pool, &self.rules, &items).await {
+                Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                Err(e) if items.len() == 1 || shared::db::is_connection_problem(&e) => {
+                    let reason = format!("{e}");
+                    items
+                        .iter()
+                        .map(|_| {
+                            Err(HandlerError::transient(anyhow::anyhow!(
+                                "storing the outcome: {reason}"
+                            )))
+                        })
+                        .collect()
+                }
+                // Something in the batch the database refused: one transaction per
+                // message, so the others are not held back by it.
+                Err(e) => {
+                    tracing::warn!(error = %e, messages = items.len(), "batch failed; storing its messages one by one");
+                    let mut one_by_one = Vec::with_capacity(items.len());
+                    for item in &items {
+                        one_by_one.push(
+                            intake::process(&self.pool, &self.rules, item.sms)
+                                .instrument(item.span.clone())
+                                .await
+                                .map_err(storing_failed),
+                        );
+                    }
+                    one_by_one
+                }
+            }
+        };
+        let mut committed = false;
+        for ((i, sms), outcome) in decoded.iter().zip(outcomes) {
+            results[*i] = Some(match outcome {
+                Ok(outcome) => {
+                    committed |= outcome != Outcome::Duplicate;
+                    self.record(sms, &outcome);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            });
+        }
+        if self.crash_after_commit && committed {
+            tracing::error!("VALIDATOR_CRASH_AFTER_COMMIT: aborting between commit and publish");
+            std::process::abort();
+        }
+        if committed {
+            self.relay.notify_one();
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(HandlerError::transient(anyhow::anyhow!(
+                        "no outcome for the message"
+                    )))
+                })
+            })
+            .collect()
     }
 }
 
@@ -243,7 +326,12 @@ pub async fn run(
         .find(|q| q.name == "validator")
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("topology has no validator queue"))?;
-    let consumer_config = ConsumerConfig::new(config.broker.url(), queue, topology);
+    let consumer_config = ConsumerConfig {
+        batch: BATCH,
+        concurrency: BATCHES,
+        prefetch: u16::try_from(BATCH * BATCHES).unwrap_or(u16::MAX),
+        ..ConsumerConfig::new(config.broker.url(), queue, topology)
+    };
     let handler = Arc::new(Intake {
         pool: pool.clone(),
         rules,
@@ -251,7 +339,7 @@ pub async fn run(
         relay: relay_wake.clone(),
         crash_after_commit: std::env::var_os("VALIDATOR_CRASH_AFTER_COMMIT").is_some(),
     });
-    let consuming = tracker.spawn(consumer::run(
+    let consuming = tracker.spawn(consumer::run_batched(
         consumer_config,
         handler,
         consumer_metrics,

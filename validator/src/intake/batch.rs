@@ -1,0 +1,537 @@
+//! Many messages in one transaction: the same checks and the same rows as
+//! [`super::process`], with one statement per step for the whole batch instead of one
+//! per message, and one commit.
+//!
+//! Messages that touch each other — the same `message_id`, sender or account — must see
+//! each other's effects in order (a redelivery is a duplicate, a second reading of a
+//! meter supersedes the first, the rate limit counts the earlier message). The batch is
+//! therefore cut into *rounds*: a message goes into the round after the last one holding
+//! a message it shares any of those with, so no two messages of a round touch each other
+//! and each round's statements see everything earlier rounds wrote. Under real traffic
+//! almost every batch is one round.
+//!
+//! Locks are taken up front, in one order for everyone: the batch's accounts' meter
+//! rows sorted by account, then the senders' advisory locks sorted by key — the same
+//! order the one-message path takes them in — so concurrent batches (and replicas)
+//! cannot deadlock.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use shared::events::{Event, Period, SmsReceived};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{
+    Accepted, MeterRecord, MeterRow, Outcome, Refused, Rules, meter_checked, outcome_of,
+    parse_checked, reading_checked,
+};
+use crate::grammar::ParsedMessage;
+use crate::reply::Refusal;
+
+/// One message of a batch and the consumer span it is handled in.
+pub struct BatchItem<'a> {
+    pub sms: &'a SmsReceived,
+    pub span: &'a tracing::Span,
+}
+
+/// Where a message stands while its batch is decided.
+enum Stage {
+    /// Passed the text checks; the meters are next.
+    Parsed(ParsedMessage, Period),
+    /// Passed the meter checks; the previous reading and the rate limit are next.
+    Metered(ParsedMessage, Period, MeterRow),
+    Decided(Result<Accepted, Refused>),
+    Duplicate,
+}
+
+/// Checks and stores every message of `items` in one transaction; returns their
+/// outcomes in order. An error (database only) leaves nothing stored.
+pub async fn process_batch(
+    pool: &PgPool,
+    rules: &Rules,
+    items: &[BatchItem<'_>],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut stages: Vec<Stage> = items
+        .iter()
+        .map(|item| {
+            let _entered = item.span.enter();
+            let _validate = tracing::info_span!("validate", otel.name = "validate").entered();
+            match parse_checked(rules, item.sms) {
+                Ok((parsed, period)) => Stage::Parsed(parsed, period),
+                Err(refused) => Stage::Decided(Err(refused)),
+            }
+        })
+        .collect();
+    let rounds = rounds(items, &stages);
+    // One "store" span per message, open for as long as the shared transaction runs.
+    let store_spans: Vec<tracing::Span> = items
+        .iter()
+        .map(|item| {
+            tracing::info_span!(parent: item.span, "store", otel.name = "store", db.system = "postgresql")
+        })
+        .collect();
+
+    let mut tx = pool.begin().await?;
+    let meters = lock_meters(&mut tx, &stages).await?;
+    lock_senders(&mut tx, items).await?;
+
+    let mut outcomes: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
+    for round in rounds {
+        let seen = seen(&mut tx, items, &round).await?;
+        for &i in &round {
+            if seen.contains(items[i].sms.message_id.as_str()) {
+                stages[i] = Stage::Duplicate;
+                continue;
+            }
+            if let Stage::Parsed(..) = stages[i] {
+                let Stage::Parsed(parsed, period) =
+                    std::mem::replace(&mut stages[i], Stage::Duplicate)
+                else {
+                    continue;
+                };
+                let rows = meters
+                    .get(parsed.account.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                stages[i] = match meter_checked(&parsed, rows) {
+                    Ok(meter) => Stage::Metered(parsed, period, meter),
+                    Err(refused) => Stage::Decided(Err(refused)),
+                };
+            }
+        }
+        let mut previous = previous_readings(&mut tx, &stages, &round).await?;
+        let mut passed = Vec::new();
+        for &i in &round {
+            if let Stage::Metered(parsed, period, meter) = &stages[i] {
+                let accepted = previous.remove(&i);
+                match reading_checked(rules, parsed, meter, *period, accepted) {
+                    Ok(()) => passed.push(i),
+                    Err(refused) => stages[i] = Stage::Decided(Err(refused)),
+                }
+            }
+        }
+        let counts = sender_counts(&mut tx, items, &passed).await?;
+        for &i in &passed {
+            let Stage::Metered(parsed, period, meter) =
+                std::mem::replace(&mut stages[i], Stage::Duplicate)
+            else {
+                continue;
+            };
+            let count = counts.get(&i).copied().unwrap_or(0);
+            stages[i] = Stage::Decided(if count >= i64::from(rules.rate_limit_per_hour) {
+                Err(Refused::new(
+                    Refusal::RateLimited,
+                    Some(parsed.account.as_str()),
+                ))
+            } else {
+                Ok(Accepted {
+                    parsed,
+                    meter: meter.meter,
+                    period,
+                })
+            });
+        }
+        store_round(&mut tx, items, &mut stages, &round, &mut outcomes).await?;
+    }
+    tx.commit().await?;
+    drop(store_spans);
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Duplicate))
+        .collect())
+}
+
+/// The rounds of a batch (see the module's documentation), as indexes into `items`.
+fn rounds(items: &[BatchItem<'_>], stages: &[Stage]) -> Vec<Vec<usize>> {
+    let mut last_by_id: HashMap<&str, usize> = HashMap::new();
+    let mut last_by_sender: HashMap<&str, usize> = HashMap::new();
+    let mut last_by_account: HashMap<&str, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let account = match &stages[i] {
+            Stage::Parsed(parsed, _) => Some(parsed.account.as_str()),
+            _ => None,
+        };
+        let after = |map: &HashMap<&str, usize>, key: Option<&str>| {
+            key.and_then(|k| map.get(k)).map_or(0, |r| r + 1)
+        };
+        let round = after(&last_by_id, Some(item.sms.message_id.as_str()))
+            .max(after(&last_by_sender, Some(item.sms.from.as_str())))
+            .max(after(&last_by_account, account));
+        last_by_id.insert(item.sms.message_id.as_str(), round);
+        last_by_sender.insert(item.sms.from.as_str(), round);
+        if let Some(account) = account {
+            last_by_account.insert(account, round);
+        }
+        if rounds.len() <= round {
+            rounds.resize_with(round + 1, Vec::new);
+        }
+        rounds[round].push(i);
+    }
+    rounds
+}
+
+/// Locks and reads the meters of every account the batch names, in account order.
+async fn lock_meters(
+    tx: &mut PgConnection,
+    stages: &[Stage],
+) -> Result<HashMap<String, Vec<MeterRow>>, sqlx::Error> {
+    let mut accounts: Vec<&str> = stages
+        .iter()
+        .filter_map(|s| match s {
+            Stage::Parsed(parsed, _) => Some(parsed.account.as_str()),
+            _ => None,
+        })
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let mut meters: HashMap<String, Vec<MeterRow>> = HashMap::new();
+    if accounts.is_empty() {
+        return Ok(meters);
+    }
+    let rows: Vec<MeterRecord> = sqlx::query_as(
+        "SELECT account, meter, zones, digits, status, baseline_period, baseline_values FROM meters
+         WHERE account = ANY($1) ORDER BY account, meter FOR UPDATE",
+    )
+    .bind(&accounts)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in rows {
+        let row = MeterRow::from(row);
+        meters.entry(row.account.clone()).or_default().push(row);
+    }
+    Ok(meters)
+}
+
+/// Takes the per-sender locks that make the rate limit's count exact, in key order.
+async fn lock_senders(tx: &mut PgConnection, items: &[BatchItem<'_>]) -> Result<(), sqlx::Error> {
+    let senders: Vec<&str> = items.iter().map(|i| i.sms.from.as_str()).collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(s, 7) AS k FROM unnest($1::text[]) AS s) AS keys ORDER BY k",
+    )
+    .bind(&senders)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The round's message ids already in the audit.
+async fn seen(
+    tx: &mut PgConnection,
+    items: &[BatchItem<'_>],
+    round: &[usize],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let ids: Vec<&str> = round
+        .iter()
+        .map(|&i| items[i].sms.message_id.as_str())
+        .collect();
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT message_id FROM messages WHERE message_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// For each metered message of the round, the latest accepted reading of an earlier
+/// period (by the message's index).
+async fn previous_readings(
+    tx: &mut PgConnection,
+    stages: &[Stage],
+    round: &[usize],
+) -> Result<HashMap<usize, (String, Vec<i64>)>, sqlx::Error> {
+    let mut index = Vec::new();
+    let mut accounts = Vec::new();
+    let mut meters = Vec::new();
+    let mut periods = Vec::new();
+    for &i in round {
+        if let Stage::Metered(parsed, period, meter) = &stages[i] {
+            index.push(i64::try_from(i).unwrap_or(i64::MAX));
+            accounts.push(parsed.account.as_str());
+            meters.push(meter.meter.as_str());
+            periods.push(period.to_string());
+        }
+    }
+    if index.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(i64, String, Vec<i64>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (q.i) q.i, r.period, r.readings
+         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[]) AS q(i, account, meter, period)
+         JOIN readings r ON r.account = q.account AND r.meter = q.meter AND r.period < q.period AND r.superseded_by IS NULL
+         ORDER BY q.i, r.period DESC, r.accepted_at DESC",
+    )
+    .bind(&index)
+    .bind(&accounts)
+    .bind(&meters)
+    .bind(&periods)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(i, period, values)| Some((usize::try_from(i).ok()?, (period, values))))
+        .collect())
+}
+
+/// For each message given, how many messages its sender sent in the hour before it.
+async fn sender_counts(
+    tx: &mut PgConnection,
+    items: &[BatchItem<'_>],
+    which: &[usize],
+) -> Result<HashMap<usize, i64>, sqlx::Error> {
+    if which.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let index: Vec<i64> = which
+        .iter()
+        .map(|&i| i64::try_from(i).unwrap_or(i64::MAX))
+        .collect();
+    let senders: Vec<&str> = which.iter().map(|&i| items[i].sms.from.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = which
+        .iter()
+        .map(|&i| items[i].sms.received_at.with_timezone(&Utc))
+        .collect();
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT q.i, (SELECT count(*) FROM messages m
+                      WHERE m.sender = q.sender AND m.received_at > q.at - interval '1 hour' AND m.received_at <= q.at)
+         FROM unnest($1::int8[], $2::text[], $3::timestamptz[]) AS q(i, sender, at)",
+    )
+    .bind(&index)
+    .bind(&senders)
+    .bind(&at)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(i, n)| Some((usize::try_from(i).ok()?, n)))
+        .collect())
+}
+
+/// Writes the round's decided messages: audit rows, accepted readings (superseding
+/// earlier ones of the same meter and period) and their events.
+async fn store_round(
+    tx: &mut PgConnection,
+    items: &[BatchItem<'_>],
+    stages: &mut [Stage],
+    round: &[usize],
+    outcomes: &mut [Option<Outcome>],
+) -> Result<(), sqlx::Error> {
+    let mut decided: Vec<(usize, Outcome, Option<Uuid>)> = Vec::new();
+    for &i in round {
+        if let Stage::Decided(_) = stages[i] {
+            let Stage::Decided(decision) = std::mem::replace(&mut stages[i], Stage::Duplicate)
+            else {
+                continue;
+            };
+            let (outcome, reading_id) = outcome_of(items[i].sms, decision);
+            decided.push((i, outcome, reading_id));
+        }
+    }
+    if decided.is_empty() {
+        return Ok(());
+    }
+
+    // The audit rows first: their primary key settles a concurrent duplicate delivery.
+    let mut audit = AuditColumns::default();
+    for (i, outcome, reading_id) in &decided {
+        audit.push(items[*i].sms, outcome, *reading_id);
+    }
+    let inserted: HashSet<String> = sqlx::query_scalar(
+        "INSERT INTO messages (message_id, sender, recipient, body, received_at, channel, outcome, reason, account, reading_id, reply)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::text[])
+         ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+    )
+    .bind(&audit.message_id)
+    .bind(&audit.sender)
+    .bind(&audit.recipient)
+    .bind(&audit.body)
+    .bind(&audit.received_at)
+    .bind(&audit.channel)
+    .bind(&audit.outcome)
+    .bind(&audit.reason)
+    .bind(&audit.account)
+    .bind(&audit.reading_id)
+    .bind(&audit.reply)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    decided.retain(|(i, _, _)| inserted.contains(items[*i].sms.message_id.as_str()));
+
+    store_readings(tx, &mut decided).await?;
+
+    let mut routing_keys = Vec::with_capacity(decided.len());
+    let mut message_ids = Vec::with_capacity(decided.len());
+    let mut bodies = Vec::with_capacity(decided.len());
+    let mut traceparents = Vec::with_capacity(decided.len());
+    for (i, outcome, _) in &decided {
+        let event = match outcome {
+            Outcome::Accepted(e) => Event::ReadingAccepted(e.clone()),
+            Outcome::Rejected(e) => Event::ReadingRejected(e.clone()),
+            Outcome::Duplicate => continue,
+        };
+        routing_keys.push(event.routing_key());
+        message_ids.push(event.message_id().to_owned());
+        bodies.push(String::from_utf8(event.to_json()).unwrap_or_default());
+        let _entered = items[*i].span.enter();
+        traceparents.push(shared::tracecontext::current_traceparent());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (routing_key, message_id, body, traceparent)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
+    )
+    .bind(&routing_keys)
+    .bind(&message_ids)
+    .bind(&bodies)
+    .bind(&traceparents)
+    .execute(&mut *tx)
+    .await?;
+    for (i, outcome, _) in decided {
+        outcomes[i] = Some(outcome);
+    }
+    Ok(())
+}
+
+/// The accepted readings of a round: each supersedes the meter's current reading of
+/// its period, if there is one (no two messages of a round share an account).
+async fn store_readings(
+    tx: &mut PgConnection,
+    decided: &mut [(usize, Outcome, Option<Uuid>)],
+) -> Result<(), sqlx::Error> {
+    let accepted: Vec<&mut shared::events::ReadingAccepted> = decided
+        .iter_mut()
+        .filter_map(|(_, outcome, _)| match outcome {
+            Outcome::Accepted(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let index: Vec<i64> = (0..accepted.len())
+        .map(|i| i64::try_from(i).unwrap_or(i64::MAX))
+        .collect();
+    let accounts: Vec<String> = accepted.iter().map(|a| a.account.clone()).collect();
+    let meters: Vec<String> = accepted.iter().map(|a| a.meter.clone()).collect();
+    let periods: Vec<String> = accepted.iter().map(|a| a.period.to_string()).collect();
+    let current: Vec<(i64, Uuid)> = sqlx::query_as(
+        "SELECT q.i, r.reading_id
+         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[]) AS q(i, account, meter, period)
+         JOIN readings r ON r.account = q.account AND r.meter = q.meter AND r.period = q.period AND r.superseded_by IS NULL
+         ORDER BY q.i, r.accepted_at DESC
+         FOR UPDATE OF r",
+    )
+    .bind(&index)
+    .bind(&accounts)
+    .bind(&meters)
+    .bind(&periods)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut supersedes: HashMap<usize, Uuid> = HashMap::new();
+    for (i, reading) in current {
+        if let Ok(i) = usize::try_from(i) {
+            // Rows come newest first per message: keep the first.
+            supersedes.entry(i).or_insert(reading);
+        }
+    }
+
+    let mut ids = Vec::with_capacity(accepted.len());
+    let mut message_ids = Vec::with_capacity(accepted.len());
+    let mut values = Vec::with_capacity(accepted.len());
+    let mut received = Vec::with_capacity(accepted.len());
+    let mut emails = Vec::with_capacity(accepted.len());
+    let mut previous = Vec::with_capacity(accepted.len());
+    for (i, a) in accepted.into_iter().enumerate() {
+        a.supersedes = supersedes.get(&i).copied();
+        ids.push(a.reading_id);
+        message_ids.push(a.message_id.clone());
+        values.push(array_literal(&a.values));
+        received.push(a.received_at.with_timezone(&Utc));
+        emails.push(a.email.clone());
+        previous.push(a.supersedes);
+    }
+    sqlx::query(
+        "INSERT INTO readings (reading_id, message_id, account, meter, period, readings, received_at, email, supersedes, accepted_at)
+         SELECT id, mid, acc, met, per, vals::bigint[], at, email, sup, clock_timestamp()
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::uuid[])
+              AS t(id, mid, acc, met, per, vals, at, email, sup)",
+    )
+    .bind(&ids)
+    .bind(&message_ids)
+    .bind(&accounts)
+    .bind(&meters)
+    .bind(&periods)
+    .bind(&values)
+    .bind(&received)
+    .bind(&emails)
+    .bind(&previous)
+    .execute(&mut *tx)
+    .await?;
+    let (new, old): (Vec<Uuid>, Vec<Uuid>) = ids
+        .iter()
+        .zip(&previous)
+        .filter_map(|(new, old)| old.map(|old| (*new, old)))
+        .unzip();
+    if !new.is_empty() {
+        sqlx::query(
+            "UPDATE readings r SET superseded_by = u.new FROM unnest($1::uuid[], $2::uuid[]) AS u(new, old) WHERE r.reading_id = u.old",
+        )
+        .bind(&new)
+        .bind(&old)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// `{1,2,3}`: a bigint[] literal (arrays of arrays cannot be unnested row by row).
+fn array_literal(values: &[u64]) -> String {
+    let inner: Vec<String> = values
+        .iter()
+        .map(|v| i64::try_from(*v).unwrap_or(i64::MAX).to_string())
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// The audit rows of a round, column by column.
+#[derive(Default)]
+struct AuditColumns {
+    message_id: Vec<String>,
+    sender: Vec<String>,
+    recipient: Vec<String>,
+    body: Vec<String>,
+    received_at: Vec<DateTime<Utc>>,
+    channel: Vec<&'static str>,
+    outcome: Vec<&'static str>,
+    reason: Vec<Option<&'static str>>,
+    account: Vec<Option<String>>,
+    reading_id: Vec<Option<Uuid>>,
+    reply: Vec<Option<String>>,
+}
+
+impl AuditColumns {
+    fn push(&mut self, sms: &SmsReceived, outcome: &Outcome, reading_id: Option<Uuid>) {
+        let (status, reason, account, reply) = match outcome {
+            Outcome::Accepted(a) => ("accepted", None, Some(a.account.clone()), None),
+            Outcome::Rejected(r) => (
+                "rejected",
+                Some(r.reason.as_str()),
+                r.account.clone(),
+                r.reply.clone(),
+            ),
+            Outcome::Duplicate => return,
+        };
+        self.message_id.push(sms.message_id.clone());
+        self.sender.push(sms.from.clone());
+        self.recipient.push(sms.to.clone());
+        self.body.push(sms.text.clone());
+        self.received_at.push(sms.received_at.with_timezone(&Utc));
+        self.channel.push(sms.channel.as_str());
+        self.outcome.push(status);
+        self.reason.push(reason);
+        self.account.push(account);
+        self.reading_id.push(reading_id);
+        self.reply.push(reply);
+    }
+}

@@ -1,0 +1,223 @@
+//! The batch path (`intake::process_batch`, what the consumer runs) against the
+//! one-message path (`intake::process`): for the same messages in the same order they
+//! must decide the same outcomes and leave the same rows — including batches where
+//! messages share an account (supersession), a sender (the rate limit) or an id
+//! (a redelivery). And concurrent batches over the same accounts and senders must not
+//! deadlock.
+
+mod common;
+
+use common::{Harness, config};
+use shared::events::{Channel, SmsReceived};
+use validator::intake::{self, BatchItem, Outcome, Rules};
+
+/// A deterministic pseudo-random sequence (xorshift), so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+/// `n` messages over few accounts, senders and ids, so they collide a lot.
+fn messages(n: usize, seed: u64) -> Vec<SmsReceived> {
+    let mut rng = Rng(seed);
+    let texts = [
+        "1000001 45100",
+        "1000001 45050",
+        "лс 1000001 показания 46000",
+        "1000001 44000",
+        "1000002 45100 12500",
+        "1000002 45100",
+        "1000003 1 2 3",
+        "1000003 100 200 300 a@example.org",
+        "1000004 100",
+        "1000005 100",
+        "1000006 00020",
+        "0000007 12",
+        "0000007 12 bad@",
+        "9999999 100",
+        "hello",
+        "1000001 9999999",
+    ];
+    let senders = [
+        "+79000000001",
+        "+79000000002",
+        "+79000000003",
+        "+79000000004",
+        "+79000000005",
+        "+79000000006",
+        "+79000000007",
+        "+79000000008",
+    ];
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-20T00:00:00+05:00").expect("time");
+    (0..n)
+        .map(|i| {
+            // One message in ten is a redelivery of an earlier one.
+            let id = if i > 0 && rng.next().is_multiple_of(10) {
+                format!("m{}", rng.next() % i as u64)
+            } else {
+                format!("m{i}")
+            };
+            // About two messages per sender an hour: now and then more than three.
+            let at = start + chrono::Duration::minutes(4 * i as i64);
+            SmsReceived {
+                message_id: id,
+                from: rng.pick(&senders).to_owned(),
+                to: "7377".into(),
+                text: rng.pick(&texts).to_owned(),
+                received_at: at,
+                channel: Channel::Sms,
+            }
+        })
+        .collect()
+}
+
+fn rules(h: &Harness) -> Rules {
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    config(&h.env, addr).rules().expect("rules")
+}
+
+type Rows = (
+    Vec<(String, String, Option<String>, Option<String>, Option<uuid::Uuid>, Option<String>)>,
+    Vec<(uuid::Uuid, String, String, Vec<i64>, Option<uuid::Uuid>, Option<uuid::Uuid>, Option<String>)>,
+    Vec<(String, String, String)>,
+);
+
+async fn rows(h: &Harness) -> Rows {
+    let messages = sqlx::query_as(
+        "SELECT message_id, outcome, reason, account, reading_id, reply FROM messages ORDER BY message_id",
+    )
+    .fetch_all(&h.pool)
+    .await
+    .expect("messages");
+    let readings = sqlx::query_as(
+        "SELECT reading_id, message_id, period, readings, supersedes, superseded_by, email FROM readings ORDER BY reading_id",
+    )
+    .fetch_all(&h.pool)
+    .await
+    .expect("readings");
+    let outbox = sqlx::query_as(
+        "SELECT routing_key, message_id, body FROM outbox ORDER BY message_id",
+    )
+    .fetch_all(&h.pool)
+    .await
+    .expect("outbox");
+    (messages, readings, outbox)
+}
+
+#[tokio::test]
+async fn batches_decide_and_store_exactly_what_one_by_one_does() {
+    let one = Harness::prepared().await;
+    let batched = Harness::prepared().await;
+    let rules = rules(&one);
+    let msgs = messages(240, 0x5eed);
+    let span = tracing::Span::none();
+
+    let mut expected = Vec::new();
+    for sms in &msgs {
+        expected.push(intake::process(&one.pool, &rules, sms).await.expect("one"));
+    }
+    let mut got = Vec::new();
+    // Batches of assorted sizes, as the consumer hands them over.
+    let mut start = 0;
+    for size in [1, 2, 7, 64, 30, 64, 40, 32].into_iter().cycle() {
+        if start >= msgs.len() {
+            break;
+        }
+        let end = (start + size).min(msgs.len());
+        let items: Vec<BatchItem<'_>> = msgs[start..end]
+            .iter()
+            .map(|sms| BatchItem { sms, span: &span })
+            .collect();
+        got.extend(
+            intake::process_batch(&batched.pool, &rules, &items)
+                .await
+                .expect("batch"),
+        );
+        start = end;
+    }
+
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g, e, "message {i} ({}): batch vs one by one", msgs[i].text);
+    }
+    // The mix did exercise every path.
+    let count = |f: fn(&Outcome) -> bool| expected.iter().filter(|o| f(o)).count();
+    let mix = [
+        count(|o| matches!(o, Outcome::Duplicate)),
+        count(|o| matches!(o, Outcome::Accepted(a) if a.supersedes.is_some())),
+        count(|o| matches!(o, Outcome::Rejected(r) if r.reason == shared::events::RejectReason::RateLimited)),
+        count(|o| matches!(o, Outcome::Rejected(_))),
+    ];
+    assert!(
+        mix[0] > 5 && mix[1] > 5 && mix[2] > 5 && mix[3] > 20,
+        "duplicates, superseding, rate-limited, rejected: {mix:?}"
+    );
+    assert_eq!(rows(&batched).await, rows(&one).await);
+    one.finish().await;
+    batched.finish().await;
+}
+
+#[tokio::test]
+async fn concurrent_batches_over_the_same_accounts_do_not_deadlock() {
+    let h = Harness::prepared().await;
+    let mut rules = rules(&h);
+    rules.rate_limit_per_hour = 10_000;
+    let all: Vec<Vec<SmsReceived>> = (0..4)
+        .map(|t| {
+            messages(200, 0xabc + t)
+                .into_iter()
+                .map(|mut m| {
+                    m.message_id = format!("t{t}-{}", m.message_id);
+                    m
+                })
+                .collect()
+        })
+        .collect();
+    let tasks = all.iter().map(|msgs| {
+        let pool = h.pool.clone();
+        let rules = rules.clone();
+        async move {
+            let span = tracing::Span::none();
+            let mut outcomes = Vec::new();
+            for chunk in msgs.chunks(50) {
+                let items: Vec<BatchItem<'_>> =
+                    chunk.iter().map(|sms| BatchItem { sms, span: &span }).collect();
+                outcomes.extend(intake::process_batch(&pool, &rules, &items).await?);
+            }
+            Ok::<_, sqlx::Error>(outcomes)
+        }
+    });
+    let results = futures::future::join_all(tasks).await;
+    let mut stored = 0;
+    for r in results {
+        let outcomes = r.expect("no deadlock, no error");
+        stored += outcomes
+            .iter()
+            .filter(|o| !matches!(o, Outcome::Duplicate))
+            .count();
+    }
+    let audit: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&h.pool)
+        .await
+        .expect("count");
+    assert_eq!(audit as usize, stored);
+    // Per meter and period, exactly one reading is current.
+    let current: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT account, count(*) FROM readings WHERE superseded_by IS NULL GROUP BY account, meter, period HAVING count(*) <> 1",
+    )
+    .fetch_all(&h.pool)
+    .await
+    .expect("current");
+    assert!(current.is_empty(), "{current:?}");
+    h.finish().await;
+}

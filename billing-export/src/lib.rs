@@ -38,6 +38,11 @@ use crate::push::Billing;
 use crate::reading::{CrashPoint, ReadingHandler};
 use crate::window::WindowClose;
 
+/// Deliveries stored and recorded in one statement each.
+const BATCH: usize = 64;
+/// Batches in flight at once.
+const BATCHES: usize = 2;
+
 /// billing-export's migrations (schema `billing`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub const SCHEMA: &str = "billing";
@@ -109,8 +114,13 @@ pub async fn run(
         metrics: metrics.clone(),
         crash: CrashPoint::from_env(),
     });
-    let consuming = tracker.spawn(consumer::run(
-        ConsumerConfig::new(config.broker.url(), queue, topology),
+    let consuming = tracker.spawn(consumer::run_batched(
+        ConsumerConfig {
+            batch: BATCH,
+            concurrency: BATCHES,
+            prefetch: u16::try_from(BATCH * BATCHES).unwrap_or(u16::MAX),
+            ..ConsumerConfig::new(config.broker.url(), queue, topology)
+        },
         handler,
         consumer_metrics,
         consumer_ready.clone(),

@@ -315,3 +315,48 @@ async fn unreachable_billing_is_retried_not_dead_lettered() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_backlog_is_posted_in_batches_each_reading_once() {
+    // Readings waiting before the service starts arrive as full batches (up to 64
+    // deliveries each), with some readings in the backlog twice (the validator's
+    // outbox may publish an event twice): each reading is stored and posted once.
+    let env = TestEnv::new().await;
+    let billing = BillingDouble::start(Behaviour::FailFirst(0)).await;
+    let events = Events::connect(&env).await;
+    let readings: Vec<_> = (0..150)
+        .map(|i| {
+            reading(
+                &format!("{:07}", 2_000_000 + i),
+                "M-1",
+                "2026-11",
+                &[45_000 + i],
+                "2026-11-20T10:00:00+05:00",
+            )
+        })
+        .collect();
+    for (i, r) in readings.iter().enumerate() {
+        events.publish(r).await;
+        if i % 5 == 0 {
+            events.publish(r).await;
+        }
+    }
+    let published = 150 + 30;
+    let app = spawn_app(&env, options(&billing)).await;
+    app.wait_acked(published).await;
+
+    for r in &readings {
+        let key = r.reading_id.to_string();
+        assert_eq!(billing.posts_for(&key).len(), 1, "one post for {key}");
+    }
+    assert_eq!(billing.posts().len(), 150);
+    let pool = billing_pool(&env);
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM readings WHERE delivery = 'delivered' AND attempts = 1")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(delivered, 150);
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -26,6 +26,8 @@ struct Inner {
     delay: Option<std::time::Duration>,
     /// Requests that arrived, answered or not yet.
     started: u32,
+    /// When each post of `posts` arrived (same index), for latency measurements.
+    arrived: Vec<std::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -99,6 +101,21 @@ impl BillingDouble {
             .unwrap_or_default()
     }
 
+    /// Every post with the moment it arrived (before any `delay`): (arrival, key,
+    /// status answered, body).
+    pub fn timed_posts(&self) -> Vec<(std::time::Instant, String, u16, serde_json::Value)> {
+        self.inner
+            .lock()
+            .map(|i| {
+                i.arrived
+                    .iter()
+                    .zip(&i.posts)
+                    .map(|(at, (key, status, body))| (*at, key.clone(), *status, body.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn stop(&self) {
         self.stop.cancel();
     }
@@ -109,6 +126,7 @@ async fn readings(
     headers: HeaderMap,
     body: String,
 ) -> StatusCode {
+    let arrived = std::time::Instant::now();
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -136,5 +154,6 @@ async fn readings(
         *i.delivered.entry(key.clone()).or_default() += 1;
     }
     i.posts.push((key, status, json));
+    i.arrived.push(arrived);
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }

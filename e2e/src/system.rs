@@ -61,12 +61,20 @@ pub fn distinct_free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-/// Where cargo put the service binaries (next to the test executable's `deps/`).
+/// Where cargo put the service binaries: `$E2E_BIN_DIR`, else next to the running
+/// executable when it is a binary of the workspace itself (`target/<profile>/loadgen`),
+/// else one level up (a test executable lives in `target/<profile>/deps/`).
 pub fn bin(name: &str) -> PathBuf {
     if let Ok(dir) = std::env::var("E2E_BIN_DIR") {
         return PathBuf::from(dir).join(name);
     }
     let exe = std::env::current_exe().unwrap_or_default();
+    if let Some(here) = exe.parent()
+        && here.file_name().is_none_or(|n| n != "deps")
+        && here.join(name).is_file()
+    {
+        return here.join(name);
+    }
     let dir = exe
         .parent()
         .and_then(|d| d.parent())
@@ -156,6 +164,11 @@ impl System {
             "import failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The process id of a running service (for `/proc/<pid>/status`).
+    pub fn pid(&self, service: &str) -> Option<u32> {
+        self.procs.get(service)?.id()
     }
 
     pub fn base(&self, service: &str) -> String {

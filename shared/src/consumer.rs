@@ -335,6 +335,7 @@ async fn process<H: BatchHandler>(
 ) {
     let queue = config.queue.name.as_str();
     let msgs: Vec<Incoming> = deliveries.iter().map(|d| incoming(d, queue)).collect();
+    metrics.observe_batch(queue, msgs.len());
     let started = Instant::now();
     let mut outcomes = handler.handle_batch(&msgs).await;
     let elapsed = started.elapsed();

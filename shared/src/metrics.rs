@@ -34,6 +34,7 @@ pub struct QueueLabel {
 pub struct ConsumerMetrics {
     messages: Family<QueueOutcome, Counter>,
     processing: Family<QueueLabel, Histogram>,
+    batch: Family<QueueLabel, Histogram>,
 }
 
 impl ConsumerMetrics {
@@ -49,12 +50,21 @@ impl ConsumerMetrics {
         );
         registry.register(
             "consumer_processing_seconds",
-            "Time to handle one message",
+            "Time to handle one message (for a batch, the whole batch's time, per message)",
             processing.clone(),
+        );
+        let batch = Family::<QueueLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+        });
+        registry.register(
+            "consumer_batch_size",
+            "Deliveries handed to the handler at once",
+            batch.clone(),
         );
         ConsumerMetrics {
             messages,
             processing,
+            batch,
         }
     }
 
@@ -65,6 +75,14 @@ impl ConsumerMetrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    pub fn observe_batch(&self, queue: &str, size: usize) {
+        self.batch
+            .get_or_create(&QueueLabel {
+                queue: queue.to_owned(),
+            })
+            .observe(size as f64);
     }
 
     pub fn observe_processing(&self, queue: &str, took: Duration) {

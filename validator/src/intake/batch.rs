@@ -10,10 +10,10 @@
 //! and each round's statements see everything earlier rounds wrote. Under real traffic
 //! almost every batch is one round.
 //!
-//! Locks are taken up front, in one order for everyone: the batch's accounts' meter
-//! rows sorted by account, then the senders' advisory locks sorted by key — the same
-//! order the one-message path takes them in — so concurrent batches (and replicas)
-//! cannot deadlock.
+//! Locks are taken up front, in one order for everyone: the meter rows of the accounts
+//! a reading may be stored for, sorted by account, then the senders' advisory locks
+//! sorted by key — the same order the one-message path takes them in — so concurrent
+//! batches (and replicas) cannot deadlock.
 
 use std::collections::{HashMap, HashSet};
 
@@ -172,7 +172,11 @@ fn rounds(items: &[BatchItem<'_>], stages: &[Stage]) -> Vec<Vec<usize>> {
     rounds
 }
 
-/// Locks and reads the meters of every account the batch names, in account order.
+/// Reads the meters of every account the batch names, and locks (in account order)
+/// those of the accounts a reading may be stored for: where the meter checks pass for
+/// at least one of the batch's messages. An account that refuses every message (unknown,
+/// closed, two meters, wrong zones) is not locked, so a popular wrong account does not
+/// serialise the batches that name it.
 async fn lock_meters(
     tx: &mut PgConnection,
     stages: &[Stage],
@@ -192,12 +196,44 @@ async fn lock_meters(
     }
     let rows: Vec<MeterRecord> = sqlx::query_as(
         "SELECT account, meter, zones, digits, status, baseline_period, baseline_values FROM meters
-         WHERE account = ANY($1) ORDER BY account, meter FOR UPDATE",
+         WHERE account = ANY($1) ORDER BY account, meter",
     )
     .bind(&accounts)
     .fetch_all(&mut *tx)
     .await?;
     for row in rows {
+        let row = MeterRow::from(row);
+        meters.entry(row.account.clone()).or_default().push(row);
+    }
+    let mut storing: Vec<&str> = stages
+        .iter()
+        .filter_map(|s| match s {
+            Stage::Parsed(parsed, _) => {
+                let rows = meters.get(parsed.account.as_str())?.clone();
+                meter_checked(parsed, rows)
+                    .ok()
+                    .map(|_| parsed.account.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    storing.sort_unstable();
+    storing.dedup();
+    if storing.is_empty() {
+        return Ok(meters);
+    }
+    // Locked, and read again: what the checks use is what is locked.
+    let locked: Vec<MeterRecord> = sqlx::query_as(
+        "SELECT account, meter, zones, digits, status, baseline_period, baseline_values FROM meters
+         WHERE account = ANY($1) ORDER BY account, meter FOR UPDATE",
+    )
+    .bind(&storing)
+    .fetch_all(&mut *tx)
+    .await?;
+    for account in &storing {
+        meters.remove(*account);
+    }
+    for row in locked {
         let row = MeterRow::from(row);
         meters.entry(row.account.clone()).or_default().push(row);
     }
@@ -257,10 +293,15 @@ async fn previous_readings(
         return Ok(HashMap::new());
     }
     let rows: Vec<(i64, String, Vec<i64>)> = sqlx::query_as(
-        "SELECT DISTINCT ON (q.i) q.i, r.period, r.readings
+        // LATERAL … LIMIT 1: one index probe per message, whatever the planner thinks
+        // of the table's size (a join could turn into a scan of all readings).
+        "SELECT q.i, p.period, p.readings
          FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[]) AS q(i, account, meter, period)
-         JOIN readings r ON r.account = q.account AND r.meter = q.meter AND r.period < q.period AND r.superseded_by IS NULL
-         ORDER BY q.i, r.period DESC, r.accepted_at DESC",
+         CROSS JOIN LATERAL (
+             SELECT r.period, r.readings FROM readings r
+             WHERE r.account = q.account AND r.meter = q.meter AND r.period < q.period AND r.superseded_by IS NULL
+             ORDER BY r.period DESC, r.accepted_at DESC LIMIT 1
+         ) AS p",
     )
     .bind(&index)
     .bind(&accounts)
@@ -416,11 +457,13 @@ async fn store_readings(
     let meters: Vec<String> = accepted.iter().map(|a| a.meter.clone()).collect();
     let periods: Vec<String> = accepted.iter().map(|a| a.period.to_string()).collect();
     let current: Vec<(i64, Uuid)> = sqlx::query_as(
-        "SELECT q.i, r.reading_id
+        "SELECT q.i, c.reading_id
          FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[]) AS q(i, account, meter, period)
-         JOIN readings r ON r.account = q.account AND r.meter = q.meter AND r.period = q.period AND r.superseded_by IS NULL
-         ORDER BY q.i, r.accepted_at DESC
-         FOR UPDATE OF r",
+         CROSS JOIN LATERAL (
+             SELECT r.reading_id FROM readings r
+             WHERE r.account = q.account AND r.meter = q.meter AND r.period = q.period AND r.superseded_by IS NULL
+             ORDER BY r.accepted_at DESC LIMIT 1 FOR UPDATE
+         ) AS c",
     )
     .bind(&index)
     .bind(&accounts)

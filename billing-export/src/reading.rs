@@ -8,7 +8,7 @@
 //! `Idempotency-Key` and billing answers 409, which counts as delivered.
 
 use futures::StreamExt;
-use shared::consumer::{BatchHandler, HandlerError, Incoming};
+use shared::consumer::{BatchHandler, HandlerError, Incoming, outcomes_or_retry};
 use shared::events::{Event, ReadingAccepted};
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -125,11 +125,15 @@ impl Attempt {
             PushResult::Delivered | PushResult::Conflict | PushResult::AlreadyDelivered => Ok(()),
             PushResult::Retried => Err(HandlerError::transient(anyhow::anyhow!(
                 "{}",
-                self.error.as_deref().unwrap_or("billing cannot take it now")
+                self.error
+                    .as_deref()
+                    .unwrap_or("billing cannot take it now")
             ))),
             PushResult::DeadLettered => Err(HandlerError::permanent(anyhow::anyhow!(
                 "{}",
-                self.error.as_deref().unwrap_or("billing refused the reading")
+                self.error
+                    .as_deref()
+                    .unwrap_or("billing refused the reading")
             ))),
         }
     }
@@ -187,7 +191,7 @@ impl BatchHandler for ReadingHandler {
                         "storing the reading: {reason}"
                     ))));
                 }
-                return finish(results);
+                return outcomes_or_retry(results);
             }
         };
         // Each reading to post, once: the index of its first message in the batch.
@@ -218,7 +222,7 @@ impl BatchHandler for ReadingHandler {
             }
         }
         let Some(billing) = &self.billing else {
-            return finish(results);
+            return outcomes_or_retry(results);
         };
         let mut posts = Vec::with_capacity(to_post.len());
         for &k in &to_post {
@@ -257,23 +261,12 @@ impl BatchHandler for ReadingHandler {
             // Every message of the batch carrying this reading shares its fate.
             for (i, r) in &readings {
                 if r.reading_id == reading.reading_id && results[*i].is_none() {
-                    results[*i] = Some(attempt.verdict(recorded.as_ref().map(|_| ()).map_err(String::as_str)));
+                    results[*i] = Some(
+                        attempt.verdict(recorded.as_ref().map(|_| ()).map_err(String::as_str)),
+                    );
                 }
             }
         }
-        finish(results)
+        outcomes_or_retry(results)
     }
-}
-
-fn finish(results: Vec<Option<Result<(), HandlerError>>>) -> Vec<Result<(), HandlerError>> {
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(HandlerError::transient(anyhow::anyhow!(
-                    "no outcome for the message"
-                )))
-            })
-        })
-        .collect()
 }

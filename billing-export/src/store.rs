@@ -111,9 +111,7 @@ pub async fn store_many(
         accounts.push(r.account.as_str());
         meters.push(r.meter.as_str());
         periods.push(r.period.to_string());
-        // Arrays of arrays cannot be unnested row by row: each as a bigint[] literal.
-        let vals: Vec<String> = vals.iter().map(i64::to_string).collect();
-        values.push(format!("{{{}}}", vals.join(",")));
+        values.push(shared::db::bigint_array_literal(vals));
         received.push(r.received_at.with_timezone(&Utc));
         channels.push(r.channel.as_str());
         supersedes.push(r.supersedes);

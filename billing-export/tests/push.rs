@@ -351,11 +351,12 @@ async fn a_backlog_is_posted_in_batches_each_reading_once() {
     }
     assert_eq!(billing.posts().len(), 150);
     let pool = billing_pool(&env);
-    let delivered: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM readings WHERE delivery = 'delivered' AND attempts = 1")
-            .fetch_one(&pool)
-            .await
-            .expect("count");
+    let delivered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM readings WHERE delivery = 'delivered' AND attempts = 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
     assert_eq!(delivered, 150);
     app.stop().await;
     env.cleanup().await;

@@ -106,8 +106,15 @@ pub async fn run(
                 "received_at": m.received_at,
             });
             let started = Instant::now();
-            let (status, attempts) =
-                post_until_taken(&client, &url, &token, &body, give_up_after).await;
+            let (status, attempts) = e2e::drill::stream::post_as_a_gateway(
+                &client,
+                &url,
+                &token,
+                &body,
+                give_up_after,
+                || {},
+            )
+            .await;
             SendRecord {
                 index,
                 started,
@@ -124,32 +131,4 @@ pub async fn run(
     }
     records.sort_by_key(|r| r.index);
     Ok((records, t0))
-}
-
-/// Posts until `202`, retrying what a gateway retries; returns the last status and the
-/// number of attempts.
-async fn post_until_taken(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    body: &serde_json::Value,
-    give_up_after: Duration,
-) -> (u16, u32) {
-    let until = Instant::now() + give_up_after;
-    let mut pause = Duration::from_millis(100);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let status = match client.post(url).bearer_auth(token).json(body).send().await {
-            Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
-        };
-        match status {
-            0 | 408 | 429 | 500..=599 if Instant::now() < until => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            other => return (other, attempts),
-        }
-    }
 }

@@ -95,6 +95,23 @@ pub trait BatchHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Vec<Result<(), HandlerError>>> + Send;
 }
 
+/// A batch handler's answers, with a transient error (retry later) for every message
+/// it did not come to.
+pub fn outcomes_or_retry(
+    results: Vec<Option<Result<(), HandlerError>>>,
+) -> Vec<Result<(), HandlerError>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(HandlerError::transient(anyhow::anyhow!(
+                    "no outcome for the message"
+                )))
+            })
+        })
+        .collect()
+}
+
 /// A [`Handler`] run as batches of one.
 struct One<H>(Arc<H>);
 
@@ -352,14 +369,15 @@ async fn process<H: BatchHandler>(
             "the handler gave no outcome for this message"
         ))));
     }
-    let settles = deliveries
-        .iter()
-        .zip(msgs.iter())
-        .zip(outcomes)
-        .map(|((delivery, msg), outcome)| {
-            metrics.observe_processing(queue, elapsed);
-            settle(config, metrics, publish_channel, delivery, msg, outcome)
-        });
+    let settles =
+        deliveries
+            .iter()
+            .zip(msgs.iter())
+            .zip(outcomes)
+            .map(|((delivery, msg), outcome)| {
+                metrics.observe_processing(queue, elapsed);
+                settle(config, metrics, publish_channel, delivery, msg, outcome)
+            });
     futures::future::join_all(settles).await;
 }
 

@@ -92,3 +92,10 @@ pub fn is_connection_problem(e: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// `{1,2,3}`: a `bigint[]` literal, for passing arrays of arrays to `unnest` (which
+/// flattens a two-dimensional array): bind them as `text[]` and cast each `::bigint[]`.
+pub fn bigint_array_literal(values: impl IntoIterator<Item = i64>) -> String {
+    let inner: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
+    format!("{{{}}}", inner.join(","))
+}

@@ -139,6 +139,34 @@ fn outcome_of(sms: &SmsReceived, decision: Result<Accepted, Refused>) -> (Outcom
     }
 }
 
+/// What the audit row says of an outcome (a duplicate has no row of its own).
+struct AuditFields {
+    status: &'static str,
+    reason: Option<&'static str>,
+    account: Option<String>,
+    reply: Option<String>,
+}
+
+impl AuditFields {
+    fn of(outcome: &Outcome) -> Option<Self> {
+        Some(match outcome {
+            Outcome::Accepted(a) => AuditFields {
+                status: "accepted",
+                reason: None,
+                account: Some(a.account.clone()),
+                reply: None,
+            },
+            Outcome::Rejected(r) => AuditFields {
+                status: "rejected",
+                reason: Some(r.reason.as_str()),
+                account: r.account.clone(),
+                reply: r.reply.clone(),
+            },
+            Outcome::Duplicate => return None,
+        })
+    }
+}
+
 /// Stores the outcome: the audit row, the reading and the event, then commits.
 async fn record(
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
@@ -147,15 +175,14 @@ async fn record(
     reading_id: Option<Uuid>,
 ) -> Result<Outcome, sqlx::Error> {
     // The audit row first: its primary key settles a concurrent duplicate delivery.
-    let (status, reason, account, reply) = match &outcome {
-        Outcome::Accepted(a) => ("accepted", None, Some(a.account.clone()), None),
-        Outcome::Rejected(r) => (
-            "rejected",
-            Some(r.reason.as_str()),
-            r.account.clone(),
-            r.reply.clone(),
-        ),
-        Outcome::Duplicate => return Ok(Outcome::Duplicate),
+    let Some(AuditFields {
+        status,
+        reason,
+        account,
+        reply,
+    }) = AuditFields::of(&outcome)
+    else {
+        return Ok(Outcome::Duplicate);
     };
     let inserted = sqlx::query(
         "INSERT INTO messages (message_id, sender, recipient, body, received_at, channel, outcome, reason, account, reading_id, reply)
@@ -388,9 +415,8 @@ fn reading_checked(
     let checked = previous_reading(accepted, meter, period).map_or(Ok(()), |previous| {
         rules::check_against(&previous, period, &values, digits, rules.max_monthly_kwh)
     });
-    checked.map_err(|problem| {
-        Refused::new(Refusal::Reading(&problem), Some(parsed.account.as_str()))
-    })
+    checked
+        .map_err(|problem| Refused::new(Refusal::Reading(&problem), Some(parsed.account.as_str())))
 }
 
 /// The reading a new one is compared with: the latest accepted one of an earlier

@@ -21,9 +21,8 @@ use prometheus_client::registry::Registry;
 use shared::broker::{Publisher, ReadyFlag};
 use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig};
 use shared::consumer::{self, BatchHandler, ConsumerConfig, HandlerError, Incoming};
-use shared::events::SmsReceived;
-use tracing::Instrument;
 use shared::events::Event;
+use shared::events::SmsReceived;
 use shared::metrics::ConsumerMetrics;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -31,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::intake::{BatchItem, Outcome, Rules};
 use crate::rules::Window;
@@ -276,16 +276,7 @@ impl BatchHandler for Intake {
         if committed {
             self.relay.notify_one();
         }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(HandlerError::transient(anyhow::anyhow!(
-                        "no outcome for the message"
-                    )))
-                })
-            })
-            .collect()
+        consumer::outcomes_or_retry(results)
     }
 }
 

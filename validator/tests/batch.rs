@@ -87,8 +87,23 @@ fn rules(h: &Harness) -> Rules {
 }
 
 type Rows = (
-    Vec<(String, String, Option<String>, Option<String>, Option<uuid::Uuid>, Option<String>)>,
-    Vec<(uuid::Uuid, String, String, Vec<i64>, Option<uuid::Uuid>, Option<uuid::Uuid>, Option<String>)>,
+    Vec<(
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<uuid::Uuid>,
+        Option<String>,
+    )>,
+    Vec<(
+        uuid::Uuid,
+        String,
+        String,
+        Vec<i64>,
+        Option<uuid::Uuid>,
+        Option<uuid::Uuid>,
+        Option<String>,
+    )>,
     Vec<(String, String, String)>,
 );
 
@@ -105,12 +120,11 @@ async fn rows(h: &Harness) -> Rows {
     .fetch_all(&h.pool)
     .await
     .expect("readings");
-    let outbox = sqlx::query_as(
-        "SELECT routing_key, message_id, body FROM outbox ORDER BY message_id",
-    )
-    .fetch_all(&h.pool)
-    .await
-    .expect("outbox");
+    let outbox =
+        sqlx::query_as("SELECT routing_key, message_id, body FROM outbox ORDER BY message_id")
+            .fetch_all(&h.pool)
+            .await
+            .expect("outbox");
     (messages, readings, outbox)
 }
 
@@ -155,7 +169,9 @@ async fn batches_decide_and_store_exactly_what_one_by_one_does() {
     let mix = [
         count(|o| matches!(o, Outcome::Duplicate)),
         count(|o| matches!(o, Outcome::Accepted(a) if a.supersedes.is_some())),
-        count(|o| matches!(o, Outcome::Rejected(r) if r.reason == shared::events::RejectReason::RateLimited)),
+        count(
+            |o| matches!(o, Outcome::Rejected(r) if r.reason == shared::events::RejectReason::RateLimited),
+        ),
         count(|o| matches!(o, Outcome::Rejected(_))),
     ];
     assert!(
@@ -190,8 +206,10 @@ async fn concurrent_batches_over_the_same_accounts_do_not_deadlock() {
             let span = tracing::Span::none();
             let mut outcomes = Vec::new();
             for chunk in msgs.chunks(50) {
-                let items: Vec<BatchItem<'_>> =
-                    chunk.iter().map(|sms| BatchItem { sms, span: &span }).collect();
+                let items: Vec<BatchItem<'_>> = chunk
+                    .iter()
+                    .map(|sms| BatchItem { sms, span: &span })
+                    .collect();
                 outcomes.extend(intake::process_batch(&pool, &rules, &items).await?);
             }
             Ok::<_, sqlx::Error>(outcomes)

@@ -172,6 +172,30 @@ async fn post_until_taken(
     progress: &Progress,
     give_up_after: Duration,
 ) -> Result<(), (u16, u32)> {
+    let (status, attempts) = post_as_a_gateway(client, url, token, body, give_up_after, || {
+        progress.retries.fetch_add(1, Ordering::Relaxed);
+    })
+    .await;
+    if status == 202 {
+        progress.taken.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    Err((status, attempts))
+}
+
+/// Posts an SMS to ingest as an aggregator does: again after a `5xx`, `408`, `429` or
+/// no answer at all (status 0), with back-off from 100 ms doubling to 2 s (shorter than
+/// ingest's `Retry-After: 5`: hammering a recovering ingest is part of the test), until
+/// any other answer or `give_up_after`. Returns the last status and the attempts made;
+/// `on_retry` is called before each repeat.
+pub async fn post_as_a_gateway(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+    give_up_after: Duration,
+    on_retry: impl Fn(),
+) -> (u16, u32) {
     let until = tokio::time::Instant::now() + give_up_after;
     let mut pause = Duration::from_millis(100);
     let mut attempts = 0;
@@ -182,18 +206,12 @@ async fn post_until_taken(
             Err(_) => 0,
         };
         match status {
-            202 => {
-                progress.taken.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
             0 | 408 | 429 | 500..=599 if tokio::time::Instant::now() < until => {
-                progress.retries.fetch_add(1, Ordering::Relaxed);
-                // Shorter than ingest's `Retry-After: 5`: keeps the drill brisk, and
-                // hammering a recovering ingest is part of the test.
+                on_retry();
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
-            other => return Err((other, attempts)),
+            other => return (other, attempts),
         }
     }
 }

@@ -23,8 +23,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    Accepted, MeterRecord, MeterRow, Outcome, Refused, Rules, meter_checked, outcome_of,
-    parse_checked, reading_checked,
+    Accepted, AuditFields, MeterRecord, MeterRow, Outcome, Refused, Rules, meter_checked,
+    outcome_of, parse_checked, reading_checked,
 };
 use crate::grammar::ParsedMessage;
 use crate::reply::Refusal;
@@ -489,7 +489,11 @@ async fn store_readings(
         a.supersedes = supersedes.get(&i).copied();
         ids.push(a.reading_id);
         message_ids.push(a.message_id.clone());
-        values.push(array_literal(&a.values));
+        values.push(shared::db::bigint_array_literal(
+            a.values
+                .iter()
+                .map(|v| i64::try_from(*v).unwrap_or(i64::MAX)),
+        ));
         received.push(a.received_at.with_timezone(&Utc));
         emails.push(a.email.clone());
         previous.push(a.supersedes);
@@ -528,15 +532,6 @@ async fn store_readings(
     Ok(())
 }
 
-/// `{1,2,3}`: a bigint[] literal (arrays of arrays cannot be unnested row by row).
-fn array_literal(values: &[u64]) -> String {
-    let inner: Vec<String> = values
-        .iter()
-        .map(|v| i64::try_from(*v).unwrap_or(i64::MAX).to_string())
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
-
 /// The audit rows of a round, column by column.
 #[derive(Default)]
 struct AuditColumns {
@@ -555,15 +550,14 @@ struct AuditColumns {
 
 impl AuditColumns {
     fn push(&mut self, sms: &SmsReceived, outcome: &Outcome, reading_id: Option<Uuid>) {
-        let (status, reason, account, reply) = match outcome {
-            Outcome::Accepted(a) => ("accepted", None, Some(a.account.clone()), None),
-            Outcome::Rejected(r) => (
-                "rejected",
-                Some(r.reason.as_str()),
-                r.account.clone(),
-                r.reply.clone(),
-            ),
-            Outcome::Duplicate => return,
+        let Some(AuditFields {
+            status,
+            reason,
+            account,
+            reply,
+        }) = AuditFields::of(outcome)
+        else {
+            return;
         };
         self.message_id.push(sms.message_id.clone());
         self.sender.push(sms.from.clone());

@@ -343,6 +343,23 @@ impl System {
             .sum()
     }
 
+    /// Panics unless every service answers `GET /healthz` with 200 (`after`: what
+    /// they just went through, for the message).
+    pub async fn assert_all_alive(&self, after: &str) {
+        for s in SERVICES {
+            let r = self
+                .http
+                .get(format!("{}/healthz", self.base(s)))
+                .send()
+                .await;
+            assert!(
+                r.is_ok_and(|r| r.status() == 200),
+                "{s} is not alive after {after}:\n{}",
+                self.logs(s)
+            );
+        }
+    }
+
     pub fn logs(&self, service: &str) -> String {
         std::fs::read_to_string(self.log_path(service)).unwrap_or_default()
     }

@@ -125,14 +125,7 @@ async fn http_garbage_is_refused_with_4xx_and_the_services_stay_up() {
             "answered by routing without a JSON body (not an API operation): {routing_without_json:?}"
         );
     }
-    for s in e2e::system::SERVICES {
-        let r = reqwest::get(format!("{}/healthz", system.base(s))).await;
-        assert!(
-            r.is_ok_and(|r| r.status() == 200),
-            "{s} is not alive after the bad input:\n{}",
-            system.logs(s)
-        );
-    }
+    system.assert_all_alive("the bad HTTP input").await;
     assert!(
         failures.is_empty(),
         "{} of {} bad requests were not answered with a 4xx and a JSON reason:\n{}",
@@ -336,14 +329,7 @@ async fn garbage_on_the_exchange_is_dead_lettered_and_good_messages_still_flow()
         })
         .await;
     }
-    for s in e2e::system::SERVICES {
-        let r = reqwest::get(format!("{}/healthz", system.base(s))).await;
-        assert!(
-            r.is_ok_and(|r| r.status() == 200),
-            "{s} died:\n{}",
-            system.logs(s)
-        );
-    }
+    system.assert_all_alive("the garbage on the exchange").await;
     println!(
         "broker bad input: {published} garbage messages published, {} dead letters checked, 0 failures",
         expected.values().sum::<u64>()
@@ -436,14 +422,7 @@ async fn schemathesis_every_endpoint() {
         counts.push(format!("{service}: {summary}"));
     }
     println!("schemathesis: {}", counts.join("; "));
-    for s in e2e::system::SERVICES {
-        let r = reqwest::get(format!("{}/healthz", system.base(s))).await;
-        assert!(
-            r.is_ok_and(|r| r.status() == 200),
-            "{s} died:\n{}",
-            system.logs(s)
-        );
-    }
+    system.assert_all_alive("the garbage on the exchange").await;
     system.stop().await;
     assert!(
         failed.is_empty(),

@@ -90,6 +90,7 @@ fn fuzz_input(rng: &mut Rng) -> String {
     }
 }
 
+#[derive(Default)]
 struct FuzzReport {
     tried: u64,
     took: Duration,
@@ -115,12 +116,7 @@ fn settled_time(first: Duration, again: impl Fn()) -> Duration {
 fn fuzz_grammar(cases: u64, seed: u64) -> FuzzReport {
     let mut rng = Rng::new(seed);
     let all = Instant::now();
-    let mut report = FuzzReport {
-        took: Duration::ZERO,
-        tried: 0,
-        failures: Vec::new(),
-        slowest: Duration::ZERO,
-    };
+    let mut report = FuzzReport::default();
     for _ in 0..cases {
         let input = fuzz_input(&mut rng);
         report.tried += 1;
@@ -181,12 +177,7 @@ fn fuzz_phone(cases: u64, seed: u64) -> FuzzReport {
     // The first call loads libphonenumber's metadata: not a slow input.
     let _ = shared::phone::PhoneNumber::parse("+79001234567");
     let all = Instant::now();
-    let mut report = FuzzReport {
-        took: Duration::ZERO,
-        tried: 0,
-        failures: Vec::new(),
-        slowest: Duration::ZERO,
-    };
+    let mut report = FuzzReport::default();
     for _ in 0..cases {
         let input = match rng.below(3) {
             0 => format!(

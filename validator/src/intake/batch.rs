@@ -293,8 +293,8 @@ async fn previous_readings(
         return Ok(HashMap::new());
     }
     let rows: Vec<(i64, String, Vec<i64>)> = sqlx::query_as(
-        // LATERAL … LIMIT 1: one index probe per message, whatever the planner thinks
-        // of the table's size (a join could turn into a scan of all readings).
+        // LATERAL … LIMIT 1: a parameterised probe of readings_meter_period per message
+        // (a join of the batch against readings may be planned as a scan of the table).
         "SELECT q.i, p.period, p.readings
          FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[]) AS q(i, account, meter, period)
          CROSS JOIN LATERAL (

@@ -1,30 +1,40 @@
-//! What the notifier does with each event on its queue: a refused reading with a reply
+//! What the notifier does with the events on its queue: a refused reading with a reply
 //! becomes one SMS to the sender, an accepted reading with an address one e-mail;
 //! everything else is acknowledged without effect. Every effect goes through the
-//! ledger (claim → send → finish), and every failure ends as the consumer loop's
-//! `Transient` (retry later) or `Permanent` (dead letter).
+//! ledger (claim → send → finish), a batch of deliveries at a time — one transaction
+//! claims them all, the sends run side by side, one records how each ended — and every
+//! failure ends as the consumer loop's `Transient` (retry later) or `Permanent` (dead
+//! letter) for its own message.
 
+use std::collections::HashMap;
 use std::time::Duration;
-use tracing::Instrument;
 
 use chrono_tz::Tz;
+use futures::StreamExt as _;
+use lettre::Message;
 use lettre::message::Mailbox;
-use shared::consumer::{Handler, HandlerError, Incoming};
+use shared::consumer::{BatchHandler, HandlerError, Incoming, outcomes_or_retry};
 use shared::events::{Event, ReadingAccepted, ReadingRejected};
 use shared::phone::mask;
 use sqlx::PgPool;
+use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::confirmation;
 use crate::failure::{SendFailure, masked};
 use crate::gateway::{Sms, SmsGateway, idempotency_key};
-use crate::ledger::{self, AfterUnknown, Channel, Claim, Delivery, Outcome, Quota};
-use crate::limits::ReplyLimits;
+use crate::ledger::{
+    self, AfterUnknown, Channel, Claim, ClaimRequest, Delivery, Finished, Outcome,
+};
+use crate::limits::{ReplyLimits, Suppressed};
 use crate::mailer::Mailer;
 use crate::metrics::{FailureKind, NotifierMetrics};
 
-/// How long past the send timeout a claim's lease lasts: the margin covers the
-/// database writes around the send, so a live attempt is never taken over.
+/// How long past the sends' timeouts a claim's lease lasts: the margin covers the
+/// database writes around them, so a live attempt is never taken over.
 const LEASE_MARGIN: Duration = Duration::from_secs(20);
+/// Sends to the peers a batch makes at one time.
+pub const SENDS_AT_ONCE: usize = 16;
 
 pub struct Notifier {
     pub pool: PgPool,
@@ -38,145 +48,407 @@ pub struct Notifier {
     pub metrics: NotifierMetrics,
 }
 
-impl Handler for Notifier {
-    async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
-        let event = Event::from_json(&msg.body).map_err(|e| {
-            HandlerError::permanent(
-                anyhow::Error::new(e).context(format!("undecodable `{}` event", msg.routing_key)),
-            )
-        })?;
-        match event {
-            Event::ReadingRejected(e) => self.reply(&e).await,
-            Event::ReadingAccepted(e) => self.confirm(&e).await,
-            Event::SmsReceived(e) => Err(HandlerError::permanent(anyhow::anyhow!(
-                "sms.received {} on the notifier queue: not bound here",
-                e.message_id
-            ))),
+impl BatchHandler for Notifier {
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
+        let mut outcomes: Vec<Option<Result<(), HandlerError>>> =
+            msgs.iter().map(|_| None).collect();
+        let mut refused: Vec<(usize, Delivery, Suppressed)> = Vec::new();
+        let mut effects: Vec<(usize, Effect)> = Vec::new();
+        // Copies of one event in the batch (a redelivery beside the original): the first
+        // copy is handled, the others share its fate.
+        let mut first_copy: HashMap<String, usize> = HashMap::new();
+        let mut copies: Vec<(usize, usize, Channel)> = Vec::new();
+        for (i, msg) in msgs.iter().enumerate() {
+            let planned = msg.span.in_scope(|| self.plan(msg));
+            let key = match &planned {
+                Planned::Done(_) => None,
+                Planned::Refuse(d, _) => Some((d.key.clone(), d.channel)),
+                Planned::Send(e) => Some((e.delivery.key.clone(), e.delivery.channel)),
+            };
+            if let Some((key, channel)) = key {
+                if let Some(&first) = first_copy.get(&key) {
+                    copies.push((i, first, channel));
+                    continue;
+                }
+                first_copy.insert(key, i);
+            }
+            match planned {
+                Planned::Done(outcome) => outcomes[i] = Some(outcome),
+                Planned::Refuse(delivery, reason) => refused.push((i, delivery, reason)),
+                Planned::Send(effect) => effects.push((i, effect)),
+            }
         }
+        if !refused.is_empty() || !effects.is_empty() {
+            self.carry_out(msgs, &refused, &effects, &mut outcomes)
+                .await;
+        }
+        for (i, first, channel) in copies {
+            outcomes[i] = Some(match outcomes[first] {
+                Some(Ok(())) => {
+                    self.metrics.duplicate(channel);
+                    Ok(())
+                }
+                _ => Err(HandlerError::transient(anyhow::anyhow!(
+                    "a copy of this event in the same batch is not settled yet"
+                ))),
+            });
+        }
+        outcomes_or_retry(outcomes)
     }
 }
 
+/// One message's part in a batch.
+enum Planned {
+    /// Nothing (more) to do: the outcome is known already.
+    Done(Result<(), HandlerError>),
+    /// A reply refused before any counting (number, country): recorded, not sent.
+    Refuse(Delivery, Suppressed),
+    /// An SMS or e-mail to claim, send and record.
+    Send(Effect),
+}
+
+struct Effect {
+    delivery: Delivery,
+    what: What,
+}
+
+enum What {
+    Reply(Sms),
+    Email { message: Message, reading_id: Uuid },
+}
+
+/// A claimed attempt that has ended: sent, or failed as `failure` says.
+struct Ended<'a> {
+    msg: usize,
+    delivery: &'a Delivery,
+    attempt: i32,
+    failure: Option<(FailureKind, String, anyhow::Error)>,
+}
+
 impl Notifier {
-    fn lease(&self) -> Duration {
-        self.send_timeout + LEASE_MARGIN
+    /// The lease for a batch's claims: long enough for its sends, made
+    /// [`SENDS_AT_ONCE`] at a time, and the database writes around them, so that a live
+    /// attempt is never taken over.
+    fn lease(&self, sends: usize) -> Duration {
+        let rounds = u32::try_from(sends.div_ceil(SENDS_AT_ONCE).max(1)).unwrap_or(u32::MAX);
+        self.send_timeout.saturating_mul(rounds) + LEASE_MARGIN
+    }
+
+    /// What a message asks for; decoding and composing, no I/O.
+    fn plan(&self, msg: &Incoming) -> Planned {
+        let event = match Event::from_json(&msg.body) {
+            Ok(event) => event,
+            Err(e) => {
+                return Planned::Done(Err(HandlerError::permanent(
+                    anyhow::Error::new(e)
+                        .context(format!("undecodable `{}` event", msg.routing_key)),
+                )));
+            }
+        };
+        match event {
+            Event::ReadingRejected(e) => self.plan_reply(&e),
+            Event::ReadingAccepted(e) => self.plan_confirmation(&e),
+            Event::SmsReceived(e) => Planned::Done(Err(HandlerError::permanent(anyhow::anyhow!(
+                "sms.received {} on the notifier queue: not bound here",
+                e.message_id
+            )))),
+        }
     }
 
     /// SPEC §4.3: the reply, once, to the sender — if the guards allow it.
-    async fn reply(&self, event: &ReadingRejected) -> Result<(), HandlerError> {
+    fn plan_reply(&self, event: &ReadingRejected) -> Planned {
         let Some(text) = event.reply.as_deref() else {
             tracing::debug!(message_id = %event.message_id, reason = %event.reason, "refusal without a reply");
-            return Ok(());
+            return Planned::Done(Ok(()));
         };
         if text.trim().is_empty() {
-            return Err(HandlerError::permanent(anyhow::anyhow!(
+            return Planned::Done(Err(HandlerError::permanent(anyhow::anyhow!(
                 "reading.rejected {} carries an empty reply",
                 event.message_id
-            )));
+            ))));
         }
-        let mut delivery = Delivery {
-            key: format!("reply:{}", event.message_id),
-            channel: Channel::Sms,
-            recipient: event.from.clone(),
-        };
-        let number = match self.limits.admit(&event.from) {
-            Ok(number) => number,
-            Err(reason) => {
-                if ledger::suppress(&self.pool, &delivery, reason)
-                    .await
-                    .map_err(database)?
-                {
-                    self.metrics.reply_suppressed(reason);
-                }
-                tracing::info!(to = %mask(&event.from), message_id = %event.message_id, reason = reason.as_str(), "reply suppressed");
-                return Ok(());
-            }
-        };
-        delivery.recipient = number.to_string();
-        let quota = Quota {
-            limits: &self.limits,
-            number: &number,
-        };
-        let claim = ledger::claim(
-            &self.pool,
-            &delivery,
-            Some(quota),
-            self.lease(),
-            self.gateway.after_unknown(),
-        )
-        .await
-        .map_err(database)?;
-        let attempt = match self.settle_claim(&delivery, claim)? {
-            Some(attempt) => attempt,
-            None => return Ok(()),
-        };
-        let sms = Sms {
-            to: number,
-            text: text.to_owned(),
-            reply_to: event.message_id.clone(),
-            idempotency_key: idempotency_key(&event.message_id),
-        };
-        let span = tracing::info_span!(
-            "send_sms",
-            otel.name = "sms send",
-            otel.kind = "client",
-            gateway = self.gateway.name()
-        );
-        let sent = self.bounded(self.gateway.send(&sms)).instrument(span).await;
-        if sent.is_ok() {
-            self.metrics.reply_sent(self.gateway.name());
-            tracing::info!(to = %sms.to.masked(), message_id = %event.message_id, gateway = self.gateway.name(), "reply sent");
+        let key = format!("reply:{}", event.message_id);
+        match self.limits.admit(&event.from) {
+            Err(reason) => Planned::Refuse(
+                Delivery {
+                    key,
+                    channel: Channel::Sms,
+                    recipient: event.from.clone(),
+                },
+                reason,
+            ),
+            Ok(number) => Planned::Send(Effect {
+                delivery: Delivery {
+                    key,
+                    channel: Channel::Sms,
+                    recipient: number.to_string(),
+                },
+                what: What::Reply(Sms {
+                    to: number,
+                    text: text.to_owned(),
+                    reply_to: event.message_id.clone(),
+                    idempotency_key: idempotency_key(&event.message_id),
+                }),
+            }),
         }
-        self.finish(&delivery, attempt, sent, self.gateway.after_unknown())
-            .await
     }
 
     /// SPEC §4.4: one confirmation per accepted reading that carried an address.
-    async fn confirm(&self, event: &ReadingAccepted) -> Result<(), HandlerError> {
+    fn plan_confirmation(&self, event: &ReadingAccepted) -> Planned {
         let Some(address) = event.email.as_deref() else {
-            return Ok(());
+            return Planned::Done(Ok(()));
         };
-        let delivery = Delivery {
-            key: format!("email:{}", event.reading_id),
-            channel: Channel::Email,
-            recipient: address.to_owned(),
-        };
-        let message = confirmation::compose(event, address, &self.email_from, self.timezone)
-            .map_err(|e| {
+        match confirmation::compose(event, address, &self.email_from, self.timezone) {
+            Ok(message) => Planned::Send(Effect {
+                delivery: Delivery {
+                    key: format!("email:{}", event.reading_id),
+                    channel: Channel::Email,
+                    recipient: address.to_owned(),
+                },
+                what: What::Email {
+                    message,
+                    reading_id: event.reading_id,
+                },
+            }),
+            Err(e) => {
                 self.metrics
                     .send_failed(Channel::Email, FailureKind::Permanent);
                 tracing::error!(to = %mask(address), reading_id = %event.reading_id, error = %e, "cannot write the confirmation");
-                HandlerError::permanent(e)
-            })?;
-        let claim = ledger::claim(
+                Planned::Done(Err(HandlerError::permanent(e)))
+            }
+        }
+    }
+
+    /// What to do when an attempt went out without an answer.
+    fn after_unknown(&self, effect: &Effect) -> AfterUnknown {
+        match effect.what {
+            What::Reply(_) => self.gateway.after_unknown(),
+            // Resend is safe for e-mail: the same Message-ID lets mail systems drop a copy.
+            What::Email { .. } => AfterUnknown::Resend,
+        }
+    }
+
+    /// Claims the batch's effects in one transaction, sends what was claimed, and
+    /// records every attempt's end in another; fills in each message's outcome.
+    async fn carry_out(
+        &self,
+        msgs: &[Incoming],
+        refused: &[(usize, Delivery, Suppressed)],
+        effects: &[(usize, Effect)],
+        outcomes: &mut [Option<Result<(), HandlerError>>],
+    ) {
+        let refusals: Vec<(&Delivery, Suppressed)> =
+            refused.iter().map(|(_, d, why)| (d, *why)).collect();
+        let requests: Vec<ClaimRequest> = effects
+            .iter()
+            .map(|(_, e)| ClaimRequest {
+                delivery: &e.delivery,
+                quota: match &e.what {
+                    What::Reply(sms) => Some(&sms.to),
+                    What::Email { .. } => None,
+                },
+                after_unknown: self.after_unknown(e),
+            })
+            .collect();
+        let lease = self.lease(effects.len());
+        let claims = match ledger::claim_batch(
             &self.pool,
-            &delivery,
-            None,
-            self.lease(),
-            AfterUnknown::Resend,
+            &refusals,
+            &requests,
+            &self.limits,
+            lease,
         )
         .await
-        .map_err(database)?;
-        let attempt = match self.settle_claim(&delivery, claim)? {
-            Some(attempt) => attempt,
-            None => return Ok(()),
+        {
+            Ok(claims) => claims,
+            Err(e) => {
+                let text = format!("{e}");
+                for i in refused
+                    .iter()
+                    .map(|r| r.0)
+                    .chain(effects.iter().map(|e| e.0))
+                {
+                    outcomes[i] = Some(Err(HandlerError::Transient(
+                        anyhow::anyhow!("{text}").context("notifier database"),
+                    )));
+                }
+                return;
+            }
         };
-        let span = tracing::info_span!(
-            "send_email",
-            otel.name = "email send",
-            otel.kind = "client",
-            transport = self.mailer.transport()
-        );
-        let sent = self
-            .bounded(self.mailer.send(&message, event.reading_id))
-            .instrument(span)
-            .await;
-        if sent.is_ok() {
-            self.metrics.email_sent(self.mailer.transport());
-            tracing::info!(to = %mask(address), reading_id = %event.reading_id, transport = self.mailer.transport(), "confirmation sent");
+
+        for ((i, delivery, reason), new) in refused.iter().zip(&claims.refused_new) {
+            if *new {
+                self.metrics.reply_suppressed(*reason);
+            }
+            msgs[*i].span.in_scope(|| {
+                tracing::info!(to = %mask(&delivery.recipient), key = %delivery.key, reason = reason.as_str(), "reply suppressed");
+            });
+            outcomes[*i] = Some(Ok(()));
         }
-        // Resend is safe for e-mail: the same Message-ID lets mail systems drop a copy.
-        self.finish(&delivery, attempt, sent, AfterUnknown::Resend)
-            .await
+
+        let mut claimed: Vec<(&(usize, Effect), i32)> = Vec::new();
+        for (item, claim) in effects.iter().zip(claims.claims) {
+            let (i, effect) = item;
+            match msgs[*i]
+                .span
+                .in_scope(|| self.settle_claim(&effect.delivery, claim))
+            {
+                Ok(Some(attempt)) => claimed.push((item, attempt)),
+                Ok(None) => outcomes[*i] = Some(Ok(())),
+                Err(e) => outcomes[*i] = Some(Err(e)),
+            }
+        }
+        if claimed.is_empty() {
+            return;
+        }
+
+        let mut sends = Vec::with_capacity(claimed.len());
+        for ((i, effect), _) in &claimed {
+            sends.push(self.send(effect).instrument(msgs[*i].span.clone()));
+        }
+        let results: Vec<Result<(), SendFailure>> = futures::stream::iter(sends)
+            .buffered(SENDS_AT_ONCE)
+            .collect()
+            .await;
+
+        let ended: Vec<Ended> = claimed
+            .iter()
+            .zip(results)
+            .map(|(((i, effect), attempt), sent)| Ended {
+                msg: *i,
+                delivery: &effect.delivery,
+                attempt: *attempt,
+                failure: sent
+                    .err()
+                    .map(|f| self.failure(&effect.delivery, f, self.after_unknown(effect))),
+            })
+            .collect();
+        let recorded = self.record(&ended).await;
+        for end in ended {
+            let _in_span = msgs[end.msg].span.enter();
+            let d = end.delivery;
+            outcomes[end.msg] = Some(match end.failure {
+                None => match &recorded {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(HandlerError::Transient(
+                        anyhow::anyhow!("{e}")
+                            .context(format!("sent {}, but cannot record it", d.key)),
+                    )),
+                },
+                Some((kind, _, error)) => {
+                    if let Err(e) = &recorded {
+                        // The lease runs out and the next attempt takes over.
+                        tracing::warn!(key = %d.key, error = %e, "cannot record the failed attempt");
+                    }
+                    match kind {
+                        FailureKind::Permanent => {
+                            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{error:#}"), "refused by the peer; dead-lettering");
+                            Err(HandlerError::Permanent(error))
+                        }
+                        FailureKind::Unknown => {
+                            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{error:#}"),
+                                "sent without an answer; not resending, so as never to answer twice");
+                            Ok(())
+                        }
+                        FailureKind::Transient => Err(HandlerError::Transient(error)),
+                    }
+                }
+            });
+        }
+    }
+
+    /// One claimed effect out to its peer, within the send timeout.
+    async fn send(&self, effect: &Effect) -> Result<(), SendFailure> {
+        match &effect.what {
+            What::Reply(sms) => {
+                let span = tracing::info_span!(
+                    "send_sms",
+                    otel.name = "sms send",
+                    otel.kind = "client",
+                    gateway = self.gateway.name()
+                );
+                let sent = self.bounded(self.gateway.send(sms)).instrument(span).await;
+                if sent.is_ok() {
+                    self.metrics.reply_sent(self.gateway.name());
+                    tracing::info!(to = %sms.to.masked(), message_id = %sms.reply_to, gateway = self.gateway.name(), "reply sent");
+                }
+                sent
+            }
+            What::Email {
+                message,
+                reading_id,
+            } => {
+                let span = tracing::info_span!(
+                    "send_email",
+                    otel.name = "email send",
+                    otel.kind = "client",
+                    transport = self.mailer.transport()
+                );
+                let sent = self
+                    .bounded(self.mailer.send(message, *reading_id))
+                    .instrument(span)
+                    .await;
+                if sent.is_ok() {
+                    self.metrics.email_sent(self.mailer.transport());
+                    tracing::info!(to = %mask(&effect.delivery.recipient), %reading_id, transport = self.mailer.transport(), "confirmation sent");
+                }
+                sent
+            }
+        }
+    }
+
+    /// A failed send as the ledger and the consumer loop see it: its kind, the text to
+    /// record, and the error (recipient masked).
+    fn failure(
+        &self,
+        d: &Delivery,
+        sent: SendFailure,
+        after_unknown: AfterUnknown,
+    ) -> (FailureKind, String, anyhow::Error) {
+        let failure = match sent {
+            SendFailure::Retry(e) => SendFailure::Retry(masked(e, &d.recipient)),
+            SendFailure::Refused(e) => SendFailure::Refused(masked(e, &d.recipient)),
+            SendFailure::Unknown(e) => SendFailure::Unknown(masked(e, &d.recipient)),
+        };
+        let kind = match &failure {
+            SendFailure::Refused(_) => FailureKind::Permanent,
+            SendFailure::Unknown(_) if after_unknown == AfterUnknown::GiveUp => {
+                FailureKind::Unknown
+            }
+            SendFailure::Retry(_) | SendFailure::Unknown(_) => FailureKind::Transient,
+        };
+        self.metrics.send_failed(d.channel, kind);
+        let text = format!("{failure}");
+        let (SendFailure::Retry(e) | SendFailure::Refused(e) | SendFailure::Unknown(e)) = failure;
+        (kind, text, e)
+    }
+
+    /// Records how the batch's attempts ended. A sent message is with the peer now, so
+    /// the write is worth a few quick tries: if it never lands, a redelivery finds an
+    /// expired lease and resends (or, on Kannel, records `unknown`).
+    async fn record(&self, ended: &[Ended<'_>]) -> Result<(), sqlx::Error> {
+        let finished: Vec<Finished> = ended
+            .iter()
+            .map(|end| Finished {
+                key: &end.delivery.key,
+                attempt: end.attempt,
+                outcome: match &end.failure {
+                    None => Outcome::Sent,
+                    Some((FailureKind::Permanent, text, _)) => Outcome::Failed(text),
+                    Some((FailureKind::Unknown, text, _)) => Outcome::Unknown(text),
+                    Some((FailureKind::Transient, text, _)) => Outcome::Released(text),
+                },
+            })
+            .collect();
+        let mut result = Ok(());
+        for pause in [0, 200, 1000] {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            result = ledger::finish_batch(&self.pool, &finished).await;
+            if result.is_ok() {
+                break;
+            }
+        }
+        result
     }
 
     /// The attempt to make, or `None` when there is nothing to send.
@@ -219,78 +491,4 @@ impl Notifier {
                 )))
             })
     }
-
-    /// Records the attempt's outcome and turns it into the consumer's verdict.
-    async fn finish(
-        &self,
-        d: &Delivery,
-        attempt: i32,
-        sent: Result<(), SendFailure>,
-        after_unknown: AfterUnknown,
-    ) -> Result<(), HandlerError> {
-        let failure = match sent {
-            Ok(()) => return self.record_sent(d, attempt).await,
-            Err(SendFailure::Retry(e)) => SendFailure::Retry(masked(e, &d.recipient)),
-            Err(SendFailure::Refused(e)) => SendFailure::Refused(masked(e, &d.recipient)),
-            Err(SendFailure::Unknown(e)) => SendFailure::Unknown(masked(e, &d.recipient)),
-        };
-        let (kind, outcome_text) = match &failure {
-            SendFailure::Refused(_) => (FailureKind::Permanent, format!("{failure}")),
-            SendFailure::Unknown(_) if after_unknown == AfterUnknown::GiveUp => {
-                (FailureKind::Unknown, format!("{failure}"))
-            }
-            SendFailure::Retry(_) | SendFailure::Unknown(_) => {
-                (FailureKind::Transient, format!("{failure}"))
-            }
-        };
-        self.metrics.send_failed(d.channel, kind);
-        let outcome = match kind {
-            FailureKind::Permanent => Outcome::Failed(&outcome_text),
-            FailureKind::Unknown => Outcome::Unknown(&outcome_text),
-            FailureKind::Transient => Outcome::Released(&outcome_text),
-        };
-        // If this write fails the lease runs out and the next attempt takes over.
-        if let Err(e) = ledger::finish(&self.pool, &d.key, attempt, outcome).await {
-            tracing::warn!(key = %d.key, error = %e, "cannot record the failed attempt");
-        }
-        let error = match failure {
-            SendFailure::Retry(e) | SendFailure::Refused(e) | SendFailure::Unknown(e) => e,
-        };
-        match kind {
-            FailureKind::Permanent => {
-                tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{error:#}"), "refused by the peer; dead-lettering");
-                Err(HandlerError::Permanent(error))
-            }
-            FailureKind::Unknown => {
-                tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{error:#}"),
-                    "sent without an answer; not resending, so as never to answer twice");
-                Ok(())
-            }
-            FailureKind::Transient => Err(HandlerError::Transient(error)),
-        }
-    }
-
-    /// Marks the delivery sent. The peer has it now, so the write is worth a few quick
-    /// tries: if it never lands, a redelivery finds an expired lease and resends (or,
-    /// on Kannel, records `unknown`).
-    async fn record_sent(&self, d: &Delivery, attempt: i32) -> Result<(), HandlerError> {
-        let mut last = None;
-        for pause in [0, 200, 1000] {
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            match ledger::finish(&self.pool, &d.key, attempt, Outcome::Sent).await {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-        }
-        let e = last
-            .map(anyhow::Error::new)
-            .unwrap_or_else(|| anyhow::anyhow!("unknown"));
-        Err(HandlerError::Transient(
-            e.context(format!("sent {}, but cannot record it", d.key)),
-        ))
-    }
-}
-
-fn database(e: sqlx::Error) -> HandlerError {
-    HandlerError::Transient(anyhow::Error::new(e).context("notifier database"))
 }

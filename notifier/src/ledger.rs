@@ -1,7 +1,7 @@
 //! The record of effects: one row per event's SMS or e-mail (`deliveries`), so that a
 //! resident is answered once however often the broker delivers the event.
 //!
-//! A worker *claims* a delivery before sending: the claim turns the row into
+//! A worker *claims* deliveries before sending (a batch of them per transaction): the claim turns the row into
 //! `sending` under a lease (database time) and bumps `attempts`, which is the lease's
 //! fencing token. Outcomes:
 //! - a crash before sending leaves `pending`, or a `sending` whose lease runs out: the
@@ -13,6 +13,7 @@
 //! - two copies of one event in flight at once: one holds the lease, the other is
 //!   told to come back later ([`Claim::Busy`]) and then finds `sent`.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -55,12 +56,6 @@ pub enum AfterUnknown {
     GiveUp,
 }
 
-/// The reply guards to apply when an event is seen for the first time.
-pub struct Quota<'a> {
-    pub limits: &'a ReplyLimits,
-    pub number: &'a PhoneNumber,
-}
-
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -88,156 +83,275 @@ pub enum Outcome<'a> {
     Unknown(&'a str),
 }
 
-/// Claims `delivery` for sending, applying `quota` if the event is new.
-pub async fn claim(
-    pool: &PgPool,
-    delivery: &Delivery,
-    quota: Option<Quota<'_>>,
-    lease: Duration,
-    after_unknown: AfterUnknown,
-) -> Result<Claim, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // A concurrent insert of the same key waits here until the other transaction ends.
-    let fresh = sqlx::query(
-        "INSERT INTO deliveries (key, channel, recipient, state) VALUES ($1, $2, $3, 'pending')
-         ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(&delivery.key)
-    .bind(delivery.channel.as_str())
-    .bind(&delivery.recipient)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
+/// One effect to claim in a batch.
+pub struct ClaimRequest<'a> {
+    pub delivery: &'a Delivery,
+    /// The reply guards (per-number daily cap, hourly budget) to apply if the delivery
+    /// is new: the number they count against.
+    pub quota: Option<&'a PhoneNumber>,
+    pub after_unknown: AfterUnknown,
+}
 
-    if fresh
-        && let Some(q) = quota
-        && let Err(reason) = q.limits.reserve(&mut tx, q.number, Utc::now()).await?
-    {
-        set_state(&mut tx, &delivery.key, "suppressed", Some(reason.as_str())).await?;
-        tx.commit().await?;
-        return Ok(Claim::Suppressed(reason));
+/// What one claiming transaction settled for a batch.
+#[derive(Debug)]
+pub struct Claims {
+    /// Per refused delivery: whether this is its first record (count it once).
+    pub refused_new: Vec<bool>,
+    /// Per request, in order.
+    pub claims: Vec<Claim>,
+}
+
+/// Records `refused` deliveries (refused before any counting: number, country) and
+/// claims `requests` for sending, in one transaction with one statement per step.
+/// Keys must be distinct across both lists (the caller sends copies of one event in a
+/// batch to the first copy's outcome).
+///
+/// Rows are locked in one order — deliveries by key, then quota buckets by name — so
+/// concurrent batches wait for each other instead of deadlocking.
+pub async fn claim_batch(
+    pool: &PgPool,
+    refused: &[(&Delivery, Suppressed)],
+    requests: &[ClaimRequest<'_>],
+    limits: &ReplyLimits,
+    lease: Duration,
+) -> Result<Claims, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+
+    // Every delivery's row, new ones `pending` (or `suppressed` when refused). A
+    // concurrent insert of the same key waits here until the other transaction ends.
+    let mut rows: Vec<(&str, &str, &str, &str, Option<&str>)> = refused
+        .iter()
+        .map(|(d, why)| {
+            let (key, channel, to) = (d.key.as_str(), d.channel.as_str(), d.recipient.as_str());
+            (key, channel, to, "suppressed", Some(why.as_str()))
+        })
+        .chain(requests.iter().map(|r| {
+            let d = r.delivery;
+            (
+                d.key.as_str(),
+                d.channel.as_str(),
+                d.recipient.as_str(),
+                "pending",
+                None,
+            )
+        }))
+        .collect();
+    rows.sort_unstable_by_key(|r| r.0);
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO deliveries (key, channel, recipient, state, detail)
+         SELECT key, channel, recipient, state, detail
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+              AS t(key, channel, recipient, state, detail)
+         ORDER BY key
+         ON CONFLICT (key) DO NOTHING
+         RETURNING key",
+    )
+    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let fresh: HashSet<&str> = inserted.iter().map(String::as_str).collect();
+    let refused_new = refused
+        .iter()
+        .map(|(d, _)| fresh.contains(d.key.as_str()))
+        .collect();
+
+    // The guards, once per event: only for deliveries seen for the first time.
+    let counted: Vec<usize> = (0..requests.len())
+        .filter(|&i| {
+            requests[i].quota.is_some() && fresh.contains(requests[i].delivery.key.as_str())
+        })
+        .collect();
+    let numbers: Vec<&PhoneNumber> = counted.iter().filter_map(|&i| requests[i].quota).collect();
+    let verdicts = limits.reserve_batch(&mut tx, &numbers, Utc::now()).await?;
+    let mut refused_now: HashMap<usize, Suppressed> = HashMap::new();
+    for (&i, verdict) in counted.iter().zip(verdicts) {
+        if let Err(reason) = verdict {
+            refused_now.insert(i, reason);
+        }
     }
 
-    let (state, leased): (String, bool) = sqlx::query_as(
-        "SELECT state, coalesce(lease_until > now(), false) FROM deliveries
-         WHERE key = $1 FOR UPDATE",
-    )
-    .bind(&delivery.key)
-    .fetch_one(&mut *tx)
-    .await?;
-
-    let claim = match state.as_str() {
-        "pending" | "failed" => take_lease(&mut tx, &delivery.key, lease).await?,
-        "sending" if leased => Claim::Busy,
-        "sending" => match after_unknown {
-            AfterUnknown::Resend => take_lease(&mut tx, &delivery.key, lease).await?,
-            AfterUnknown::GiveUp => {
-                let why = "an earlier attempt was interrupted; the peer may have it";
-                set_state(&mut tx, &delivery.key, "unknown", Some(why)).await?;
-                Claim::GaveUp
-            }
-        },
-        _ => Claim::Settled(state),
+    // The state of deliveries seen before (a redelivery, a retry); new ones are
+    // `pending` and this transaction holds them already.
+    let mut seen: Vec<&str> = requests
+        .iter()
+        .map(|r| r.delivery.key.as_str())
+        .filter(|k| !fresh.contains(k))
+        .collect();
+    seen.sort_unstable();
+    let states: HashMap<String, (String, bool)> = if seen.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (String, String, bool)>(
+            "SELECT key, state, coalesce(lease_until > now(), false) FROM deliveries
+             WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+        )
+        .bind(&seen)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(key, state, leased)| (key, (state, leased)))
+        .collect()
     };
+
+    enum Step {
+        Lease,
+        Decided(Claim),
+    }
+    let mut steps = Vec::with_capacity(requests.len());
+    // (key, state, detail) rows to write.
+    let mut settle: Vec<(&str, &str, &str)> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        let key = r.delivery.key.as_str();
+        if let Some(&reason) = refused_now.get(&i) {
+            settle.push((key, "suppressed", reason.as_str()));
+            steps.push(Step::Decided(Claim::Suppressed(reason)));
+            continue;
+        }
+        let (state, leased) = match states.get(key) {
+            Some((state, leased)) => (state.as_str(), *leased),
+            None => ("pending", false),
+        };
+        steps.push(match state {
+            "pending" | "failed" => Step::Lease,
+            "sending" if leased => Step::Decided(Claim::Busy),
+            "sending" => match r.after_unknown {
+                AfterUnknown::Resend => Step::Lease,
+                AfterUnknown::GiveUp => {
+                    settle.push((
+                        key,
+                        "unknown",
+                        "an earlier attempt was interrupted; the peer may have it",
+                    ));
+                    Step::Decided(Claim::GaveUp)
+                }
+            },
+            other => Step::Decided(Claim::Settled(other.to_owned())),
+        });
+    }
+
+    let mut to_lease: Vec<&str> = requests
+        .iter()
+        .zip(&steps)
+        .filter(|(_, s)| matches!(s, Step::Lease))
+        .map(|(r, _)| r.delivery.key.as_str())
+        .collect();
+    to_lease.sort_unstable();
+    let attempts: HashMap<String, i32> = if to_lease.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (String, i32)>(
+            "UPDATE deliveries
+             SET state = 'sending', attempts = attempts + 1,
+                 lease_until = now() + make_interval(secs => $2), updated_at = now()
+             WHERE key = ANY($1)
+             RETURNING key, attempts",
+        )
+        .bind(&to_lease)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    if !settle.is_empty() {
+        set_states(&mut tx, &settle).await?;
+    }
     tx.commit().await?;
-    Ok(claim)
+
+    let claims = requests
+        .iter()
+        .zip(steps)
+        .map(|(r, step)| match step {
+            Step::Decided(claim) => claim,
+            Step::Lease => match attempts.get(r.delivery.key.as_str()) {
+                Some(&attempt) => Claim::Send { attempt },
+                // The row was locked by this transaction: it cannot have gone.
+                None => Claim::Busy,
+            },
+        })
+        .collect();
+    Ok(Claims {
+        refused_new,
+        claims,
+    })
 }
 
-async fn take_lease(
+/// Writes `(key, state, detail)` for each row, ending any lease.
+async fn set_states(
     tx: &mut sqlx::PgConnection,
-    key: &str,
-    lease: Duration,
-) -> Result<Claim, sqlx::Error> {
-    let attempt: i32 = sqlx::query_scalar(
-        "UPDATE deliveries
-         SET state = 'sending', attempts = attempts + 1,
-             lease_until = now() + make_interval(secs => $2), updated_at = now()
-         WHERE key = $1
-         RETURNING attempts",
-    )
-    .bind(key)
-    .bind(lease.as_secs_f64())
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(Claim::Send { attempt })
-}
-
-async fn set_state(
-    tx: &mut sqlx::PgConnection,
-    key: &str,
-    state: &str,
-    detail: Option<&str>,
+    rows: &[(&str, &str, &str)],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE deliveries SET state = $2, detail = $3, lease_until = NULL, updated_at = now()
-         WHERE key = $1",
+        "UPDATE deliveries d
+         SET state = v.state, detail = v.detail, lease_until = NULL, updated_at = now()
+         FROM unnest($1::text[], $2::text[], $3::text[]) AS v(key, state, detail)
+         WHERE d.key = v.key",
     )
-    .bind(key)
-    .bind(state)
-    .bind(detail)
+    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// Records an event refused before any counting (number, country) — once: a
-/// redelivery finds the row and reports `false`, so it is counted once.
-pub async fn suppress(
-    pool: &PgPool,
-    delivery: &Delivery,
-    reason: Suppressed,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO deliveries (key, channel, recipient, state, detail)
-         VALUES ($1, $2, $3, 'suppressed', $4)
-         ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(&delivery.key)
-    .bind(delivery.channel.as_str())
-    .bind(&delivery.recipient)
-    .bind(reason.as_str())
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+/// How one attempt of a batch ended.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    pub key: &'a str,
+    pub attempt: i32,
+    pub outcome: Outcome<'a>,
 }
 
-/// Writes how attempt `attempt` ended. `Sent` is written whatever the lease says (it
-/// is the truth); the others only while this attempt still holds the row, so a stale
-/// worker cannot undo a newer attempt's state.
-pub async fn finish(
-    pool: &PgPool,
-    key: &str,
-    attempt: i32,
-    outcome: Outcome<'_>,
-) -> Result<(), sqlx::Error> {
-    let (state, detail) = match outcome {
-        Outcome::Sent => {
-            sqlx::query(
-                "UPDATE deliveries SET state = 'sent', sent_at = now(), lease_until = NULL,
-                     detail = NULL, updated_at = now()
-                 WHERE key = $1",
-            )
-            .bind(key)
-            .execute(pool)
-            .await?;
-            return Ok(());
-        }
-        Outcome::Released(d) => ("pending", d),
-        Outcome::Failed(d) => ("failed", d),
-        Outcome::Unknown(d) => ("unknown", d),
-    };
-    let detail: String = detail.chars().take(500).collect();
-    sqlx::query(
-        "UPDATE deliveries SET state = $3, detail = $4, lease_until = NULL, updated_at = now()
-         WHERE key = $1 AND state = 'sending' AND attempts = $2",
-    )
-    .bind(key)
-    .bind(attempt)
-    .bind(state)
-    .bind(detail)
-    .execute(pool)
-    .await?;
-    Ok(())
+/// Writes how each attempt ended, in one transaction. `Sent` is written whatever the
+/// lease says (it is the truth); the others only while their attempt still holds the
+/// row, so a stale worker cannot undo a newer attempt's state.
+pub async fn finish_batch(pool: &PgPool, done: &[Finished<'_>]) -> Result<(), sqlx::Error> {
+    let mut sent: Vec<&str> = Vec::new();
+    let mut ended: Vec<(&str, i32, &str, String)> = Vec::new();
+    for f in done {
+        let (state, detail) = match f.outcome {
+            Outcome::Sent => {
+                sent.push(f.key);
+                continue;
+            }
+            Outcome::Released(d) => ("pending", d),
+            Outcome::Failed(d) => ("failed", d),
+            Outcome::Unknown(d) => ("unknown", d),
+        };
+        ended.push((f.key, f.attempt, state, detail.chars().take(500).collect()));
+    }
+    sent.sort_unstable();
+    ended.sort_unstable_by_key(|e| e.0);
+    let mut tx = pool.begin().await?;
+    if !sent.is_empty() {
+        sqlx::query(
+            "UPDATE deliveries SET state = 'sent', sent_at = now(), lease_until = NULL,
+                 detail = NULL, updated_at = now()
+             WHERE key = ANY($1)",
+        )
+        .bind(&sent)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !ended.is_empty() {
+        sqlx::query(
+            "UPDATE deliveries d
+             SET state = v.state, detail = v.detail, lease_until = NULL, updated_at = now()
+             FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])
+                  AS v(key, attempt, state, detail)
+             WHERE d.key = v.key AND d.state = 'sending' AND d.attempts = v.attempt",
+        )
+        .bind(ended.iter().map(|e| e.0).collect::<Vec<_>>())
+        .bind(ended.iter().map(|e| e.1).collect::<Vec<_>>())
+        .bind(ended.iter().map(|e| e.2).collect::<Vec<_>>())
+        .bind(ended.iter().map(|e| e.3.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }

@@ -36,6 +36,11 @@ pub const QUEUE: &str = "notifier";
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Events handled together: one claiming transaction, sends side by side
+/// ([`handler::SENDS_AT_ONCE`] at a time), one recording transaction.
+const BATCH: usize = 64;
+/// Batches in flight at once.
+const BATCHES: usize = 4;
 /// How often spent reply-quota windows are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -99,12 +104,18 @@ pub async fn run(
         metrics,
     });
     let tracker = TaskTracker::new();
-    tracker.spawn(shared::consumer::run(
-        ConsumerConfig::new(
+    let consumer_config = ConsumerConfig {
+        batch: BATCH,
+        concurrency: BATCHES,
+        prefetch: u16::try_from(BATCH * BATCHES).unwrap_or(u16::MAX),
+        ..ConsumerConfig::new(
             config.broker.url(),
             queue,
             shared::topology::system_queues(),
-        ),
+        )
+    };
+    tracker.spawn(shared::consumer::run_batched(
+        consumer_config,
         handler,
         consumer_metrics,
         ready,

@@ -4,11 +4,13 @@
 //!
 //! The counts live in PostgreSQL (`reply_quota`), shared by every replica. Each is a
 //! fixed window — a calendar day in the company's zone per number, a clock hour for
-//! the budget — taken by a conditional upsert that only increments below the cap, so
-//! two replicas racing for the last unit cannot both win. A reservation is made once
-//! per event, when its delivery is first claimed, in the same transaction: a retried or
+//! the budget — whose row is locked while units are taken, so two replicas racing for
+//! the last unit cannot both win. A reservation is made once
+//! per event, when its delivery is first claimed, in the same transaction (one per
+//! batch of deliveries, taking units for its replies in order): a retried or
 //! redelivered event never counts twice, and a refused one never counts at all.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -72,60 +74,93 @@ impl ReplyLimits {
         }
     }
 
-    /// Takes one unit of the number's daily cap and of the hourly budget, or neither.
-    /// Runs inside the caller's transaction (the delivery's claim).
-    pub async fn reserve(
+    /// Takes, for each reply in order, one unit of its number's daily cap and one of the
+    /// hourly budget, or neither — as if the replies came one by one. Runs inside the
+    /// caller's transaction (the deliveries' claim), which holds the buckets' rows
+    /// locked until it ends.
+    pub async fn reserve_batch(
         &self,
         tx: &mut PgConnection,
-        number: &PhoneNumber,
+        numbers: &[&PhoneNumber],
         now: DateTime<Utc>,
-    ) -> Result<Result<(), Suppressed>, sqlx::Error> {
-        let day = now.with_timezone(&self.timezone).format("%Y-%m-%d");
-        let per_number = format!("number:{number}:{day}");
+    ) -> Result<Vec<Result<(), Suppressed>>, sqlx::Error> {
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let day = now
+            .with_timezone(&self.timezone)
+            .format("%Y-%m-%d")
+            .to_string();
         let per_hour = format!("all:{}", now.format("%Y-%m-%dT%H"));
+        let per_number: Vec<String> = numbers
+            .iter()
+            .map(|n| format!("number:{n}:{day}"))
+            .collect();
         // Kept a little past their window so a reading near midnight still finds them.
-        let day_expiry = now + chrono::Duration::days(2);
-        let hour_expiry = now + chrono::Duration::hours(2);
-
-        if !take(tx, &per_number, self.daily_cap, day_expiry).await? {
-            return Ok(Err(Suppressed::DailyCap));
+        let mut expiry: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+        expiry.insert(&per_hour, now + chrono::Duration::hours(2));
+        for bucket in &per_number {
+            expiry.insert(bucket, now + chrono::Duration::days(2));
         }
-        if !take(tx, &per_hour, self.hourly_budget, hour_expiry).await? {
-            // Give the number its unit back: this reply is not being sent.
-            sqlx::query("UPDATE reply_quota SET used = used - 1 WHERE bucket = $1 AND used > 0")
-                .bind(&per_number)
-                .execute(&mut *tx)
-                .await?;
-            return Ok(Err(Suppressed::Budget));
-        }
-        Ok(Ok(()))
-    }
-}
+        let buckets: Vec<&str> = expiry.keys().copied().collect();
 
-/// One unit of `bucket` if fewer than `cap` are used. The row lock taken by the upsert
-/// serialises concurrent takers until the transaction ends.
-async fn take(
-    tx: &mut PgConnection,
-    bucket: &str,
-    cap: u32,
-    expires_at: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    if cap == 0 {
-        return Ok(false);
+        // Every bucket's row exists; then all are locked, in name order.
+        sqlx::query(
+            "INSERT INTO reply_quota (bucket, used, expires_at)
+             SELECT bucket, 0, expires_at FROM unnest($1::text[], $2::timestamptz[])
+                  AS t(bucket, expires_at)
+             ORDER BY bucket
+             ON CONFLICT (bucket) DO NOTHING",
+        )
+        .bind(&buckets)
+        .bind(expiry.values().copied().collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        let mut used: HashMap<String, i64> = sqlx::query_as::<_, (String, i32)>(
+            "SELECT bucket, used FROM reply_quota WHERE bucket = ANY($1)
+             ORDER BY bucket FOR UPDATE",
+        )
+        .bind(&buckets)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(bucket, n)| (bucket, i64::from(n)))
+        .collect();
+
+        let (daily_cap, budget) = (i64::from(self.daily_cap), i64::from(self.hourly_budget));
+        let mut hour_used = used.get(&per_hour).copied().unwrap_or(0);
+        let verdicts = per_number
+            .iter()
+            .map(|bucket| {
+                let number_used = used.entry(bucket.clone()).or_insert(0);
+                if *number_used >= daily_cap {
+                    Err(Suppressed::DailyCap)
+                } else if hour_used >= budget {
+                    Err(Suppressed::Budget)
+                } else {
+                    *number_used += 1;
+                    hour_used += 1;
+                    Ok(())
+                }
+            })
+            .collect();
+        used.insert(per_hour, hour_used);
+
+        let (names, counts): (Vec<String>, Vec<i32>) = used
+            .into_iter()
+            .map(|(bucket, n)| (bucket, i32::try_from(n).unwrap_or(i32::MAX)))
+            .unzip();
+        sqlx::query(
+            "UPDATE reply_quota q SET used = v.used
+             FROM unnest($1::text[], $2::int[]) AS v(bucket, used)
+             WHERE q.bucket = v.bucket AND q.used <> v.used",
+        )
+        .bind(&names)
+        .bind(&counts)
+        .execute(&mut *tx)
+        .await?;
+        Ok(verdicts)
     }
-    let cap = i32::try_from(cap).unwrap_or(i32::MAX);
-    let used: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO reply_quota (bucket, used, expires_at) VALUES ($1, 1, $3)
-         ON CONFLICT (bucket) DO UPDATE SET used = reply_quota.used + 1
-         WHERE reply_quota.used < $2
-         RETURNING used",
-    )
-    .bind(bucket)
-    .bind(cap)
-    .bind(expires_at)
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(used.is_some())
 }
 
 /// Deletes spent windows now and then, so the table stays a few rows per active number.

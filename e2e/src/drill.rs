@@ -117,6 +117,7 @@ impl Drill {
                 // A killed notifier's lease runs out sooner (lease = this + 20 s).
                 ("SEND_TIMEOUT_SECONDS".into(), "5".into()),
             ],
+            work_in: None,
         };
         let system = System::start(options).await;
         Drill {

@@ -27,5 +27,6 @@ pub fn options(gateway: Gateway) -> SystemOptions {
         billing_url: None,
         registry_csv: REGISTRY.into(),
         env: any_day(),
+        work_in: None,
     }
 }

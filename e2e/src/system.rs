@@ -30,6 +30,9 @@ pub struct SystemOptions {
     pub registry_csv: String,
     /// Extra environment for every service (e.g. window days).
     pub env: Vec<(String, String)>,
+    /// Where the system's work directory (e-mails, exports) is made; `None`: the
+    /// system's temporary directory.
+    pub work_in: Option<PathBuf>,
 }
 
 pub struct Kannel {
@@ -86,7 +89,11 @@ pub fn bin(name: &str) -> PathBuf {
 impl System {
     pub async fn start(opts: SystemOptions) -> System {
         let env = TestEnv::new().await;
-        let work = tempfile::tempdir().expect("work dir");
+        let work = match &opts.work_in {
+            Some(dir) => tempfile::tempdir_in(dir),
+            None => tempfile::tempdir(),
+        }
+        .expect("work dir");
         let ports = SERVICES
             .iter()
             .copied()

@@ -77,6 +77,11 @@ struct Args {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Where the system's work directory goes (the e-mail sink's files). The default,
+    /// tmpfs, keeps the sink's own cost out of the figures: on this machine's ext4
+    /// volume, creating each e-mail file cost ~0.9 ms of kernel CPU.
+    #[arg(long, default_value = "/dev/shm")]
+    work_in: PathBuf,
 }
 
 /// Quiet this long with effects missing: nothing more is coming (they are lost).
@@ -145,6 +150,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             // Every rejection is answered; the cost guards are not what is measured.
             ("REPLY_HOURLY_BUDGET".into(), "100000000".into()),
         ],
+        work_in: args.work_in.is_dir().then(|| args.work_in.clone()),
     };
     let started = Instant::now();
     let system = System::start(options).await;

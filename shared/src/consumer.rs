@@ -3,7 +3,7 @@
 //!
 //! | handler returns            | the message                                         |
 //! |----------------------------|-----------------------------------------------------|
-//! | `Ok(())`                   | acked                                               |
+//! | `Ok(())`                   | acked (with its neighbours: one `multiple` ack)     |
 //! | `Err(Transient)`           | re-published to a TTL retry queue (delayed retry), then acked; dead-lettered once the attempts are spent |
 //! | `Err(Permanent)`           | re-published to the dead-letter queue with the reason, then acked |
 //!
@@ -247,6 +247,13 @@ async fn consume_once<H: BatchHandler>(
         }
     };
     let failure: std::sync::Mutex<Option<lapin::Error>> = std::sync::Mutex::new(None);
+    let acks = Acks::default();
+    let channels = Channels {
+        consume: &consume_channel,
+        publish: &publish_channel,
+        acks: &acks,
+        link_lost: &link_lost,
+    };
     let mut processing = Box::pin(
         consumer
             .take_until(stop)
@@ -265,14 +272,7 @@ async fn consume_once<H: BatchHandler>(
                     }
                 }
                 if !deliveries.is_empty() {
-                    process(
-                        config,
-                        handler.as_ref(),
-                        metrics,
-                        &publish_channel,
-                        deliveries,
-                    )
-                    .await
+                    process(config, handler.as_ref(), metrics, &channels, deliveries).await
                 }
             }),
     );
@@ -347,7 +347,7 @@ async fn process<H: BatchHandler>(
     config: &ConsumerConfig,
     handler: &H,
     metrics: &ConsumerMetrics,
-    publish_channel: &Channel,
+    channels: &Channels<'_>,
     deliveries: Vec<Delivery>,
 ) {
     let queue = config.queue.name.as_str();
@@ -376,9 +376,126 @@ async fn process<H: BatchHandler>(
             .zip(outcomes)
             .map(|((delivery, msg), outcome)| {
                 metrics.observe_processing(queue, elapsed);
-                settle(config, metrics, publish_channel, delivery, msg, outcome)
+                settle(config, metrics, channels.publish, delivery, msg, outcome)
             });
-    futures::future::join_all(settles).await;
+    let settled = futures::future::join_all(settles).await;
+    let ack = tokio::time::timeout(
+        SETTLE_TIMEOUT,
+        channels.acks.settled(
+            channels.consume,
+            deliveries.iter().map(|d| d.delivery_tag).zip(settled),
+        ),
+    )
+    .await;
+    match ack {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(queue, error = %e, "could not ack; reconnecting, the broker redelivers what was not acked");
+            channels.link_lost.cancel();
+        }
+        Err(_) => {
+            tracing::warn!(
+                queue,
+                "acking did not finish in time; reconnecting, the broker redelivers what was not acked"
+            );
+            channels.link_lost.cancel();
+        }
+    }
+}
+
+/// What a batch needs of its consumer's link.
+struct Channels<'a> {
+    consume: &'a Channel,
+    publish: &'a Channel,
+    acks: &'a Acks,
+    /// Cancelled to give the link up (and reconnect) when acking goes wrong.
+    link_lost: &'a CancellationToken,
+}
+
+/// How one message was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// To be acked (the handler succeeded); the ack goes out with its neighbours'.
+    Ack,
+    /// Done with already: a confirmed copy was published and the original acked, or
+    /// it was returned to the queue.
+    Done,
+    /// Its fate is unknown (a copy or an ack that failed or hung): it must stay
+    /// unacked until the channel closes, so the broker redelivers it.
+    Unknown,
+}
+
+/// The acks of one consume channel, sent as few frames as possible: deliveries finish
+/// in batches, out of order (several batches run at once), and each finished message
+/// waits until every older one on the channel has finished too; then one `multiple`
+/// ack covers them all. Per-message acks cost the broker about as much as the message
+/// itself (a quorum queue settles each through its log).
+///
+/// A message whose fate is unknown stops acking on the channel for good: a `multiple`
+/// ack past it would ack it too. The consumer then reconnects and the broker
+/// redelivers everything unacked (handlers are idempotent).
+#[derive(Default)]
+struct Acks {
+    state: tokio::sync::Mutex<AckState>,
+}
+
+#[derive(Default)]
+struct AckState {
+    /// Every delivery tag below this is settled; delivery tags start at 1.
+    next: u64,
+    /// Finished messages at or above `next`, waiting for the older ones.
+    finished: std::collections::BTreeMap<u64, Settled>,
+    /// An unknown fate was seen: nothing more is acked on this channel.
+    stopped: bool,
+}
+
+impl AckState {
+    /// Takes in finished messages; returns the tag to ack with `multiple` (the newest
+    /// message to ack among those now settled in order), if any.
+    fn finish(&mut self, finished: impl IntoIterator<Item = (u64, Settled)>) -> Option<u64> {
+        if self.stopped {
+            return None;
+        }
+        self.next = self.next.max(1);
+        self.finished.extend(finished);
+        let mut ack_to = None;
+        while let Some(settled) = self.finished.remove(&self.next) {
+            match settled {
+                Settled::Ack => ack_to = Some(self.next),
+                Settled::Done => {}
+                Settled::Unknown => {
+                    self.stopped = true;
+                    break;
+                }
+            }
+            self.next += 1;
+        }
+        ack_to
+    }
+}
+
+impl Acks {
+    async fn settled(
+        &self,
+        channel: &Channel,
+        finished: impl IntoIterator<Item = (u64, Settled)>,
+    ) -> lapin::Result<()> {
+        // Held while the ack goes out, so acks leave in tag order.
+        let mut state = self.state.lock().await;
+        let stopped_before = state.stopped;
+        if let Some(tag) = state.finish(finished) {
+            channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await?;
+        }
+        if state.stopped && !stopped_before {
+            return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                lapin::ChannelState::Error,
+                "a message could not be settled",
+            )));
+        }
+        Ok(())
+    }
 }
 
 async fn settle(
@@ -388,13 +505,13 @@ async fn settle(
     delivery: &Delivery,
     msg: &Incoming,
     outcome: Result<(), HandlerError>,
-) {
+) -> Settled {
     let queue = config.queue.name.as_str();
     let settled = async {
         match outcome {
             Ok(()) => {
                 metrics.count(queue, "acked");
-                delivery.ack(BasicAckOptions::default()).await.map(|_| ())
+                Ok::<_, lapin::Error>(Settled::Ack)
             }
             Err(HandlerError::Transient(e)) if config.queue.retry.allows_retry_after(msg.attempt) => {
                 let delay = config.queue.retry.delay_for(msg.attempt).unwrap_or(Duration::from_secs(1));
@@ -403,27 +520,31 @@ async fn settle(
                 let props = republished(delivery, msg, msg.attempt + 1, &e);
                 forward(delivery, publish_channel, "", &target, props).await?;
                 metrics.count(queue, "retried");
-                Ok(())
+                Ok(Settled::Done)
             }
             Err(HandlerError::Transient(e) | HandlerError::Permanent(e)) => {
                 tracing::error!(error = %format!("{e:#}"), attempt = msg.attempt, "dead-lettering message");
                 let props = republished(delivery, msg, msg.attempt, &e);
                 forward(delivery, publish_channel, DEAD_LETTER_EXCHANGE, queue, props).await?;
                 metrics.count(queue, "dead_lettered");
-                Ok(())
+                Ok(Settled::Done)
             }
         }
     }
     .instrument(msg.span.clone());
     match tokio::time::timeout(SETTLE_TIMEOUT, settled).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(settled)) => settled,
         // The channel is gone: the broker will redeliver the message to the next consumer.
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not settle message; the broker will redeliver it")
+            tracing::warn!(error = %e, "could not settle message; the broker will redeliver it");
+            Settled::Unknown
         }
-        Err(_) => tracing::warn!(
-            "settling the message did not finish in time; the broker will redeliver it"
-        ),
+        Err(_) => {
+            tracing::warn!(
+                "settling the message did not finish in time; the broker will redeliver it"
+            );
+            Settled::Unknown
+        }
     }
 }
 
@@ -490,5 +611,44 @@ async fn forward(
                 .await
                 .map(|_| ())
         }
+    }
+}
+
+#[cfg(test)]
+mod ack_tests {
+    use super::{AckState, Settled};
+    use Settled::{Ack, Done, Unknown};
+
+    #[test]
+    fn in_order_batches_are_acked_up_to_their_newest_message() {
+        let mut s = AckState::default();
+        assert_eq!(s.finish([(1, Ack), (2, Ack), (3, Ack)]), Some(3));
+        assert_eq!(s.finish([(4, Ack)]), Some(4));
+    }
+
+    #[test]
+    fn a_newer_batch_waits_for_the_older_one() {
+        let mut s = AckState::default();
+        assert_eq!(s.finish([(4, Ack), (5, Ack)]), None);
+        assert_eq!(s.finish([(1, Ack), (2, Ack), (3, Ack)]), Some(5));
+    }
+
+    #[test]
+    fn forwarded_messages_are_not_acked_again() {
+        let mut s = AckState::default();
+        // 3 was retried or dead-lettered: its original is acked already, so the
+        // multiple ack names the newest message still to ack.
+        assert_eq!(s.finish([(1, Ack), (2, Ack), (3, Done)]), Some(2));
+        assert_eq!(s.finish([(4, Done)]), None);
+        assert_eq!(s.finish([(5, Ack)]), Some(5));
+    }
+
+    #[test]
+    fn an_unknown_fate_stops_acking_past_it() {
+        let mut s = AckState::default();
+        assert_eq!(s.finish([(3, Ack), (2, Unknown)]), None);
+        assert_eq!(s.finish([(1, Ack)]), Some(1));
+        assert!(s.stopped);
+        assert_eq!(s.finish([(4, Ack)]), None);
     }
 }

@@ -21,7 +21,10 @@ pub fn pool(config: &DatabaseConfig, schema: &'static str) -> Result<PgPool, sql
     // sequential scan, and keeps doing so as the table grows, until the next
     // analyze. Planning each statement costs little next to a batch's work.
     let options = PgConnectOptions::from_str(config.url())?
-        .options([("search_path", schema), ("plan_cache_mode", "force_custom_plan")])
+        .options([
+            ("search_path", schema),
+            ("plan_cache_mode", "force_custom_plan"),
+        ])
         .application_name(schema);
     Ok(PgPoolOptions::new()
         .max_connections(config.database_max_connections)

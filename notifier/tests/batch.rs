@@ -104,6 +104,14 @@ async fn rows(pool: &PgPool) -> HashMap<String, (String, Option<String>)> {
     .collect()
 }
 
+/// Units of this hour's reply budget taken.
+async fn budget_used(pool: &PgPool) -> i32 {
+    sqlx::query_scalar("SELECT used FROM reply_quota WHERE bucket LIKE 'all:%'")
+        .fetch_one(pool)
+        .await
+        .expect("quota")
+}
+
 #[tokio::test]
 async fn one_batch_keeps_the_guards_in_order_and_answers_a_copy_once() {
     let env = TestEnv::new().await;
@@ -223,11 +231,7 @@ async fn one_batch_keeps_the_guards_in_order_and_answers_a_copy_once() {
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(sent(&server).await, expected_keys);
     assert_eq!(rows(&pool).await, ledger_rows);
-    let hour_after: i32 =
-        sqlx::query_scalar("SELECT used FROM reply_quota WHERE bucket LIKE 'all:%'")
-            .fetch_one(&pool)
-            .await
-            .expect("quota");
+    let hour_after = budget_used(&pool).await;
     assert_eq!(hour_after, BUDGET as i32);
     env.cleanup().await;
 }
@@ -291,10 +295,7 @@ async fn two_replicas_with_overlapping_batches_share_the_budget_without_deadlock
             ("suppressed".to_owned(), 40 - i64::from(BUDGET))
         ]
     );
-    let hour: i32 = sqlx::query_scalar("SELECT used FROM reply_quota WHERE bucket LIKE 'all:%'")
-        .fetch_one(&pool)
-        .await
-        .expect("quota");
+    let hour = budget_used(&pool).await;
     assert_eq!(hour, BUDGET as i32);
     env.cleanup().await;
 }

@@ -23,7 +23,21 @@ struct SmtpSink {
 }
 
 impl SmtpSink {
+    /// Starts the sink on a free port; another test may take the port between the
+    /// probe and the bind, so a taken port means another try on a new one.
     async fn start(dir: &Path, extra: &[&str]) -> SmtpSink {
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::try_start(dir, extra).await {
+                Ok(sink) => return sink,
+                Err(first_line) => last = first_line,
+            }
+        }
+        panic!("smtp-sink did not start (is aiosmtpd installed? `pip install aiosmtpd`): {last:?}")
+    }
+
+    /// The running sink, or what it printed first instead of `listening`.
+    async fn try_start(dir: &Path, extra: &[&str]) -> Result<SmtpSink, Option<String>> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/smtp-sink.py");
         let port = free_port();
         let mut child = tokio::process::Command::new("python3")
@@ -45,9 +59,10 @@ impl SmtpSink {
             .expect("smtp-sink stdout");
         match first {
             Some(line) if line.contains("listening") => {}
-            other => panic!(
-                "smtp-sink did not start (is aiosmtpd installed? `pip install aiosmtpd`): {other:?}"
-            ),
+            other => {
+                let _ = child.kill().await;
+                return Err(other);
+            }
         }
         // Keep draining its output so it never blocks on a full pipe.
         tokio::spawn(async move {
@@ -55,11 +70,11 @@ impl SmtpSink {
                 eprintln!("{line}");
             }
         });
-        SmtpSink {
+        Ok(SmtpSink {
             child,
             port,
             dir: dir.to_owned(),
-        }
+        })
     }
 
     fn url(&self) -> String {

@@ -489,3 +489,101 @@ async fn restart_broker() -> bool {
     // Always try to bring it back, whatever stop said.
     matches!(stop, Ok(s) if s.success()) && matches!(start, Ok(s) if s.success())
 }
+
+/// Batches that finish out of order: the one holding the first message waits until a
+/// later batch has finished (so the later acks must wait for it), and a message in the
+/// middle is dead-lettered (its original acked on its own).
+#[derive(Default)]
+struct OutOfOrder {
+    seen: Mutex<Vec<(String, bool)>>,
+    later_done: Notify,
+    first_waited: Mutex<bool>,
+}
+
+impl consumer::BatchHandler for OutOfOrder {
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
+        let bodies: Vec<String> = msgs
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).to_string())
+            .collect();
+        if bodies.iter().any(|b| b == "m-000") {
+            let waited = tokio::time::timeout(WAIT, self.later_done.notified())
+                .await
+                .is_ok();
+            *self.first_waited.lock().await = waited;
+        }
+        let mut seen = self.seen.lock().await;
+        for (body, msg) in bodies.iter().zip(msgs) {
+            seen.push((body.clone(), msg.redelivered));
+        }
+        drop(seen);
+        if !bodies.iter().any(|b| b == "m-000") {
+            self.later_done.notify_one();
+        }
+        bodies
+            .iter()
+            .map(|b| match b.as_str() {
+                "m-050" => Err(HandlerError::permanent(anyhow::anyhow!("cannot parse"))),
+                _ => Ok(()),
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn batches_finishing_out_of_order_are_all_acked_once() {
+    let env = TestEnv::new().await;
+    let conn = declared(&env).await;
+    let bodies: Vec<String> = (0..120).map(|i| format!("m-{i:03}")).collect();
+    for body in &bodies {
+        publish_raw(&conn, body, FieldTable::default()).await;
+    }
+    let handler = Arc::new(OutOfOrder::default());
+    let shutdown = CancellationToken::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = ConsumerConfig {
+        batch: 8,
+        concurrency: 4,
+        prefetch: 32,
+        ..ConsumerConfig::new(&env.amqp_url, spec(), vec![spec()])
+    };
+    let task = tokio::spawn(consumer::run_batched(
+        config,
+        handler.clone(),
+        ConsumerMetrics::register(&mut registry),
+        ReadyFlag::default(),
+        shutdown.clone(),
+    ));
+    eventually("every message handled", WAIT, || async {
+        (handler.seen.lock().await.len() >= bodies.len()).then_some(())
+    })
+    .await;
+    assert!(
+        *handler.first_waited.lock().await,
+        "the first batch finished after a later one"
+    );
+    // Acks (and the dead letter) go out before the consumer stops; once it has, nothing
+    // is left in the queue to come back.
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+    let seen = handler.seen.lock().await.clone();
+    let mut handled: Vec<String> = seen.iter().map(|(b, _)| b.clone()).collect();
+    handled.sort();
+    assert_eq!(handled, bodies, "each message handled exactly once");
+    assert!(seen.iter().all(|(_, redelivered)| !redelivered));
+    assert!(
+        get_one(&conn, "work").await.is_none(),
+        "every message acked"
+    );
+    let dead = get_one(&conn, "work.dead").await.expect("the dead letter");
+    assert_eq!(dead.delivery.data, b"m-050");
+    assert!(
+        get_one(&conn, "work.dead").await.is_none(),
+        "one dead letter"
+    );
+    conn.close(200, "bye".into()).await.ok();
+    env.cleanup().await;
+}

@@ -82,6 +82,18 @@ struct Args {
     /// volume, creating each e-mail file cost ~0.9 ms of kernel CPU.
     #[arg(long, default_value = "/dev/shm")]
     work_in: PathBuf,
+    /// Extra environment for every service, `NAME=value`, repeatable (after loadgen's
+    /// own settings, so it can override them): to measure a configuration, e.g.
+    /// `--service-env RUST_LOG=warn`.
+    #[arg(long = "service-env", value_name = "NAME=value", value_parser = parse_env_pair)]
+    service_env: Vec<(String, String)>,
+}
+
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=value, got {s:?}")),
+    }
 }
 
 /// Quiet this long with effects missing: nothing more is coming (they are lost).
@@ -144,12 +156,15 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         smtp_url: None,
         billing_url: Some(billing.url.clone()),
         registry_csv,
-        env: vec![
+        env: [
             // The production default pool size (the harness's is 5).
             ("DATABASE_MAX_CONNECTIONS".into(), "10".into()),
             // Every rejection is answered; the cost guards are not what is measured.
             ("REPLY_HOURLY_BUDGET".into(), "100000000".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(args.service_env.iter().cloned())
+        .collect(),
         work_in: args.work_in.is_dir().then(|| args.work_in.clone()),
     };
     let started = Instant::now();
@@ -182,9 +197,18 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     let report = Report {
         label: args.label.clone(),
         accounts: args.accounts,
-        offered: match args.rate {
-            Rate::Fixed(r) => format!("{r} msg/s (open loop, ≤ {} in flight)", args.in_flight),
-            Rate::Max => format!("max ({} in flight)", args.in_flight),
+        offered: {
+            let offered = match args.rate {
+                Rate::Fixed(r) => format!("{r} msg/s (open loop, ≤ {} in flight)", args.in_flight),
+                Rate::Max => format!("max ({} in flight)", args.in_flight),
+            };
+            if args.service_env.is_empty() {
+                offered
+            } else {
+                let env: Vec<String> =
+                    args.service_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{offered}; services run with {}", env.join(" "))
+            }
         },
         open_loop: matches!(args.rate, Rate::Fixed(_)),
         body_bytes,

@@ -19,6 +19,12 @@ use crate::grammar::{self, ParseError, ParsedMessage};
 use crate::reply::Refusal;
 use crate::rules::{self, Previous, Window};
 
+/// Seeds of the `hashtextextended` keys of the transaction-scoped advisory locks: one
+/// per account a reading may be stored for, one per sender. Every transaction takes
+/// its account locks first, then its sender locks, each sorted by key.
+const ACCOUNT_LOCK_SEED: i64 = 11;
+const SENDER_LOCK_SEED: i64 = 7;
+
 /// Namespace of reading ids: a reading's id is derived from its message's id, so a
 /// redelivered message can never make a second reading.
 const READING_NAMESPACE: Uuid = Uuid::from_u128(0x7265_6164_696e_672d_6964_2d6e_616d_6531);
@@ -278,10 +284,8 @@ async fn decide(
         Ok(p) => p,
         Err(refused) => return Ok(Err(refused)),
     };
-    // Locking the account's meters serialises messages for one account across
-    // replicas, so supersession and the comparison base cannot race.
     let meters: Vec<MeterRow> = sqlx::query_as::<_, MeterRecord>(
-        "SELECT account, meter, zones, digits, status, baseline_period, baseline_values FROM meters WHERE account = $1 ORDER BY meter FOR UPDATE",
+        "SELECT account, meter, zones, digits, status, baseline_period, baseline_values FROM meters WHERE account = $1 ORDER BY meter",
     )
     .bind(parsed.account.as_str())
     .fetch_all(&mut *tx)
@@ -293,6 +297,14 @@ async fn decide(
         Ok(m) => m,
         Err(refused) => return Ok(Err(refused)),
     };
+    // Locking the account serialises messages for one account across batches and
+    // replicas, so supersession and the comparison base cannot race. The first of the
+    // two locks a transaction takes (the sender's is the second), as in a batch.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
+        .bind(parsed.account.as_str())
+        .bind(ACCOUNT_LOCK_SEED)
+        .execute(&mut *tx)
+        .await?;
     let accepted: Option<(String, Vec<i64>)> = sqlx::query_as(
         "SELECT period, readings FROM readings WHERE account = $1 AND meter = $2 AND period < $3 AND superseded_by IS NULL
          ORDER BY period DESC, accepted_at DESC LIMIT 1",
@@ -454,8 +466,9 @@ async fn rate_limited(
     // Two messages of one sender handled at once would both count the other as not yet
     // there; a per-sender lock for the rest of the transaction makes the count exact.
     // It is the last lock a transaction takes, so it cannot take part in a deadlock.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
         .bind(sender)
+        .bind(SENDER_LOCK_SEED)
         .execute(&mut *tx)
         .await?;
     let count: i64 = sqlx::query_scalar(

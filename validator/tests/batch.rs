@@ -3,7 +3,8 @@
 //! must decide the same outcomes and leave the same rows — including batches where
 //! messages share an account (supersession), a sender (the rate limit) or an id
 //! (a redelivery). And concurrent batches over the same accounts and senders must not
-//! deadlock.
+//! deadlock, and concurrent batches naming one meter from different senders must leave
+//! one current reading (the account locks; it fails without them: checked).
 
 mod common;
 
@@ -237,5 +238,65 @@ async fn concurrent_batches_over_the_same_accounts_do_not_deadlock() {
     .await
     .expect("current");
     assert!(current.is_empty(), "{current:?}");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn concurrent_batches_from_other_senders_keep_one_current_reading_per_meter() {
+    // Readings of the same meters in concurrent batches whose senders all differ: only
+    // the account locks order them (no sender lock is shared). Each meter and period
+    // must end with exactly one current reading, every other one superseded.
+    let h = Harness::prepared().await;
+    let rules = rules(&h);
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-20T00:00:00+05:00").expect("time");
+    let all: Vec<Vec<SmsReceived>> = (0..6)
+        .map(|t| {
+            (0..60)
+                .map(|i| SmsReceived {
+                    message_id: format!("c{t}-{i}"),
+                    from: format!("+790010{t:02}{i:03}"),
+                    to: "7377".into(),
+                    text: "1000001 45100".into(),
+                    received_at: start + chrono::Duration::minutes(i as i64),
+                    channel: Channel::Sms,
+                })
+                .collect()
+        })
+        .collect();
+    let tasks = all.iter().map(|msgs| {
+        let pool = h.pool.clone();
+        let rules = rules.clone();
+        async move {
+            let span = tracing::Span::none();
+            let mut outcomes = Vec::new();
+            for chunk in msgs.chunks(10) {
+                let items: Vec<BatchItem<'_>> = chunk
+                    .iter()
+                    .map(|sms| BatchItem { sms, span: &span })
+                    .collect();
+                outcomes.extend(intake::process_batch(&pool, &rules, &items).await?);
+            }
+            Ok::<_, sqlx::Error>(outcomes)
+        }
+    });
+    let results = futures::future::join_all(tasks).await;
+    let mut accepted = 0;
+    for r in results {
+        let outcomes = r.expect("no deadlock, no error");
+        accepted += outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Accepted(_)))
+            .count();
+    }
+    assert_eq!(accepted, 360, "every reading is accepted");
+    let (readings, current, superseded): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE superseded_by IS NULL), count(supersedes) FROM readings",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .expect("counts");
+    assert_eq!(readings, 360);
+    assert_eq!(current, 1, "one current reading of the meter");
+    assert_eq!(superseded, 359, "each later reading supersedes one earlier");
     h.finish().await;
 }

@@ -10,10 +10,10 @@
 //! and each round's statements see everything earlier rounds wrote. Under real traffic
 //! almost every batch is one round.
 //!
-//! Locks are taken up front, in one order for everyone: the meter rows of the accounts
-//! a reading may be stored for, sorted by account, then the senders' advisory locks
-//! sorted by key — the same order the one-message path takes them in — so concurrent
-//! batches (and replicas) cannot deadlock.
+//! Locks are taken up front, in one statement and one order for everyone: advisory
+//! locks on the accounts a reading may be stored for, sorted by key, then on the
+//! senders, sorted by key — the same order the one-message path takes them in — so
+//! concurrent batches (and replicas) cannot deadlock.
 
 use std::collections::{HashMap, HashSet};
 
@@ -73,8 +73,8 @@ pub async fn process_batch(
         .collect();
 
     let mut tx = pool.begin().await?;
-    let meters = lock_meters(&mut tx, &stages).await?;
-    lock_senders(&mut tx, items).await?;
+    let meters = read_meters(&mut tx, &stages).await?;
+    lock_accounts_and_senders(&mut tx, &stages, &meters, items).await?;
 
     let mut outcomes: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
     for round in rounds {
@@ -172,12 +172,8 @@ fn rounds(items: &[BatchItem<'_>], stages: &[Stage]) -> Vec<Vec<usize>> {
     rounds
 }
 
-/// Reads the meters of every account the batch names, and locks (in account order)
-/// those of the accounts a reading may be stored for: where the meter checks pass for
-/// at least one of the batch's messages. An account that refuses every message (unknown,
-/// closed, two meters, wrong zones) is not locked, so a popular wrong account does not
-/// serialise the batches that name it.
-async fn lock_meters(
+/// Reads the meters of every account the batch names.
+async fn read_meters(
     tx: &mut PgConnection,
     stages: &[Stage],
 ) -> Result<HashMap<String, Vec<MeterRow>>, sqlx::Error> {
@@ -205,7 +201,26 @@ async fn lock_meters(
         let row = MeterRow::from(row);
         meters.entry(row.account.clone()).or_default().push(row);
     }
-    let mut storing: Vec<&str> = stages
+    Ok(meters)
+}
+
+/// Takes the batch's locks, in one statement and one order for everyone: an advisory
+/// lock per account a reading may be stored for — where the meter checks pass for at
+/// least one of the batch's messages — then one per sender, each group sorted by key,
+/// the order the one-message path takes its two locks in. The account locks serialise
+/// messages for one account across batches and replicas, so supersession and the
+/// comparison base cannot race; an account that refuses every message (unknown,
+/// closed, two meters, wrong zones) is not locked, so a popular wrong account does not
+/// serialise the batches that name it. The sender locks make the rate limit's count
+/// exact. Advisory locks write nothing (locking the meter rows dirtied registry pages
+/// and wrote WAL on every batch).
+async fn lock_accounts_and_senders(
+    tx: &mut PgConnection,
+    stages: &[Stage],
+    meters: &HashMap<String, Vec<MeterRow>>,
+    items: &[BatchItem<'_>],
+) -> Result<(), sqlx::Error> {
+    let storing: Vec<&str> = stages
         .iter()
         .filter_map(|s| match s {
             Stage::Parsed(parsed, _) => {
@@ -217,36 +232,18 @@ async fn lock_meters(
             _ => None,
         })
         .collect();
-    storing.sort_unstable();
-    storing.dedup();
-    if storing.is_empty() {
-        return Ok(meters);
-    }
-    // Locked, and read again: what the checks use is what is locked.
-    let locked: Vec<MeterRecord> = sqlx::query_as(
-        "SELECT account, meter, zones, digits, status, baseline_period, baseline_values FROM meters
-         WHERE account = ANY($1) ORDER BY account, meter FOR UPDATE",
-    )
-    .bind(&storing)
-    .fetch_all(&mut *tx)
-    .await?;
-    for account in &storing {
-        meters.remove(*account);
-    }
-    for row in locked {
-        let row = MeterRow::from(row);
-        meters.entry(row.account.clone()).or_default().push(row);
-    }
-    Ok(meters)
-}
-
-/// Takes the per-sender locks that make the rate limit's count exact, in key order.
-async fn lock_senders(tx: &mut PgConnection, items: &[BatchItem<'_>]) -> Result<(), sqlx::Error> {
     let senders: Vec<&str> = items.iter().map(|i| i.sms.from.as_str()).collect();
     sqlx::query(
-        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(s, 7) AS k FROM unnest($1::text[]) AS s) AS keys ORDER BY k",
+        "SELECT pg_advisory_xact_lock(k) FROM (
+             SELECT 0 AS class, hashtextextended(a, $3) AS k FROM unnest($1::text[]) AS a
+             UNION
+             SELECT 1, hashtextextended(s, $4) FROM unnest($2::text[]) AS s
+         ) AS keys ORDER BY class, k",
     )
+    .bind(&storing)
     .bind(&senders)
+    .bind(super::ACCOUNT_LOCK_SEED)
+    .bind(super::SENDER_LOCK_SEED)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -1,11 +1,13 @@
-//! One `reading.accepted` delivery: store the reading (once, by `reading_id`), then,
-//! unless it is already delivered, post it to billing and record the answer before
-//! the consumer loop acks.
+//! One `reading.accepted` delivery: unless the reading is recorded as delivered
+//! already, post it to billing, then store it (once, by `reading_id`) with billing's
+//! answer — one statement, one commit — before the consumer loop acks.
 //!
 //! Exactly-once in effect: a crash after billing's 2xx but before the ack makes the
-//! broker redeliver; if the outcome was recorded, the stored state stops a second
-//! POST; if the crash came before the record, the second POST carries the same
-//! `Idempotency-Key` and billing answers 409, which counts as delivered.
+//! broker redeliver; if the outcome was stored, the stored state stops a second
+//! POST; if the crash came before the store, the second POST carries the same
+//! `Idempotency-Key` and billing answers 409, which counts as delivered. A reading is
+//! stored whatever billing answered (a failed push as `pending`), so the exports have
+//! it while billing is down.
 
 use futures::StreamExt;
 use shared::consumer::{BatchHandler, HandlerError, Incoming, outcomes_or_retry};
@@ -15,16 +17,16 @@ use tracing::Instrument;
 
 use crate::metrics::{BillingMetrics, PushResult};
 use crate::push::{Billing, PushOutcome};
-use crate::store::{self, Delivery, StoreError};
+use crate::store::{self, Delivery};
 
 /// Test hook for crash drills: the process aborts at this point of a successful
 /// push, as `kill -9` would. Read from `BILLING_EXPORT_CRASH_AT` by `run` (with
 /// `std::env`, on purpose not a configuration setting); never set in production.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// Billing answered 2xx; nothing recorded, nothing acked.
+    /// Billing answered 2xx; nothing stored, nothing acked.
     AfterPost,
-    /// The delivery is recorded; the message is not acked.
+    /// The reading is stored as delivered; the message is not acked.
     AfterRecord,
 }
 
@@ -108,18 +110,15 @@ impl From<PushOutcome> for Attempt {
 }
 
 impl Attempt {
-    /// What the consumer does with the message, given whether the record was written.
+    /// What the consumer does with the message, given whether the outcome was stored.
     fn verdict(&self, recorded: Result<(), &str>) -> Result<(), HandlerError> {
         if let Err(e) = recorded {
-            if self.delivery.is_delivered() {
-                // Billing has the reading but we could not write that down: the retry
-                // posts again, and billing answers 409 for the known key.
-                return Err(HandlerError::transient(anyhow::anyhow!(
-                    "billing has the reading, but recording it failed: {e}"
-                )));
-            }
-            // Not delivered anyway: the broker's retry or dead letter is what counts.
-            tracing::warn!(error = %e, "could not record a failed push");
+            // Not stored: try again, whatever billing said (a reading billing has is
+            // posted again and answered 409; one it refused is refused again, then
+            // stored and dead-lettered), so no reading is missing from the exports.
+            return Err(HandlerError::transient(anyhow::anyhow!(
+                "storing the reading and billing's answer failed: {e}"
+            )));
         }
         match self.result {
             PushResult::Delivered | PushResult::Conflict | PushResult::AlreadyDelivered => Ok(()),
@@ -157,9 +156,9 @@ fn decode(msg: &Incoming) -> Result<ReadingAccepted, HandlerError> {
 }
 
 impl BatchHandler for ReadingHandler {
-    /// Stores the batch's readings in one statement, posts those not yet delivered
-    /// (each reading once, however often it is in the batch), records every answer
-    /// in one statement, then lets the consumer ack.
+    /// Looks up the batch's readings (one statement), posts those not yet delivered
+    /// (each reading once, however often it is in the batch), stores every reading
+    /// with its answer (one statement), then lets the consumer ack.
     async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
         let mut results: Vec<Option<Result<(), HandlerError>>> =
             msgs.iter().map(|_| None).collect();
@@ -176,54 +175,69 @@ impl BatchHandler for ReadingHandler {
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        let initial = if self.billing.is_some() {
-            Delivery::Pending
-        } else {
-            Delivery::NotPushed
+        // Each reading once: the index (in `readings`) of its first message.
+        let mut firsts: Vec<usize> = Vec::new();
+        for (k, (_, reading)) in readings.iter().enumerate() {
+            if !firsts
+                .iter()
+                .any(|&f| readings[f].1.reading_id == reading.reading_id)
+            {
+                firsts.push(k);
+            }
+        }
+        let Some(billing) = &self.billing else {
+            let outcomes: Vec<store::Outcome<'_>> = firsts
+                .iter()
+                .map(|&k| store::Outcome {
+                    reading: &readings[k].1,
+                    delivery: Delivery::NotPushed,
+                    attempted: false,
+                    status: None,
+                    error: None,
+                })
+                .collect();
+            let stored = store::store(&self.pool, &outcomes).await;
+            for (i, _) in &readings {
+                results[*i] = Some(match &stored {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(HandlerError::transient(anyhow::anyhow!(
+                        "storing the reading: {e}"
+                    ))),
+                });
+            }
+            return outcomes_or_retry(results);
         };
-        let stored: Vec<&ReadingAccepted> = readings.iter().map(|(_, r)| r).collect();
-        let states = match store::store_many(&self.pool, &stored, initial).await {
-            Ok(states) => states,
+        let ids: Vec<uuid::Uuid> = firsts.iter().map(|&k| readings[k].1.reading_id).collect();
+        let known = match store::states(&self.pool, &ids).await {
+            Ok(known) => known,
             Err(e) => {
                 let reason = format!("{e}");
                 for (i, _) in &readings {
                     results[*i] = Some(Err(HandlerError::transient(anyhow::anyhow!(
-                        "storing the reading: {reason}"
+                        "looking up the reading: {reason}"
                     ))));
                 }
                 return outcomes_or_retry(results);
             }
         };
-        // Each reading to post, once: the index of its first message in the batch.
-        let mut to_post: Vec<usize> = Vec::new();
-        for (k, (i, reading)) in readings.iter().enumerate() {
-            match states.get(&reading.reading_id) {
-                // A concurrent copy being stored by another consumer: ask again later.
-                None => {
-                    results[*i] = Some(Err(HandlerError::transient(anyhow::anyhow!(
-                        "{}",
-                        StoreError::Concurrent
-                    ))))
-                }
-                Some(_) if self.billing.is_none() => results[*i] = Some(Ok(())),
-                Some(state) if state.is_delivered() => {
-                    tracing::info!(reading_id = %reading.reading_id, "already delivered to billing; not posting again");
-                    self.metrics.push(PushResult::AlreadyDelivered);
-                    results[*i] = Some(Ok(()));
-                }
-                Some(_) => {
-                    if !to_post
-                        .iter()
-                        .any(|&p| readings[p].1.reading_id == reading.reading_id)
-                    {
-                        to_post.push(k);
+        let mut to_post: Vec<usize> = Vec::with_capacity(firsts.len());
+        for &k in &firsts {
+            let reading = &readings[k].1;
+            if known
+                .get(&reading.reading_id)
+                .is_some_and(|d| d.is_delivered())
+            {
+                tracing::info!(reading_id = %reading.reading_id, "already delivered to billing; not posting again");
+                self.metrics.push(PushResult::AlreadyDelivered);
+                for (i, r) in &readings {
+                    if r.reading_id == reading.reading_id {
+                        results[*i] = Some(Ok(()));
                     }
                 }
+            } else {
+                to_post.push(k);
             }
         }
-        let Some(billing) = &self.billing else {
-            return outcomes_or_retry(results);
-        };
         let mut posts = Vec::with_capacity(to_post.len());
         for &k in &to_post {
             let (i, reading) = &readings[k];
@@ -240,16 +254,17 @@ impl BatchHandler for ReadingHandler {
             .buffer_unordered(POSTS_IN_FLIGHT)
             .collect()
             .await;
-        let records: Vec<store::AttemptRecord<'_>> = attempts
+        let outcomes: Vec<store::Outcome<'_>> = attempts
             .iter()
-            .map(|(k, a)| store::AttemptRecord {
-                reading_id: readings[*k].1.reading_id,
+            .map(|(k, a)| store::Outcome {
+                reading: &readings[*k].1,
                 delivery: a.delivery,
+                attempted: true,
                 status: a.status,
                 error: a.error.as_deref(),
             })
             .collect();
-        let recorded = store::record_attempts(&self.pool, &records).await;
+        let recorded = store::store(&self.pool, &outcomes).await;
         let recorded = recorded.as_ref().map(|_| ()).map_err(|e| format!("{e}"));
         for (k, attempt) in &attempts {
             let reading = &readings[*k].1;

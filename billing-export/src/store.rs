@@ -1,6 +1,7 @@
 //! The `billing.readings` table: every accepted reading once (by `reading_id`), with
-//! the state of its push. The state is what makes a redelivered event harmless: a
-//! reading recorded as delivered is never posted again.
+//! the state of its push, written after the push in one statement. The state is what
+//! makes a redelivered event harmless: a reading recorded as delivered is never posted
+//! again.
 
 use std::collections::HashMap;
 
@@ -53,20 +54,6 @@ impl Delivery {
     }
 }
 
-/// Why a reading cannot be stored.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The event breaks the contract (SPEC §4.2): never storable.
-    #[error("invalid reading: {0}")]
-    Invalid(String),
-    /// A concurrent copy of the same event committed the row a moment ago, after
-    /// this statement's snapshot: trying again sees it.
-    #[error("a concurrent copy of the reading was being stored")]
-    Concurrent,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
 /// The reading's values as stored, or why they cannot be (SPEC §4.2).
 pub fn checked_values(reading: &ReadingAccepted) -> Result<Vec<i64>, String> {
     if !(1..=3).contains(&reading.values.len()) {
@@ -83,29 +70,62 @@ pub fn checked_values(reading: &ReadingAccepted) -> Result<Vec<i64>, String> {
         .map_err(|_| "a value exceeds the 18-digit register range".to_owned())
 }
 
-/// Stores each reading unless it is already there (one statement for all); returns
-/// the delivery state of each reading id (the stored one for a reading seen before).
-/// A reading id missing from the answer was being inserted by a concurrent copy not
-/// yet visible to this statement: [`StoreError::Concurrent`], ask again later.
-pub async fn store_many(
-    pool: &PgPool,
-    readings: &[&ReadingAccepted],
-    initial: Delivery,
-) -> Result<HashMap<Uuid, Delivery>, StoreError> {
-    if readings.is_empty() {
+/// The stored delivery state of each of `ids` that is in the table.
+pub async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Delivery>, sqlx::Error> {
+    if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut ids = Vec::with_capacity(readings.len());
-    let mut message_ids = Vec::with_capacity(readings.len());
-    let mut accounts = Vec::with_capacity(readings.len());
-    let mut meters = Vec::with_capacity(readings.len());
-    let mut periods = Vec::with_capacity(readings.len());
-    let mut values = Vec::with_capacity(readings.len());
-    let mut received = Vec::with_capacity(readings.len());
-    let mut channels = Vec::with_capacity(readings.len());
-    let mut supersedes = Vec::with_capacity(readings.len());
-    for r in readings {
-        let vals = checked_values(r).map_err(StoreError::Invalid)?;
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT reading_id, delivery FROM readings WHERE reading_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        // An unknown state (a newer version's) is not "delivered": the push goes ahead
+        // and billing's idempotency key answers for it.
+        .filter_map(|(id, s)| Delivery::parse(&s).map(|d| (id, d)))
+        .collect())
+}
+
+/// A reading with how its push ended (or that it was not pushed), to store.
+pub struct Outcome<'a> {
+    pub reading: &'a ReadingAccepted,
+    pub delivery: Delivery,
+    /// Whether a push was attempted (counted in `attempts`).
+    pub attempted: bool,
+    pub status: Option<u16>,
+    pub error: Option<&'a str>,
+}
+
+/// Stores readings with the outcomes of their pushes, in one statement and one commit:
+/// a reading not in the table yet is inserted with its state; one stored by an earlier
+/// attempt gets this attempt recorded — unless it is recorded as delivered already,
+/// which no later answer undoes. Each reading id at most once in `outcomes`.
+pub async fn store(pool: &PgPool, outcomes: &[Outcome<'_>]) -> Result<(), sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let n = outcomes.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut message_ids = Vec::with_capacity(n);
+    let mut accounts = Vec::with_capacity(n);
+    let mut meters = Vec::with_capacity(n);
+    let mut periods = Vec::with_capacity(n);
+    let mut values = Vec::with_capacity(n);
+    let mut received = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    let mut supersedes = Vec::with_capacity(n);
+    let mut deliveries = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut statuses: Vec<Option<i16>> = Vec::with_capacity(n);
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+    for o in outcomes {
+        let r = o.reading;
+        // Checked before the push (`checked_values`); an invalid one is never stored.
+        let Ok(vals) = checked_values(r) else {
+            continue;
+        };
         ids.push(r.reading_id);
         message_ids.push(r.message_id.as_str());
         accounts.push(r.account.as_str());
@@ -115,23 +135,28 @@ pub async fn store_many(
         received.push(r.received_at.with_timezone(&Utc));
         channels.push(r.channel.as_str());
         supersedes.push(r.supersedes);
+        deliveries.push(o.delivery.as_str());
+        attempts.push(i32::from(o.attempted));
+        statuses.push(o.status.and_then(|s| i16::try_from(s).ok()));
+        errors.push(o.error.map(|e| e.chars().take(1000).collect::<String>()));
     }
-    // One statement: insert, or read back the existing rows' state, atomically enough
-    // for a concurrent duplicate (the loser of the insert reads the winner's row).
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "WITH input AS (
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::uuid[])
-                 AS t(reading_id, message_id, account, meter, period, vals, received_at, channel, supersedes)
-         ), inserted AS (
-             INSERT INTO readings (reading_id, message_id, account, meter, period, vals, received_at, channel, supersedes, delivery)
-             SELECT reading_id, message_id, account, meter, period, vals::bigint[], received_at, channel, supersedes, $10 FROM input
-             ON CONFLICT (reading_id) DO NOTHING
-             RETURNING reading_id, delivery
-         )
-         SELECT reading_id, delivery FROM inserted
-         UNION ALL
-         SELECT r.reading_id, r.delivery FROM readings r
-         WHERE r.reading_id = ANY($1) AND NOT EXISTS (SELECT 1 FROM inserted i WHERE i.reading_id = r.reading_id)",
+    sqlx::query(
+        "INSERT INTO readings AS r (reading_id, message_id, account, meter, period, vals, received_at, channel, supersedes,
+                                   delivery, attempts, last_status, last_error, delivered_at)
+         SELECT reading_id, message_id, account, meter, period, vals::bigint[], received_at, channel, supersedes,
+                delivery, attempts, status, error,
+                CASE WHEN delivery IN ('delivered', 'conflict') THEN now() END
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::uuid[],
+                     $10::text[], $11::int4[], $12::int2[], $13::text[])
+             AS t(reading_id, message_id, account, meter, period, vals, received_at, channel, supersedes,
+                  delivery, attempts, status, error)
+         ON CONFLICT (reading_id) DO UPDATE SET
+             delivery = EXCLUDED.delivery,
+             attempts = r.attempts + EXCLUDED.attempts,
+             last_status = EXCLUDED.last_status,
+             last_error = EXCLUDED.last_error,
+             delivered_at = EXCLUDED.delivered_at
+         WHERE r.delivery NOT IN ('delivered', 'conflict')",
     )
     .bind(&ids)
     .bind(&message_ids)
@@ -142,56 +167,8 @@ pub async fn store_many(
     .bind(&received)
     .bind(&channels)
     .bind(&supersedes)
-    .bind(initial.as_str())
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|(id, s)| {
-            Delivery::parse(&s).map(|d| (id, d)).ok_or_else(|| {
-                StoreError::Invalid(format!("unknown delivery state `{s}` in the table"))
-            })
-        })
-        .collect()
-}
-
-/// The outcome of one push attempt, to record.
-pub struct AttemptRecord<'a> {
-    pub reading_id: Uuid,
-    pub delivery: Delivery,
-    pub status: Option<u16>,
-    pub error: Option<&'a str>,
-}
-
-/// Records the outcomes of push attempts, in one statement.
-pub async fn record_attempts(
-    pool: &PgPool,
-    attempts: &[AttemptRecord<'_>],
-) -> Result<(), sqlx::Error> {
-    if attempts.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = attempts.iter().map(|a| a.reading_id).collect();
-    let deliveries: Vec<&str> = attempts.iter().map(|a| a.delivery.as_str()).collect();
-    let statuses: Vec<Option<i16>> = attempts
-        .iter()
-        .map(|a| a.status.and_then(|s| i16::try_from(s).ok()))
-        .collect();
-    let errors: Vec<Option<String>> = attempts
-        .iter()
-        .map(|a| a.error.map(|e| e.chars().take(1000).collect::<String>()))
-        .collect();
-    sqlx::query(
-        "UPDATE readings r SET
-             delivery = u.delivery,
-             attempts = r.attempts + 1,
-             last_status = u.status,
-             last_error = u.error,
-             delivered_at = CASE WHEN u.delivery IN ('delivered', 'conflict') THEN now() ELSE r.delivered_at END
-         FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::text[]) AS u(reading_id, delivery, status, error)
-         WHERE r.reading_id = u.reading_id",
-    )
-    .bind(&ids)
     .bind(&deliveries)
+    .bind(&attempts)
     .bind(&statuses)
     .bind(&errors)
     .execute(pool)

@@ -1,6 +1,6 @@
 //! Crash drills: the real `billing-export` binary is killed (it aborts itself, as
 //! `kill -9` would: no ack, no cleanup) right after billing answered 2xx — once
-//! before the delivery is recorded, once after — and a fresh instance takes over
+//! before the reading and the answer are stored, once after — and a fresh instance takes over
 //! the redelivered message. Billing must not see a second success for the reading.
 //!
 //! The abort is triggered by `BILLING_EXPORT_CRASH_AT`, a test hook read with
@@ -65,11 +65,9 @@ async fn crash_after_billing_said_yes_but_before_recording_it() {
         1,
         "billing took it before the crash"
     );
+    // The reading is stored with billing's answer after the post: nothing yet.
     let pool = billing_pool(&env);
-    assert_eq!(
-        delivery_of(&pool, r.reading_id).await.as_deref(),
-        Some("pending")
-    );
+    assert_eq!(delivery_of(&pool, r.reading_id).await, None);
 
     // The broker redelivers to the new instance, which has no record of the
     // success: it posts again with the same Idempotency-Key and billing says 409.

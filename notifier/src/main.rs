@@ -13,6 +13,11 @@ struct Cli {
     config: notifier::Config,
 }
 
+/// jemalloc instead of the C library's allocator: glibc's malloc and free were ~18 % of
+/// the services' CPU under load (perf, docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = cli.config.runtime.log_format;

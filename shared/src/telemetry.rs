@@ -63,6 +63,12 @@ fn span_filter() -> Targets {
         .with_target("amq_protocol", LevelFilter::OFF)
 }
 
+/// `OTEL_SDK_DISABLED`, as the OpenTelemetry specification defines it: `true`
+/// (case-insensitive) disables the SDK; anything else, or unset, does not.
+fn sdk_disabled() -> bool {
+    std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 /// Installs the global subscriber for a service binary.
 pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let provider = provider(service)?;
@@ -76,14 +82,17 @@ pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<Telemetr
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     };
     // RUST_LOG filters what is logged, not what is traced: a quiet log level must not
-    // break trace propagation across the broker.
+    // break trace propagation across the broker. `OTEL_SDK_DISABLED=true` (the
+    // OpenTelemetry standard variable) leaves the layer out: no spans, no trace ids,
+    // no `traceparent` on what the service publishes.
+    let otel = (!sdk_disabled()).then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(span_filter())
+    });
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(span_filter()),
-        )
+        .with(otel)
         .try_init()?;
     Ok(TelemetryGuard { provider })
 }

@@ -184,6 +184,33 @@ async fn batches_decide_and_store_exactly_what_one_by_one_does() {
     batched.finish().await;
 }
 
+/// Each list of messages in batches of `batch`, all lists at the same time; the
+/// outcomes per list.
+async fn concurrently(
+    h: &Harness,
+    rules: &Rules,
+    all: &[Vec<SmsReceived>],
+    batch: usize,
+) -> Vec<Result<Vec<Outcome>, sqlx::Error>> {
+    let tasks = all.iter().map(|msgs| {
+        let pool = h.pool.clone();
+        let rules = rules.clone();
+        async move {
+            let span = tracing::Span::none();
+            let mut outcomes = Vec::new();
+            for chunk in msgs.chunks(batch) {
+                let items: Vec<BatchItem<'_>> = chunk
+                    .iter()
+                    .map(|sms| BatchItem { sms, span: &span })
+                    .collect();
+                outcomes.extend(intake::process_batch(&pool, &rules, &items).await?);
+            }
+            Ok::<_, sqlx::Error>(outcomes)
+        }
+    });
+    futures::future::join_all(tasks).await
+}
+
 #[tokio::test]
 async fn concurrent_batches_over_the_same_accounts_do_not_deadlock() {
     let h = Harness::prepared().await;
@@ -200,23 +227,7 @@ async fn concurrent_batches_over_the_same_accounts_do_not_deadlock() {
                 .collect()
         })
         .collect();
-    let tasks = all.iter().map(|msgs| {
-        let pool = h.pool.clone();
-        let rules = rules.clone();
-        async move {
-            let span = tracing::Span::none();
-            let mut outcomes = Vec::new();
-            for chunk in msgs.chunks(50) {
-                let items: Vec<BatchItem<'_>> = chunk
-                    .iter()
-                    .map(|sms| BatchItem { sms, span: &span })
-                    .collect();
-                outcomes.extend(intake::process_batch(&pool, &rules, &items).await?);
-            }
-            Ok::<_, sqlx::Error>(outcomes)
-        }
-    });
-    let results = futures::future::join_all(tasks).await;
+    let results = concurrently(&h, &rules, &all, 50).await;
     let mut stored = 0;
     for r in results {
         let outcomes = r.expect("no deadlock, no error");
@@ -263,23 +274,7 @@ async fn concurrent_batches_from_other_senders_keep_one_current_reading_per_mete
                 .collect()
         })
         .collect();
-    let tasks = all.iter().map(|msgs| {
-        let pool = h.pool.clone();
-        let rules = rules.clone();
-        async move {
-            let span = tracing::Span::none();
-            let mut outcomes = Vec::new();
-            for chunk in msgs.chunks(10) {
-                let items: Vec<BatchItem<'_>> = chunk
-                    .iter()
-                    .map(|sms| BatchItem { sms, span: &span })
-                    .collect();
-                outcomes.extend(intake::process_batch(&pool, &rules, &items).await?);
-            }
-            Ok::<_, sqlx::Error>(outcomes)
-        }
-    });
-    let results = futures::future::join_all(tasks).await;
+    let results = concurrently(&h, &rules, &all, 10).await;
     let mut accepted = 0;
     for r in results {
         let outcomes = r.expect("no deadlock, no error");

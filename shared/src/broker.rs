@@ -56,8 +56,18 @@ pub async fn connect(url: &str, name: &str, queues: &[QueueSpec]) -> lapin::Resu
     let channel = conn.create_channel().await?;
     topology::declare(&channel, queues).await?;
     // The declaring channel is not needed any more; a failure to close is harmless.
-    let _ = channel.close(200, "topology declared".into()).await;
+    close_quietly(channel.close(200, "topology declared".into())).await;
     Ok(conn)
+}
+
+/// How long closing a channel or connection may take before it is given up.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Closes a channel or connection, giving up after [`CLOSE_TIMEOUT`]: on a link the
+/// broker has just dropped, lapin's close can wait for an answer that never comes
+/// (seen: a publisher whose supervisor never reconnected after a broker restart).
+pub async fn close_quietly(close: impl std::future::Future<Output = lapin::Result<()>>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
 }
 
 /// Resolves when the connection is lost (an error event or a closed status).
@@ -164,7 +174,7 @@ impl Publisher {
                     }
                     self.inner.ready.set(false);
                     *self.inner.channel.write().await = None;
-                    let _ = conn.close(200, "bye".into()).await;
+                    close_quietly(conn.close(200, "bye".into())).await;
                 }
                 Err(e) => tracing::warn!(connection = %name, error = %e, "cannot reach broker"),
             }

@@ -26,7 +26,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::broker::{self, ReadyFlag, header_int, publish_confirmed};
+use crate::broker::{self, ReadyFlag, close_quietly, header_int, publish_confirmed};
 use crate::metrics::ConsumerMetrics;
 use crate::topology::{DEAD_LETTER_EXCHANGE, QueueSpec};
 use crate::tracecontext::{self, header_str};
@@ -293,9 +293,9 @@ async fn consume_once<H: BatchHandler>(
     watcher.abort();
     // In-flight messages are finished and acked by now; unstarted prefetched ones go
     // back to the queue when the channel closes.
-    let _ = consume_channel.close(200, "shutdown".into()).await;
-    let _ = publish_channel.close(200, "shutdown".into()).await;
-    let _ = conn.close(200, "bye".into()).await;
+    close_quietly(consume_channel.close(200, "shutdown".into())).await;
+    close_quietly(publish_channel.close(200, "shutdown".into())).await;
+    close_quietly(conn.close(200, "bye".into())).await;
     let failure = failure.into_inner().ok().flatten();
     match failure {
         Some(e) => Err(e),

@@ -116,9 +116,51 @@ impl System {
             system.spawn(s).await;
         }
         for s in SERVICES {
-            system.wait_ready(s).await;
+            system.wait_started(s).await;
         }
         system
+    }
+
+    /// Waits until `service` answers its readiness probe. A service that exited
+    /// because its port was taken — another test bound it between our choosing it and
+    /// the service binding it (seen in CI: `Address already in use`) — is started
+    /// again on a new port, up to four times. (Not ingest with Kannel: Kannel's
+    /// configuration already names ingest's port.)
+    async fn wait_started(&mut self, service: &'static str) {
+        let movable = !(service == "ingest" && self.kannel.is_some());
+        for _ in 0..5 {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            let url = format!("{}/readyz", self.base(service));
+            loop {
+                if let Ok(r) = self.http.get(&url).send().await
+                    && r.status() == 200
+                {
+                    return;
+                }
+                let exited = self
+                    .procs
+                    .get_mut(service)
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited {
+                    let log_path = self.log_path(service);
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if movable && log.contains("Address already in use") {
+                        // Keep the evidence, start again on another port.
+                        let _ = std::fs::rename(&log_path, log_path.with_extension("port-taken.log"));
+                        self.ports.insert(service, crate::free_port());
+                        self.spawn(service).await;
+                        break;
+                    }
+                    panic!("{service} exited while starting; its log: {}", log_path.display());
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{service} not ready within {WAIT:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        panic!("{service}: no free port after five tries");
     }
 
     async fn start_kannel(&self) -> Kannel {

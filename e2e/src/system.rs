@@ -146,12 +146,16 @@ impl System {
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                     if movable && log.contains("Address already in use") {
                         // Keep the evidence, start again on another port.
-                        let _ = std::fs::rename(&log_path, log_path.with_extension("port-taken.log"));
+                        let _ =
+                            std::fs::rename(&log_path, log_path.with_extension("port-taken.log"));
                         self.ports.insert(service, crate::free_port());
                         self.spawn(service).await;
                         break;
                     }
-                    panic!("{service} exited while starting; its log: {}", log_path.display());
+                    panic!(
+                        "{service} exited while starting; its log: {}",
+                        log_path.display()
+                    );
                 }
                 assert!(
                     tokio::time::Instant::now() < deadline,

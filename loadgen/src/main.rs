@@ -205,8 +205,11 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             if args.service_env.is_empty() {
                 offered
             } else {
-                let env: Vec<String> =
-                    args.service_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let env: Vec<String> = args
+                    .service_env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 format!("{offered}; services run with {}", env.join(" "))
             }
         },

@@ -196,15 +196,16 @@ impl Publisher {
         Ok(conn)
     }
 
-    /// Publishes an event to `meter.events` under its routing key. `Ok` means the
-    /// broker confirmed it as routed and persisted.
+    /// Publishes an event to `meter.events` under its routing key, with its
+    /// [`topology::routing_headers`]. `Ok` means the broker confirmed it as routed and
+    /// persisted.
     pub async fn publish(&self, event: &Event) -> Result<(), PublishError> {
         self.publish_to(
             EXCHANGE,
             event.routing_key(),
             &event.to_json(),
             event.message_id(),
-            FieldTable::default(),
+            topology::routing_headers(event),
         )
         .await
     }

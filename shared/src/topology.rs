@@ -3,17 +3,43 @@
 //! a dead-letter queue per consumer behind one dead-letter exchange. Declared
 //! idempotently by every service at start, so whoever starts first creates it and
 //! nothing published before a consumer's first start is unroutable.
+//!
+//! A consumer can have some of its routing keys *filtered*: the events reach it
+//! through a headers exchange that drops those a publisher marked as nothing for it
+//! (header `skip-<queue>: yes`) and passes every other, unmarked ones included (an
+//! alternate exchange takes what the filter does not match). The notifier's
+//! `reading.accepted` is filtered: most accepted readings carry no e-mail address and
+//! ask nothing of it, and each event the broker does not deliver is a quorum-queue
+//! write, a delivery and an ack saved.
+//!
+//! ```text
+//! meter.events ──reading.accepted──▶ notifier.filter (headers; alternate: notifier.pass)
+//!                                      ├─ skip-notifier = yes ──▶ meter.events.discard (no queues)
+//!                                      └─ anything else ──▶ notifier.pass (fanout) ──▶ notifier
+//! ```
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, ExchangeKind};
 
-use crate::events::{EXCHANGE, READING_ACCEPTED, READING_REJECTED, SMS_RECEIVED};
+use crate::events::{EXCHANGE, Event, READING_ACCEPTED, READING_REJECTED, SMS_RECEIVED};
 
 /// Where consumers' dead letters go; each consumer's `<queue>.dead` is bound by queue name.
 pub const DEAD_LETTER_EXCHANGE: &str = "meter.events.dead";
+
+/// Where filters send the events they drop: an exchange with no queues.
+pub const DISCARD_EXCHANGE: &str = "meter.events.discard";
+
+/// The value of a skip header (`skip-<queue>`) that marks an event as nothing for
+/// that queue's consumer.
+pub const SKIP: &str = "yes";
+
+/// The notifier's queue.
+pub const NOTIFIER_QUEUE: &str = "notifier";
 
 /// Redeliveries the broker allows a message (crash loops: a consumer that dies before
 /// acking) before it dead-letters it by itself.
@@ -23,7 +49,10 @@ const DELIVERY_LIMIT: i64 = 20;
 #[derive(Debug, Clone)]
 pub struct QueueSpec {
     pub name: String,
+    /// Routing keys bound to the queue directly.
     pub bindings: Vec<String>,
+    /// Routing keys that reach the queue through its filter (see the module's notes).
+    pub filtered: Vec<String>,
     pub retry: RetryPolicy,
 }
 
@@ -63,8 +92,33 @@ impl QueueSpec {
         QueueSpec {
             name: name.into(),
             bindings: bindings.iter().map(|b| (*b).to_string()).collect(),
+            filtered: Vec::new(),
             retry,
         }
+    }
+
+    /// The same queue with `keys` routed through its filter instead of bound directly.
+    pub fn filtering(mut self, keys: &[&str]) -> Self {
+        for key in keys {
+            self.bindings.retain(|b| b != key);
+            self.filtered.push((*key).to_string());
+        }
+        self
+    }
+
+    /// The header that keeps an event from this queue when it is [`SKIP`].
+    pub fn skip_header(&self) -> String {
+        skip_header(&self.name)
+    }
+
+    /// The headers exchange in front of the queue's filtered keys.
+    pub fn filter_exchange(&self) -> String {
+        format!("{}.filter", self.name)
+    }
+
+    /// Where the filter passes what it does not drop (its alternate exchange).
+    pub fn pass_exchange(&self) -> String {
+        format!("{}.pass", self.name)
     }
 
     pub fn dead_letter_queue(&self) -> String {
@@ -85,12 +139,44 @@ pub fn system_queues() -> Vec<QueueSpec> {
     vec![
         QueueSpec::new("validator", &[SMS_RECEIVED], RetryPolicy::standard()),
         QueueSpec::new(
-            "notifier",
+            NOTIFIER_QUEUE,
             &[READING_ACCEPTED, READING_REJECTED],
             RetryPolicy::standard(),
-        ),
+        )
+        .filtering(&[READING_ACCEPTED]),
         QueueSpec::new("billing-export", &[READING_ACCEPTED], billing_retry),
     ]
+}
+
+/// The header that keeps an event from `queue`'s consumer when it is [`SKIP`]. Not
+/// `x-…`: a headers exchange ignores such binding arguments when matching.
+pub fn skip_header(queue: &str) -> String {
+    format!("skip-{queue}")
+}
+
+/// The headers a publisher adds to `event` so that the broker delivers it only to
+/// the consumers with something to do: an accepted reading without an e-mail address
+/// is nothing for the notifier (it stays silent on correct readings). Publishing
+/// without them is correct too, only dearer.
+pub fn routing_headers(event: &Event) -> FieldTable {
+    let mut headers = FieldTable::default();
+    if nothing_for_notifier(event) {
+        mark_skip(&mut headers, NOTIFIER_QUEUE);
+    }
+    headers
+}
+
+/// Whether the notifier has nothing to do with `event`.
+pub fn nothing_for_notifier(event: &Event) -> bool {
+    matches!(event, Event::ReadingAccepted(e) if e.email.is_none())
+}
+
+/// Marks `headers` so that `queue`'s filter drops the message.
+pub fn mark_skip(headers: &mut FieldTable, queue: &str) {
+    headers.insert(
+        skip_header(queue).into(),
+        AMQPValue::LongString(SKIP.into()),
+    );
 }
 
 fn quorum_args() -> FieldTable {
@@ -118,6 +204,15 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
+/// Durable, and reachable only through bindings (no client publishes to it).
+fn internal() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        internal: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
 fn short(s: &str) -> ShortString {
     s.into()
 }
@@ -141,6 +236,14 @@ pub async fn declare(channel: &Channel, queues: &[QueueSpec]) -> lapin::Result<(
             short(DEAD_LETTER_EXCHANGE),
             ExchangeKind::Direct,
             exchange_options,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            short(DISCARD_EXCHANGE),
+            ExchangeKind::Fanout,
+            internal(),
             FieldTable::default(),
         )
         .await?;
@@ -192,6 +295,9 @@ async fn declare_queue(channel: &Channel, spec: &QueueSpec) -> lapin::Result<()>
             )
             .await?;
     }
+    if !spec.filtered.is_empty() {
+        declare_filter(channel, spec).await?;
+    }
 
     for delay in &spec.retry.delays {
         let mut args = quorum_args();
@@ -213,9 +319,128 @@ async fn declare_queue(channel: &Channel, spec: &QueueSpec) -> lapin::Result<()>
     Ok(())
 }
 
+/// The queue's filter (see the module's notes) for its filtered keys.
+async fn declare_filter(channel: &Channel, spec: &QueueSpec) -> lapin::Result<()> {
+    let filter = spec.filter_exchange();
+    let pass = spec.pass_exchange();
+    channel
+        .exchange_declare(short(&pass), ExchangeKind::Fanout, internal(), FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            short(&spec.name),
+            short(&pass),
+            short(""),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut filter_args = FieldTable::default();
+    filter_args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(pass.as_str().into()),
+    );
+    channel
+        .exchange_declare(short(&filter), ExchangeKind::Headers, internal(), filter_args)
+        .await?;
+    let mut skip = FieldTable::default();
+    skip.insert("x-match".into(), AMQPValue::LongString("all".into()));
+    mark_skip(&mut skip, &spec.name);
+    channel
+        .exchange_bind(
+            short(DISCARD_EXCHANGE),
+            short(&filter),
+            short(""),
+            ExchangeBindOptions::default(),
+            skip,
+        )
+        .await?;
+    for key in &spec.filtered {
+        channel
+            .exchange_bind(
+                short(&filter),
+                short(EXCHANGE),
+                short(key),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        // A topology from before the filter bound the key to the queue directly,
+        // which would deliver its events twice; unbinding what is not there is a no-op.
+        channel
+            .queue_unbind(
+                short(&spec.name),
+                short(EXCHANGE),
+                short(key),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_accepted_readings_without_an_address_skip_the_notifier() {
+        let accepted = |email: Option<&str>| {
+            Event::from_json(
+                serde_json::json!({
+                    "schema": "reading.accepted/v1",
+                    "reading_id": "00000000-0000-0000-0000-000000000001",
+                    "message_id": "m-1",
+                    "account": "1234567",
+                    "meter": "M-1",
+                    "period": "2026-11",
+                    "values": [42],
+                    "received_at": "2026-11-20T10:00:00+05:00",
+                    "channel": "sms",
+                    "email": email,
+                    "supersedes": null
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .expect("accepted event")
+        };
+        let rejected = Event::from_json(
+            serde_json::json!({
+                "schema": "reading.rejected/v1",
+                "message_id": "m-2",
+                "from": "+79001234567",
+                "account": null,
+                "reason": "format",
+                "reply": "Неверный формат",
+                "received_at": "2026-11-20T10:00:00+05:00",
+                "channel": "sms"
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .expect("rejected event");
+        let marked = |e: &Event| routing_headers(e).inner().get("skip-notifier").cloned();
+        assert_eq!(
+            marked(&accepted(None)),
+            Some(AMQPValue::LongString("yes".into()))
+        );
+        assert_eq!(marked(&accepted(Some("a@example.ru"))), None);
+        assert_eq!(marked(&rejected), None);
+    }
+
+    #[test]
+    fn filtering_moves_a_key_from_the_direct_bindings() {
+        let notifier = system_queues()
+            .into_iter()
+            .find(|q| q.name == NOTIFIER_QUEUE)
+            .expect("notifier queue");
+        assert_eq!(notifier.bindings, [READING_REJECTED]);
+        assert_eq!(notifier.filtered, [READING_ACCEPTED]);
+        assert_eq!(notifier.skip_header(), "skip-notifier");
+        assert_eq!(notifier.filter_exchange(), "notifier.filter");
+        assert_eq!(notifier.pass_exchange(), "notifier.pass");
+    }
 
     #[test]
     fn retry_schedule_repeats_last_delay_and_stops_at_max() {

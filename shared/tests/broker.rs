@@ -172,6 +172,93 @@ async fn topology_can_be_declared_twice_and_by_every_service() {
     env.cleanup().await;
 }
 
+/// Every body in `queue` now (taken, not acked back).
+async fn drain_bodies(conn: &Connection, queue: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    while let Some(msg) = get_one(conn, queue).await {
+        bodies.push(String::from_utf8_lossy(&msg.delivery.data).to_string());
+    }
+    bodies.sort();
+    bodies
+}
+
+#[tokio::test]
+async fn notifier_filter_drops_only_accepted_events_marked_as_nothing_for_it() {
+    let env = TestEnv::new().await;
+    let conn = Connection::connect(&env.amqp_url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    // The topology as it was before the filter: `reading.accepted` bound directly.
+    let unfiltered = QueueSpec::new(
+        "notifier",
+        &["reading.accepted", "reading.rejected"],
+        RetryPolicy::standard(),
+    );
+    topology::declare(&ch, &[unfiltered]).await.expect("old topology");
+    // Today's, declared over it (a service of this version starting), twice.
+    for _ in 0..2 {
+        topology::declare(&ch, &topology::system_queues())
+            .await
+            .expect("system queues over the old topology");
+    }
+    ch.confirm_select(Default::default()).await.expect("confirms");
+    let skip = |value: &str| {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "skip-notifier".into(),
+            AMQPValue::LongString(value.into()),
+        );
+        headers
+    };
+    let cases = [
+        ("reading.accepted", "accepted-marked", skip("yes")),
+        ("reading.accepted", "accepted-unmarked", FieldTable::default()),
+        ("reading.accepted", "accepted-marked-no", skip("no")),
+        // The filter is on `reading.accepted` only.
+        ("reading.rejected", "rejected-marked", skip("yes")),
+    ];
+    for (key, body, headers) in cases {
+        publish_confirmed(
+            &ch,
+            "meter.events",
+            key,
+            body.as_bytes(),
+            persistent_json(body, headers),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("routed and confirmed");
+    }
+    // Each once: the old direct binding is gone, so nothing arrives twice.
+    assert_eq!(
+        drain_bodies(&conn, "notifier").await,
+        ["accepted-marked-no", "accepted-unmarked", "rejected-marked"]
+    );
+    // Other consumers see every accepted reading, marked or not.
+    assert_eq!(
+        drain_bodies(&conn, "billing-export").await,
+        ["accepted-marked", "accepted-marked-no", "accepted-unmarked"]
+    );
+    // The filter's exchanges are internal: nobody publishes around the filter.
+    let internal = ch
+        .basic_publish(
+            "notifier.pass".into(),
+            "".into(),
+            Default::default(),
+            b"sneaky",
+            persistent_json("sneaky", FieldTable::default()),
+        )
+        .await;
+    let refused = match internal {
+        Err(_) => true,
+        Ok(confirm) => confirm.await.is_err(),
+    };
+    assert!(refused, "publishing to an internal exchange is refused");
+    conn.close(200, "bye".into()).await.ok();
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn ack_on_success_and_dead_letter_for_poison_without_blocking() {
     let env = TestEnv::new().await;

@@ -1,7 +1,8 @@
 //! One inbound SMS, from `sms.received` to a stored outcome: the checks of SPEC §3 in
 //! their order, the audit row, the accepted reading (superseding an earlier one of the
 //! same meter and period) and the event, all in one transaction. The event goes to
-//! the outbox table, so it exists if and only if the outcome was committed.
+//! the outbox table, so it exists if and only if the outcome was committed; the
+//! caller hands the returned [`Pending`] events to the relay after the commit.
 
 use std::ops::RangeInclusive;
 
@@ -16,6 +17,7 @@ mod batch;
 pub use batch::{BatchItem, process_batch};
 
 use crate::grammar::{self, ParseError, ParsedMessage};
+use crate::outbox::{Outgoing, Pending};
 use crate::reply::Refusal;
 use crate::rules::{self, Previous, Window};
 
@@ -86,14 +88,14 @@ pub async fn process(
     pool: &PgPool,
     rules: &Rules,
     sms: &SmsReceived,
-) -> Result<Outcome, sqlx::Error> {
+) -> Result<(Outcome, Vec<Pending>), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let seen: Option<i32> = sqlx::query_scalar("SELECT 1 FROM messages WHERE message_id = $1")
         .bind(&sms.message_id)
         .fetch_optional(&mut *tx)
         .await?;
     if seen.is_some() {
-        return Ok(Outcome::Duplicate);
+        return Ok((Outcome::Duplicate, Vec::new()));
     }
     let decision = decide(&mut tx, rules, sms)
         .instrument(tracing::info_span!("validate", otel.name = "validate"))
@@ -179,7 +181,7 @@ async fn record(
     sms: &SmsReceived,
     outcome: Outcome,
     reading_id: Option<Uuid>,
-) -> Result<Outcome, sqlx::Error> {
+) -> Result<(Outcome, Vec<Pending>), sqlx::Error> {
     // The audit row first: its primary key settles a concurrent duplicate delivery.
     let Some(AuditFields {
         status,
@@ -188,7 +190,7 @@ async fn record(
         reply,
     }) = AuditFields::of(&outcome)
     else {
-        return Ok(Outcome::Duplicate);
+        return Ok((Outcome::Duplicate, Vec::new()));
     };
     let inserted = sqlx::query(
         "INSERT INTO messages (message_id, sender, recipient, body, received_at, channel, outcome, reason, account, reading_id, reply)
@@ -209,7 +211,7 @@ async fn record(
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Ok(Outcome::Duplicate);
+        return Ok((Outcome::Duplicate, Vec::new()));
     }
 
     let outcome = match outcome {
@@ -222,11 +224,11 @@ async fn record(
     let event = match &outcome {
         Outcome::Accepted(e) => Event::ReadingAccepted(e.clone()),
         Outcome::Rejected(e) => Event::ReadingRejected(e.clone()),
-        Outcome::Duplicate => return Ok(Outcome::Duplicate),
+        Outcome::Duplicate => return Ok((Outcome::Duplicate, Vec::new())),
     };
-    crate::outbox::enqueue(&mut tx, &event).await?;
+    let pending = crate::outbox::enqueue(&mut tx, &[Outgoing::current(event)]).await?;
     tx.commit().await?;
-    Ok(outcome)
+    Ok((outcome, pending))
 }
 
 /// Stores an accepted reading; returns the reading it supersedes, if any.

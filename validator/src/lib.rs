@@ -27,7 +27,6 @@ use shared::metrics::ConsumerMetrics;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -160,7 +159,7 @@ struct Intake {
     pool: PgPool,
     rules: Rules,
     metrics: ValidatorMetrics,
-    relay: Arc<Notify>,
+    relay: outbox::Handoff,
     /// Test hook (crash drills): abort right after a commit, before the relay
     /// publishes. Read from `VALIDATOR_CRASH_AFTER_COMMIT`; never set in production.
     crash_after_commit: bool,
@@ -225,11 +224,15 @@ impl BatchHandler for Intake {
                 span: &msgs[*i].span,
             })
             .collect();
+        let mut pending = Vec::new();
         let outcomes: Vec<Result<Outcome, HandlerError>> = if items.is_empty() {
             Vec::new()
         } else {
             match intake::process_batch(&self.pool, &self.rules, &items).await {
-                Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                Ok((outcomes, events)) => {
+                    pending = events;
+                    outcomes.into_iter().map(Ok).collect()
+                }
                 Err(e) if items.len() == 1 || shared::db::is_connection_problem(&e) => {
                     let reason = format!("{e}");
                     items
@@ -247,12 +250,14 @@ impl BatchHandler for Intake {
                     tracing::warn!(error = %e, messages = items.len(), "batch failed; storing its messages one by one");
                     let mut one_by_one = Vec::with_capacity(items.len());
                     for item in &items {
-                        one_by_one.push(
-                            intake::process(&self.pool, &self.rules, item.sms)
-                                .instrument(item.span.clone())
-                                .await
-                                .map_err(storing_failed),
-                        );
+                        let processed = intake::process(&self.pool, &self.rules, item.sms)
+                            .instrument(item.span.clone())
+                            .await
+                            .map_err(storing_failed);
+                        one_by_one.push(processed.map(|(outcome, events)| {
+                            pending.extend(events);
+                            outcome
+                        }));
                     }
                     one_by_one
                 }
@@ -273,9 +278,7 @@ impl BatchHandler for Intake {
             tracing::error!("VALIDATOR_CRASH_AFTER_COMMIT: aborting between commit and publish");
             std::process::abort();
         }
-        if committed {
-            self.relay.notify_one();
-        }
+        self.relay.hand_over(pending).await;
         consumer::outcomes_or_retry(results)
     }
 }
@@ -310,7 +313,7 @@ pub async fn run(
     let consumer_metrics = ConsumerMetrics::register(&mut registry);
     let metrics = ValidatorMetrics::register(&mut registry);
     let consumer_ready = ReadyFlag::default();
-    let relay_wake = Arc::new(Notify::new());
+    let (relay_handoff, relay_committed) = outbox::handoff();
 
     let queue = topology
         .iter()
@@ -327,7 +330,7 @@ pub async fn run(
         pool: pool.clone(),
         rules,
         metrics,
-        relay: relay_wake.clone(),
+        relay: relay_handoff,
         crash_after_commit: std::env::var_os("VALIDATOR_CRASH_AFTER_COMMIT").is_some(),
     });
     let consuming = tracker.spawn(consumer::run_batched(
@@ -341,7 +344,7 @@ pub async fn run(
     let relay = tracker.spawn(outbox::relay(
         pool.clone(),
         publisher.clone(),
-        relay_wake,
+        relay_committed,
         relay_shutdown.clone(),
     ));
 

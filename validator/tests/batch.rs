@@ -139,9 +139,10 @@ async fn batches_decide_and_store_exactly_what_one_by_one_does() {
 
     let mut expected = Vec::new();
     for sms in &msgs {
-        expected.push(intake::process(&one.pool, &rules, sms).await.expect("one"));
+        expected.push(intake::process(&one.pool, &rules, sms).await.expect("one").0);
     }
     let mut got = Vec::new();
+    let mut handed_over = Vec::new();
     // Batches of assorted sizes, as the consumer hands them over.
     let mut start = 0;
     for size in [1, 2, 7, 64, 30, 64, 40, 32].into_iter().cycle() {
@@ -153,11 +154,11 @@ async fn batches_decide_and_store_exactly_what_one_by_one_does() {
             .iter()
             .map(|sms| BatchItem { sms, span: &span })
             .collect();
-        got.extend(
-            intake::process_batch(&batched.pool, &rules, &items)
-                .await
-                .expect("batch"),
-        );
+        let (outcomes, pending) = intake::process_batch(&batched.pool, &rules, &items)
+            .await
+            .expect("batch");
+        got.extend(outcomes);
+        handed_over.extend(pending);
         start = end;
     }
 
@@ -180,6 +181,30 @@ async fn batches_decide_and_store_exactly_what_one_by_one_does() {
         "duplicates, superseding, rate-limited, rejected: {mix:?}"
     );
     assert_eq!(rows(&batched).await, rows(&one).await);
+    // What the batches hand to the relay is exactly the outbox: each row by its id.
+    let mut outbox: Vec<(i64, String, String, String)> =
+        sqlx::query_as("SELECT id, routing_key, message_id, body FROM outbox ORDER BY id")
+            .fetch_all(&batched.pool)
+            .await
+            .expect("outbox");
+    let mut handed: Vec<(i64, String, String, String)> = handed_over
+        .iter()
+        .map(|p| (p.id, p.routing_key.clone(), p.message_id.clone(), p.body.clone()))
+        .collect();
+    outbox.sort();
+    handed.sort();
+    assert!(!handed.is_empty());
+    assert_eq!(handed, outbox);
+    // Only accepted readings without an address are marked as nothing for the notifier.
+    for p in &handed_over {
+        let event = shared::events::Event::from_json(p.body.as_bytes()).expect("event");
+        assert_eq!(
+            p.skip_notifier,
+            matches!(&event, shared::events::Event::ReadingAccepted(a) if a.email.is_none()),
+            "{}",
+            p.body
+        );
+    }
     one.finish().await;
     batched.finish().await;
 }
@@ -203,7 +228,7 @@ async fn concurrently(
                     .iter()
                     .map(|sms| BatchItem { sms, span: &span })
                     .collect();
-                outcomes.extend(intake::process_batch(&pool, &rules, &items).await?);
+                outcomes.extend(intake::process_batch(&pool, &rules, &items).await?.0);
             }
             Ok::<_, sqlx::Error>(outcomes)
         }

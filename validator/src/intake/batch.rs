@@ -27,6 +27,7 @@ use super::{
     outcome_of, parse_checked, reading_checked,
 };
 use crate::grammar::ParsedMessage;
+use crate::outbox::{Outgoing, Pending};
 use crate::reply::Refusal;
 
 /// One message of a batch and the consumer span it is handled in.
@@ -46,12 +47,13 @@ enum Stage {
 }
 
 /// Checks and stores every message of `items` in one transaction; returns their
-/// outcomes in order. An error (database only) leaves nothing stored.
+/// outcomes in order and the events committed to the outbox. An error (database only)
+/// leaves nothing stored.
 pub async fn process_batch(
     pool: &PgPool,
     rules: &Rules,
     items: &[BatchItem<'_>],
-) -> Result<Vec<Outcome>, sqlx::Error> {
+) -> Result<(Vec<Outcome>, Vec<Pending>), sqlx::Error> {
     let mut stages: Vec<Stage> = items
         .iter()
         .map(|item| {
@@ -77,6 +79,7 @@ pub async fn process_batch(
     lock_accounts_and_senders(&mut tx, &stages, &meters, items).await?;
 
     let mut outcomes: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
+    let mut pending = Vec::new();
     for round in rounds {
         let seen = seen(&mut tx, items, &round).await?;
         for &i in &round {
@@ -132,14 +135,15 @@ pub async fn process_batch(
                 })
             });
         }
-        store_round(&mut tx, items, &mut stages, &round, &mut outcomes).await?;
+        store_round(&mut tx, items, &mut stages, &round, &mut outcomes, &mut pending).await?;
     }
     tx.commit().await?;
     drop(store_spans);
-    Ok(outcomes
+    let outcomes = outcomes
         .into_iter()
         .map(|o| o.unwrap_or(Outcome::Duplicate))
-        .collect())
+        .collect();
+    Ok((outcomes, pending))
 }
 
 /// The rounds of a batch (see the module's documentation), as indexes into `items`.
@@ -354,6 +358,7 @@ async fn store_round(
     stages: &mut [Stage],
     round: &[usize],
     outcomes: &mut [Option<Outcome>],
+    pending: &mut Vec<Pending>,
 ) -> Result<(), sqlx::Error> {
     let mut decided: Vec<(usize, Outcome, Option<Uuid>)> = Vec::new();
     for &i in round {
@@ -399,32 +404,17 @@ async fn store_round(
 
     store_readings(tx, &mut decided).await?;
 
-    let mut routing_keys = Vec::with_capacity(decided.len());
-    let mut message_ids = Vec::with_capacity(decided.len());
-    let mut bodies = Vec::with_capacity(decided.len());
-    let mut traceparents = Vec::with_capacity(decided.len());
+    let mut outgoing = Vec::with_capacity(decided.len());
     for (i, outcome, _) in &decided {
         let event = match outcome {
             Outcome::Accepted(e) => Event::ReadingAccepted(e.clone()),
             Outcome::Rejected(e) => Event::ReadingRejected(e.clone()),
             Outcome::Duplicate => continue,
         };
-        routing_keys.push(event.routing_key());
-        message_ids.push(event.message_id().to_owned());
-        bodies.push(String::from_utf8(event.to_json()).unwrap_or_default());
         let _entered = items[*i].span.enter();
-        traceparents.push(shared::tracecontext::current_traceparent());
+        outgoing.push(Outgoing::current(event));
     }
-    sqlx::query(
-        "INSERT INTO outbox (routing_key, message_id, body, traceparent)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
-    )
-    .bind(&routing_keys)
-    .bind(&message_ids)
-    .bind(&bodies)
-    .bind(&traceparents)
-    .execute(&mut *tx)
-    .await?;
+    pending.extend(crate::outbox::enqueue(&mut *tx, &outgoing).await?);
     for (i, outcome, _) in decided {
         outcomes[i] = Some(outcome);
     }

@@ -324,7 +324,12 @@ async fn declare_filter(channel: &Channel, spec: &QueueSpec) -> lapin::Result<()
     let filter = spec.filter_exchange();
     let pass = spec.pass_exchange();
     channel
-        .exchange_declare(short(&pass), ExchangeKind::Fanout, internal(), FieldTable::default())
+        .exchange_declare(
+            short(&pass),
+            ExchangeKind::Fanout,
+            internal(),
+            FieldTable::default(),
+        )
         .await?;
     channel
         .queue_bind(
@@ -341,7 +346,12 @@ async fn declare_filter(channel: &Channel, spec: &QueueSpec) -> lapin::Result<()
         AMQPValue::LongString(pass.as_str().into()),
     );
     channel
-        .exchange_declare(short(&filter), ExchangeKind::Headers, internal(), filter_args)
+        .exchange_declare(
+            short(&filter),
+            ExchangeKind::Headers,
+            internal(),
+            filter_args,
+        )
         .await?;
     let mut skip = FieldTable::default();
     skip.insert("x-match".into(), AMQPValue::LongString("all".into()));

@@ -195,25 +195,30 @@ async fn notifier_filter_drops_only_accepted_events_marked_as_nothing_for_it() {
         &["reading.accepted", "reading.rejected"],
         RetryPolicy::standard(),
     );
-    topology::declare(&ch, &[unfiltered]).await.expect("old topology");
+    topology::declare(&ch, &[unfiltered])
+        .await
+        .expect("old topology");
     // Today's, declared over it (a service of this version starting), twice.
     for _ in 0..2 {
         topology::declare(&ch, &topology::system_queues())
             .await
             .expect("system queues over the old topology");
     }
-    ch.confirm_select(Default::default()).await.expect("confirms");
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirms");
     let skip = |value: &str| {
         let mut headers = FieldTable::default();
-        headers.insert(
-            "skip-notifier".into(),
-            AMQPValue::LongString(value.into()),
-        );
+        headers.insert("skip-notifier".into(), AMQPValue::LongString(value.into()));
         headers
     };
     let cases = [
         ("reading.accepted", "accepted-marked", skip("yes")),
-        ("reading.accepted", "accepted-unmarked", FieldTable::default()),
+        (
+            "reading.accepted",
+            "accepted-unmarked",
+            FieldTable::default(),
+        ),
         ("reading.accepted", "accepted-marked-no", skip("no")),
         // The filter is on `reading.accepted` only.
         ("reading.rejected", "rejected-marked", skip("yes")),

@@ -247,11 +247,7 @@ async fn publish(
 }
 
 /// Publishes every row at least `age` old; returns how many were published.
-pub async fn sweep_old(
-    pool: &PgPool,
-    publisher: &Publisher,
-    age: Duration,
-) -> anyhow::Result<u64> {
+pub async fn sweep_old(pool: &PgPool, publisher: &Publisher, age: Duration) -> anyhow::Result<u64> {
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;

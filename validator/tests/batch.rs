@@ -139,7 +139,12 @@ async fn batches_decide_and_store_exactly_what_one_by_one_does() {
 
     let mut expected = Vec::new();
     for sms in &msgs {
-        expected.push(intake::process(&one.pool, &rules, sms).await.expect("one").0);
+        expected.push(
+            intake::process(&one.pool, &rules, sms)
+                .await
+                .expect("one")
+                .0,
+        );
     }
     let mut got = Vec::new();
     let mut handed_over = Vec::new();
@@ -189,7 +194,14 @@ async fn batches_decide_and_store_exactly_what_one_by_one_does() {
             .expect("outbox");
     let mut handed: Vec<(i64, String, String, String)> = handed_over
         .iter()
-        .map(|p| (p.id, p.routing_key.clone(), p.message_id.clone(), p.body.clone()))
+        .map(|p| {
+            (
+                p.id,
+                p.routing_key.clone(),
+                p.message_id.clone(),
+                p.body.clone(),
+            )
+        })
         .collect();
     outbox.sort();
     handed.sort();

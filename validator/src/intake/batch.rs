@@ -135,7 +135,15 @@ pub async fn process_batch(
                 })
             });
         }
-        store_round(&mut tx, items, &mut stages, &round, &mut outcomes, &mut pending).await?;
+        store_round(
+            &mut tx,
+            items,
+            &mut stages,
+            &round,
+            &mut outcomes,
+            &mut pending,
+        )
+        .await?;
     }
     tx.commit().await?;
     drop(store_spans);

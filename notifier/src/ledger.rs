@@ -115,7 +115,7 @@ pub async fn claim_batch(
     limits: &ReplyLimits,
     lease: Duration,
 ) -> Result<Claims, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = shared::db::begin_batch(pool).await?;
 
     // Every delivery's row, new ones `pending` (or `suppressed` when refused). A
     // concurrent insert of the same key waits here until the other transaction ends.
@@ -327,7 +327,7 @@ pub async fn finish_batch(pool: &PgPool, done: &[Finished<'_>]) -> Result<(), sq
     }
     sent.sort_unstable();
     ended.sort_unstable_by_key(|e| e.0);
-    let mut tx = pool.begin().await?;
+    let mut tx = shared::db::begin_batch(pool).await?;
     if !sent.is_empty() {
         sqlx::query(
             "UPDATE deliveries SET state = 'sent', sent_at = now(), lease_until = NULL,

@@ -33,6 +33,26 @@ pub fn pool(config: &DatabaseConfig, schema: &'static str) -> Result<PgPool, sql
         .connect_lazy_with(options))
 }
 
+/// How a batch's transaction begins: with generic plans and without sequential scans,
+/// in the one round trip of `BEGIN`.
+///
+/// A batch's statements look rows up by key (`= ANY($1)`, joins against `unnest` of the
+/// batch's arrays) and write rows. Planned at every execution (the pool's default,
+/// above), planning was about a quarter of the database's CPU under load
+/// (`pg_stat_statements`, docs/performance.md). With `force_generic_plan` each is
+/// planned once per connection and the plan kept; with `enable_seqscan = off` that
+/// plan is an index plan even if it was made while a table was nearly empty, so the
+/// trap described above cannot close. Both settings end with the transaction.
+pub const BEGIN_BATCH: &str =
+    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off";
+
+/// Begins a transaction for a batch's key look-ups and writes ([`BEGIN_BATCH`]).
+pub async fn begin_batch(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin_with(BEGIN_BATCH).await
+}
+
 /// Creates the schema if needed and applies the service's migrations, retrying
 /// while the database is unreachable (until `shutdown`).
 pub async fn migrate(

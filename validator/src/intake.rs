@@ -89,7 +89,7 @@ pub async fn process(
     rules: &Rules,
     sms: &SmsReceived,
 ) -> Result<(Outcome, Vec<Pending>), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = shared::db::begin_batch(pool).await?;
     let seen: Option<i32> = sqlx::query_scalar("SELECT 1 FROM messages WHERE message_id = $1")
         .bind(&sms.message_id)
         .fetch_optional(&mut *tx)

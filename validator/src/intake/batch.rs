@@ -74,7 +74,7 @@ pub async fn process_batch(
         })
         .collect();
 
-    let mut tx = pool.begin().await?;
+    let mut tx = shared::db::begin_batch(pool).await?;
     let meters = read_meters(&mut tx, &stages).await?;
     lock_accounts_and_senders(&mut tx, &stages, &meters, items).await?;
 

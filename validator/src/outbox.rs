@@ -49,7 +49,7 @@ impl Pending {
         let mut headers = FieldTable::default();
         if let Some(tp) = &self.traceparent {
             headers.insert(
-                "traceparent".into(),
+                shared::tracecontext::TRACEPARENT.into(),
                 AMQPValue::LongString(tp.as_str().into()),
             );
         }

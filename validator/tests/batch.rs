@@ -130,6 +130,26 @@ async fn rows(h: &Harness) -> Rows {
 }
 
 #[tokio::test]
+async fn record_expectations_from_the_one_message_path() {
+    let one = Harness::prepared().await;
+    let rules = rules(&one);
+    let msgs = messages(240, 0x5eed);
+    let mut outcomes = Vec::new();
+    for sms in &msgs {
+        let o = intake::process(&one.pool, &rules, sms).await.expect("one").0;
+        outcomes.push(match o {
+            Outcome::Duplicate => serde_json::json!("duplicate"),
+            Outcome::Accepted(a) => serde_json::to_value(shared::events::Event::ReadingAccepted(a)).expect("json"),
+            Outcome::Rejected(r) => serde_json::to_value(shared::events::Event::ReadingRejected(r)).expect("json"),
+        });
+    }
+    let (m, r, o) = rows(&one).await;
+    let doc = serde_json::json!({"outcomes": outcomes, "messages": m, "readings": r, "outbox": o});
+    std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/expected/batch-240.json"), serde_json::to_string_pretty(&doc).expect("json")).expect("write");
+    one.finish().await;
+}
+
+#[tokio::test]
 async fn batches_decide_and_store_exactly_what_one_by_one_does() {
     let one = Harness::prepared().await;
     let batched = Harness::prepared().await;

@@ -29,13 +29,9 @@ fn main() -> ExitCode {
                 billing_export::run(cli.config, listener, shutdown).await
             }
             Standard::Migrate => {
-                shared::cli::migrate_schema(
-                    &cli.config.database,
-                    billing_export::SCHEMA,
-                    &billing_export::MIGRATOR,
-                    &shutdown,
-                )
-                .await
+                billing_export::DATABASE
+                    .migrate(&cli.config.database, &shutdown)
+                    .await
             }
         }
     })

@@ -160,7 +160,8 @@ async fn streamed_missing_report_of_a_million_meters_keeps_memory_flat() {
     let rows = bench_rows();
     let env = TestEnv::new().await;
     let registry = shared::db::pool(&env.database(), validator::SCHEMA).expect("pool");
-    validator::migrate(&registry, &CancellationToken::new())
+    validator::DATABASE
+        .apply(&registry, &CancellationToken::new())
         .await
         .expect("validator migrations");
     let started = Instant::now();

@@ -7,15 +7,12 @@
 mod sms;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use prometheus_client::registry::Registry;
 use secrecy::SecretString;
-use shared::broker::Publisher;
 use shared::config::{BrokerConfig, RuntimeConfig, secret};
+use shared::service::Service;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use sms::IngestMetrics;
 
@@ -48,39 +45,16 @@ fn non_empty_secret(s: &str) -> Result<SecretString, String> {
     secret(s).map_err(|e| e.to_string())
 }
 
-/// Runs ingest until `shutdown`: serves HTTP, then drains requests in flight (their
-/// publishes still complete), then closes the broker link.
+/// Runs ingest until `shutdown` on the service skeleton ([`shared::service`]): the
+/// publisher outlives the HTTP server, so requests being drained still publish.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tracker = TaskTracker::new();
-    // The publisher outlives the HTTP server, so requests being drained can still publish.
-    let broker_shutdown = CancellationToken::new();
-    let publisher = Publisher::start(
-        config.broker.url().to_owned(),
-        "ingest".into(),
-        shared::topology::system_queues(),
-        &tracker,
-        broker_shutdown.clone(),
-    );
-    let mut registry = Registry::with_prefix("ingest");
-    let metrics = IngestMetrics::register(&mut registry);
-    let ops = shared::http::Ops {
-        registry: Arc::new(registry),
-        broker_links: vec![publisher.ready()],
-        database: None,
-    };
-    let app = sms::router(sms::AppState::new(&config, publisher, metrics))
-        .merge(shared::http::router(ops));
-    tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    let served = shared::http::serve(listener, app, shutdown).await;
-    broker_shutdown.cancel();
-    tracker.close();
-    tokio::time::timeout(config.runtime.grace(), tracker.wait())
-        .await
-        .ok();
-    served?;
-    Ok(())
+    let mut service = Service::new("ingest", "ingest", &config.runtime);
+    let publisher = service.publisher(&config.broker, "ingest");
+    let metrics = IngestMetrics::register(service.registry());
+    service.routes(sms::router(sms::AppState::new(&config, publisher, metrics)));
+    service.run(listener, shutdown).await
 }

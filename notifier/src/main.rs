@@ -24,7 +24,11 @@ fn main() -> ExitCode {
     shared::cli::run_main("notifier", format, || async move {
         let shutdown = shared::shutdown::on_signals();
         match cli.command.unwrap_or(Standard::Serve) {
-            Standard::Migrate => notifier::migrate(&cli.config.database, &shutdown).await,
+            Standard::Migrate => {
+                notifier::DATABASE
+                    .migrate(&cli.config.database, &shutdown)
+                    .await
+            }
             Standard::Serve => {
                 let listener = shared::cli::bind(cli.config.http_addr).await?;
                 notifier::run(cli.config, listener, shutdown).await

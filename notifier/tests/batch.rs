@@ -37,7 +37,8 @@ async fn notifier(env: &TestEnv, scratch: &tempfile::TempDir, gateway: &MockServ
     use_http_gateway(&mut cfg, &format!("{}/sms", gateway.uri()));
     cfg.limits.reply_daily_cap_per_number = CAP;
     cfg.limits.reply_hourly_budget = BUDGET;
-    notifier::migrate(&cfg.database, &CancellationToken::new())
+    notifier::DATABASE
+        .migrate(&cfg.database, &CancellationToken::new())
         .await
         .expect("migrate");
     let send_timeout = cfg.send_timeout();

@@ -273,10 +273,12 @@ async fn shutdown_finishes_the_reply_in_flight() {
 async fn migrate_creates_the_ledger_and_is_repeatable() {
     let env = TestEnv::new().await;
     let token = CancellationToken::new();
-    notifier::migrate(&env.database(), &token)
+    notifier::DATABASE
+        .migrate(&env.database(), &token)
         .await
         .expect("first run");
-    notifier::migrate(&env.database(), &token)
+    notifier::DATABASE
+        .migrate(&env.database(), &token)
         .await
         .expect("second run");
     let pool = ledger(&env);

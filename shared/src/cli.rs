@@ -53,17 +53,3 @@ pub enum Standard {
     /// Apply the service's database migrations and exit (for a Kubernetes Job).
     Migrate,
 }
-
-/// The `migrate` subcommand: applies a service's migrations in its own schema.
-pub async fn migrate_schema(
-    database: &crate::config::DatabaseConfig,
-    schema: &'static str,
-    migrator: &sqlx::migrate::Migrator,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let pool = crate::db::pool(database, schema)?;
-    crate::db::migrate(&pool, schema, migrator, shutdown).await?;
-    pool.close().await;
-    tracing::info!(schema, "migrations applied");
-    Ok(())
-}

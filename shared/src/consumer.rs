@@ -95,21 +95,46 @@ pub trait BatchHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Vec<Result<(), HandlerError>>> + Send;
 }
 
+/// The outcome of each message of a batch, filled in as the handler decides them.
+/// A message the handler never came to is retried later: an answer can be missing,
+/// never wrong.
+#[derive(Debug)]
+pub struct Outcomes(Vec<Option<Result<(), HandlerError>>>);
+
+impl Outcomes {
+    /// A batch of `n` messages, none decided yet.
+    pub fn new(n: usize) -> Self {
+        Outcomes((0..n).map(|_| None).collect())
+    }
+
+    /// The `i`-th message's outcome (a later call for the same message wins).
+    pub fn set(&mut self, i: usize, outcome: Result<(), HandlerError>) {
+        if let Some(slot) = self.0.get_mut(i) {
+            *slot = Some(outcome);
+        }
+    }
+
+    /// The answers in order, a transient error for every message without one.
+    pub fn into_results(self) -> Vec<Result<(), HandlerError>> {
+        self.0
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(HandlerError::transient(anyhow::anyhow!(
+                        "no outcome for the message"
+                    )))
+                })
+            })
+            .collect()
+    }
+}
+
 /// A batch handler's answers, with a transient error (retry later) for every message
 /// it did not come to.
 pub fn outcomes_or_retry(
     results: Vec<Option<Result<(), HandlerError>>>,
 ) -> Vec<Result<(), HandlerError>> {
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(HandlerError::transient(anyhow::anyhow!(
-                    "no outcome for the message"
-                )))
-            })
-        })
-        .collect()
+    Outcomes(results).into_results()
 }
 
 /// A [`Handler`] run as batches of one.

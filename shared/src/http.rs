@@ -2,6 +2,7 @@
 //! alive), `GET /readyz` (broker and database reachable) and `GET /metrics`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +24,10 @@ pub struct Ops {
     /// Every broker link the service needs (publisher, consumers).
     pub broker_links: Vec<ReadyFlag>,
     pub database: Option<PgPool>,
+    /// Start-up has finished (migrations applied, consumers running).
+    pub started: Arc<AtomicBool>,
+    /// Something the service cannot run without has stopped: never ready again.
+    pub failed: Arc<AtomicBool>,
 }
 
 pub fn router(ops: Ops) -> Router {
@@ -35,6 +40,11 @@ pub fn router(ops: Ops) -> Router {
 
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     let mut problems = Vec::new();
+    if ops.failed.load(Ordering::Acquire) {
+        problems.push("a consumer or server stopped; the process is exiting");
+    } else if !ops.started.load(Ordering::Acquire) {
+        problems.push("starting");
+    }
     if ops.broker_links.iter().any(|l| !l.get()) {
         problems.push("broker not connected");
     }

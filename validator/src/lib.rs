@@ -18,18 +18,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use shared::broker::{Publisher, ReadyFlag};
 use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig};
-use shared::consumer::{self, BatchHandler, ConsumerConfig, HandlerError, Incoming};
-use shared::events::Event;
-use shared::events::SmsReceived;
-use shared::metrics::ConsumerMetrics;
+use shared::consumer::{BatchHandler, HandlerError, Incoming, Outcomes};
+use shared::events::{Event, SmsReceived};
+use shared::service::{Batching, Schema, Service};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::intake::{BatchItem, Outcome, Rules};
 use crate::rules::Window;
@@ -202,20 +198,57 @@ fn decode(msg: &Incoming) -> Result<SmsReceived, HandlerError> {
     }
 }
 
-fn storing_failed(e: sqlx::Error) -> HandlerError {
-    HandlerError::transient(anyhow::Error::new(e).context("storing the outcome"))
+impl Intake {
+    /// Decides and stores `items` in one transaction. A batch the database refuses for
+    /// any reason but a lost connection is split into batches of one, so that one
+    /// message the database cannot take does not hold the others back.
+    async fn process(
+        &self,
+        items: &[BatchItem<'_>],
+    ) -> (Vec<Result<Outcome, HandlerError>>, Vec<outbox::Pending>) {
+        match intake::process_batch(&self.pool, &self.rules, items).await {
+            Ok((outcomes, pending)) => (outcomes.into_iter().map(Ok).collect(), pending),
+            Err(e) if items.len() == 1 || shared::db::is_connection_problem(&e) => {
+                let e = Arc::new(e);
+                let failed = items
+                    .iter()
+                    .map(|_| Err(HandlerError::transient(StoringFailed(e.clone()))))
+                    .collect();
+                (failed, Vec::new())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, messages = items.len(), "batch failed; storing its messages one by one");
+                let mut outcomes = Vec::with_capacity(items.len());
+                let mut pending = Vec::new();
+                for item in items {
+                    let (mut one, events) =
+                        Box::pin(self.process(std::slice::from_ref(item))).await;
+                    outcomes.append(&mut one);
+                    pending.extend(events);
+                }
+                (outcomes, pending)
+            }
+        }
+    }
 }
+
+/// The database refused a batch's transaction (shared by every message of it).
+#[derive(Debug, thiserror::Error)]
+#[error("storing the outcome")]
+struct StoringFailed(#[source] Arc<sqlx::Error>);
 
 impl BatchHandler for Intake {
     async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
-        let mut results: Vec<Option<Result<(), HandlerError>>> =
-            msgs.iter().map(|_| None).collect();
+        let mut results = Outcomes::new(msgs.len());
         let mut decoded: Vec<(usize, SmsReceived)> = Vec::with_capacity(msgs.len());
         for (i, msg) in msgs.iter().enumerate() {
             match decode(msg) {
                 Ok(sms) => decoded.push((i, sms)),
-                Err(e) => results[i] = Some(Err(e)),
+                Err(e) => results.set(i, Err(e)),
             }
+        }
+        if decoded.is_empty() {
+            return results.into_results();
         }
         let items: Vec<BatchItem<'_>> = decoded
             .iter()
@@ -224,149 +257,66 @@ impl BatchHandler for Intake {
                 span: &msgs[*i].span,
             })
             .collect();
-        let mut pending = Vec::new();
-        let outcomes: Vec<Result<Outcome, HandlerError>> = if items.is_empty() {
-            Vec::new()
-        } else {
-            match intake::process_batch(&self.pool, &self.rules, &items).await {
-                Ok((outcomes, events)) => {
-                    pending = events;
-                    outcomes.into_iter().map(Ok).collect()
-                }
-                Err(e) if items.len() == 1 || shared::db::is_connection_problem(&e) => {
-                    let reason = format!("{e}");
-                    items
-                        .iter()
-                        .map(|_| {
-                            Err(HandlerError::transient(anyhow::anyhow!(
-                                "storing the outcome: {reason}"
-                            )))
-                        })
-                        .collect()
-                }
-                // Something in the batch the database refused: one transaction per
-                // message, so the others are not held back by it.
-                Err(e) => {
-                    tracing::warn!(error = %e, messages = items.len(), "batch failed; storing its messages one by one");
-                    let mut one_by_one = Vec::with_capacity(items.len());
-                    for item in &items {
-                        let processed = intake::process(&self.pool, &self.rules, item.sms)
-                            .instrument(item.span.clone())
-                            .await
-                            .map_err(storing_failed);
-                        one_by_one.push(processed.map(|(outcome, events)| {
-                            pending.extend(events);
-                            outcome
-                        }));
-                    }
-                    one_by_one
-                }
-            }
-        };
+        let (outcomes, pending) = self.process(&items).await;
         let mut committed = false;
         for ((i, sms), outcome) in decoded.iter().zip(outcomes) {
-            results[*i] = Some(match outcome {
-                Ok(outcome) => {
+            results.set(
+                *i,
+                outcome.map(|outcome| {
                     committed |= outcome != Outcome::Duplicate;
                     self.record(sms, &outcome);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            });
+                }),
+            );
         }
         if self.crash_after_commit && committed {
             tracing::error!("VALIDATOR_CRASH_AFTER_COMMIT: aborting between commit and publish");
             std::process::abort();
         }
         self.relay.hand_over(pending).await;
-        consumer::outcomes_or_retry(results)
+        results.into_results()
     }
 }
 
-/// Applies the migrations (the `migrate` subcommand and every start).
-pub async fn migrate(pool: &PgPool, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    shared::db::migrate(pool, SCHEMA, &MIGRATOR, shutdown).await
-}
+/// The validator's tables (schema `validator`).
+pub const DATABASE: Schema = Schema {
+    name: SCHEMA,
+    migrator: &MIGRATOR,
+};
 
-/// Runs the validator until `shutdown`: consumes, then finishes in-flight messages,
-/// drains the outbox and closes the broker links.
+/// The queue the validator consumes.
+pub const QUEUE: &str = "validator";
+
+/// Runs the validator until `shutdown` on the service skeleton
+/// ([`shared::service`]): consumes `sms.received`; the outbox relay is a drain, so it
+/// publishes what the last messages committed before the broker link closes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let rules = config.rules()?;
-    let pool = shared::db::pool(&config.database, SCHEMA)?;
-    migrate(&pool, &shutdown).await?;
-
-    let tracker = TaskTracker::new();
-    let broker_shutdown = CancellationToken::new();
-    let topology = shared::topology::system_queues();
-    let publisher = Publisher::start(
-        config.broker.url().to_owned(),
-        "validator-outbox".into(),
-        topology.clone(),
-        &tracker,
-        broker_shutdown.clone(),
-    );
-    let mut registry = Registry::with_prefix("validator");
-    let consumer_metrics = ConsumerMetrics::register(&mut registry);
-    let metrics = ValidatorMetrics::register(&mut registry);
-    let consumer_ready = ReadyFlag::default();
+    let mut service = Service::new("validator", "validator", &config.runtime);
+    let pool = service.database(&config.database, DATABASE)?;
+    let publisher = service.publisher(&config.broker, "validator-outbox");
+    let metrics = ValidatorMetrics::register(service.registry());
     let (relay_handoff, relay_committed) = outbox::handoff();
-
-    let queue = topology
-        .iter()
-        .find(|q| q.name == "validator")
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("topology has no validator queue"))?;
-    let consumer_config = ConsumerConfig {
-        batch: BATCH,
-        concurrency: BATCHES,
-        prefetch: u16::try_from(BATCH * BATCHES).unwrap_or(u16::MAX),
-        ..ConsumerConfig::new(config.broker.url(), queue, topology)
-    };
-    let handler = Arc::new(Intake {
-        pool: pool.clone(),
-        rules,
-        metrics,
-        relay: relay_handoff,
-        crash_after_commit: std::env::var_os("VALIDATOR_CRASH_AFTER_COMMIT").is_some(),
+    service.consume(
+        &config.broker,
+        QUEUE,
+        Batching {
+            batch: BATCH,
+            batches: BATCHES,
+        },
+        Intake {
+            pool: pool.clone(),
+            rules,
+            metrics,
+            relay: relay_handoff,
+            crash_after_commit: std::env::var_os("VALIDATOR_CRASH_AFTER_COMMIT").is_some(),
+        },
+    )?;
+    service.drain("outbox relay", move |stop| {
+        outbox::relay(pool, publisher, relay_committed, stop)
     });
-    let consuming = tracker.spawn(consumer::run_batched(
-        consumer_config,
-        handler,
-        consumer_metrics,
-        consumer_ready.clone(),
-        shutdown.clone(),
-    ));
-    let relay_shutdown = CancellationToken::new();
-    let relay = tracker.spawn(outbox::relay(
-        pool.clone(),
-        publisher.clone(),
-        relay_committed,
-        relay_shutdown.clone(),
-    ));
-
-    let ops = shared::http::Ops {
-        registry: Arc::new(registry),
-        broker_links: vec![consumer_ready, publisher.ready()],
-        database: Some(pool.clone()),
-    };
-    tracing::info!(addr = %listener.local_addr()?, "validator listening");
-    let served = shared::http::serve(listener, shared::http::router(ops), shutdown.clone()).await;
-
-    // Order matters: stop consuming (in-flight messages finish and are acked), then
-    // let the relay publish what they committed, then close the broker link.
-    let _ = consuming.await;
-    relay_shutdown.cancel();
-    let _ = relay.await;
-    broker_shutdown.cancel();
-    tracker.close();
-    tokio::time::timeout(config.runtime.grace(), tracker.wait())
-        .await
-        .ok();
-    pool.close().await;
-    served?;
-    Ok(())
+    service.run(listener, shutdown).await
 }

@@ -45,17 +45,14 @@ fn main() -> ExitCode {
                 validator::run(cli.config, listener, shutdown).await
             }
             Command::Standard(Standard::Migrate) => {
-                shared::cli::migrate_schema(
-                    &cli.config.database,
-                    validator::SCHEMA,
-                    &validator::MIGRATOR,
-                    &shutdown,
-                )
-                .await
+                validator::DATABASE
+                    .migrate(&cli.config.database, &shutdown)
+                    .await
             }
             Command::ImportRegistry { file, strict } => {
-                let pool = shared::db::pool(&cli.config.database, validator::SCHEMA)?;
-                validator::migrate(&pool, &shutdown).await?;
+                let pool = validator::DATABASE
+                    .open(&cli.config.database, &shutdown)
+                    .await?;
                 let input = std::fs::File::open(&file)
                     .with_context(|| format!("cannot open {}", file.display()))?;
                 let started = std::time::Instant::now();

@@ -74,7 +74,8 @@ impl Harness {
     pub async fn prepared() -> Harness {
         let env = TestEnv::new().await;
         let pool = shared::db::pool(&env.database(), validator::SCHEMA).expect("pool");
-        validator::migrate(&pool, &CancellationToken::new())
+        validator::DATABASE
+            .apply(&pool, &CancellationToken::new())
             .await
             .expect("migrate");
         let report = validator::registry::import(&pool, REGISTRY.as_bytes())

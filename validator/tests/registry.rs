@@ -64,7 +64,8 @@ notanumber,M4,1,5,active,,,,,
 async fn reimport_upserts_and_a_bad_header_changes_nothing() {
     let env = TestEnv::new().await;
     let pool = shared::db::pool(&env.database(), validator::SCHEMA).expect("pool");
-    validator::migrate(&pool, &CancellationToken::new())
+    validator::DATABASE
+        .apply(&pool, &CancellationToken::new())
         .await
         .expect("migrate");
     let head =

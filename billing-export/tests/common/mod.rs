@@ -266,7 +266,8 @@ pub async fn delivery_of(pool: &PgPool, reading_id: Uuid) -> Option<String> {
 /// migrations and `import-registry` code, on the validator's schema.
 pub async fn import_registry(env: &TestEnv, csv: &str) {
     let pool = shared::db::pool(&env.database(), validator::SCHEMA).expect("pool");
-    validator::migrate(&pool, &CancellationToken::new())
+    validator::DATABASE
+        .apply(&pool, &CancellationToken::new())
         .await
         .expect("validator migrations");
     let report = validator::registry::import(&pool, csv.as_bytes())

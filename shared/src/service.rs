@@ -1,0 +1,406 @@
+//! The service skeleton: how every service starts and stops, written once.
+//!
+//! A service states only what is its own — its database schema, the publishers and
+//! consumers it needs, its background tasks and its HTTP routes — on a [`Service`],
+//! then hands over with [`Service::run`]. The skeleton then, in this order:
+//!
+//! 1. **serves HTTP at once**: `/healthz` answers, `/readyz` says "starting", and the
+//!    service's own routes answer `503` with `Retry-After` — so a slow database never
+//!    fails a liveness probe, and no request meets unmigrated tables;
+//! 2. **applies the migrations** of the service's schema (retrying while the database
+//!    is unreachable, until shutdown);
+//! 3. **starts the consumers and background tasks** and opens the service's routes;
+//!    `/readyz` now reports the broker links and the database.
+//!
+//! It runs until `shutdown` (SIGTERM, Ctrl-C) — or until a consumer ends on its own,
+//! which is a failure: `/readyz` fails at once and `run` returns an error, so the
+//! process exits non-zero and is restarted rather than staying "ready" while doing
+//! nothing (SPEC §5). Shutdown, also in one order:
+//!
+//! 1. the HTTP server stops accepting and finishes the requests in flight, while the
+//!    consumers finish and ack the messages in hand and the background tasks stop;
+//! 2. then the *drains* run to the end (the validator's outbox relay publishes what
+//!    the last messages committed);
+//! 3. then the broker links close (publishers outlive every request and message that
+//!    may still publish);
+//! 4. then the database pool closes.
+//!
+//! Steps 1–3 share the grace period (`SHUTDOWN_GRACE_SECONDS`); whatever is still
+//! unacked then is redelivered by the broker to another instance.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
+use futures::future::FusedFuture as _;
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Publisher, ReadyFlag};
+use crate::config::{BrokerConfig, DatabaseConfig, RuntimeConfig};
+use crate::consumer::{self, BatchHandler, ConsumerConfig};
+use crate::metrics::ConsumerMetrics;
+use crate::topology::QueueSpec;
+
+/// A service's own tables: its schema and the migrations that build it (SPEC §4.7).
+#[derive(Clone, Copy)]
+pub struct Schema {
+    pub name: &'static str,
+    pub migrator: &'static Migrator,
+}
+
+impl Schema {
+    /// A pool on the schema, its migrations applied (retrying while the database is
+    /// unreachable, until `shutdown`): what a one-off command such as an import needs.
+    pub async fn open(
+        self,
+        database: &DatabaseConfig,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<PgPool> {
+        let pool = crate::db::pool(database, self.name)?;
+        self.apply(&pool, shutdown).await?;
+        Ok(pool)
+    }
+
+    /// Applies the migrations through `pool` (whose connections use the schema).
+    pub async fn apply(self, pool: &PgPool, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        crate::db::migrate(pool, self.name, self.migrator, shutdown).await
+    }
+
+    /// The `migrate` subcommand (a Kubernetes Job): applies the migrations and returns.
+    pub async fn migrate(
+        self,
+        database: &DatabaseConfig,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.open(database, shutdown).await?.close().await;
+        tracing::info!(schema = self.name, "migrations applied");
+        Ok(())
+    }
+}
+
+/// How many deliveries a consumer takes at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most deliveries handed to the handler at once (one transaction, say).
+    pub batch: usize,
+    /// Batches in flight at once (each may hold a pooled connection).
+    pub batches: usize,
+}
+
+impl Batching {
+    /// One message at a time, several side by side.
+    pub const ONE_BY_ONE: Batching = Batching {
+        batch: 1,
+        batches: 16,
+    };
+}
+
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+type TaskFn = Box<dyn FnOnce(CancellationToken) -> Task + Send>;
+
+/// A service being put together (see the module's documentation).
+pub struct Service {
+    name: &'static str,
+    runtime: RuntimeConfig,
+    registry: Registry,
+    database: Option<(PgPool, Schema)>,
+    /// Every broker link `/readyz` waits for.
+    links: Vec<ReadyFlag>,
+    /// Publishers' supervisors; closed after everything that may publish has ended.
+    broker_tracker: TaskTracker,
+    broker_shutdown: CancellationToken,
+    consumers: Vec<(String, TaskFn)>,
+    tasks: Vec<(&'static str, TaskFn)>,
+    drains: Vec<(&'static str, TaskFn)>,
+    routes: Router,
+    topology: Vec<QueueSpec>,
+}
+
+impl Service {
+    /// `name` is the service's name in logs; `metrics_prefix` prefixes its metrics.
+    pub fn new(name: &'static str, metrics_prefix: &str, runtime: &RuntimeConfig) -> Service {
+        Service {
+            name,
+            runtime: runtime.clone(),
+            registry: Registry::with_prefix(metrics_prefix),
+            database: None,
+            links: Vec::new(),
+            broker_tracker: TaskTracker::new(),
+            broker_shutdown: CancellationToken::new(),
+            consumers: Vec::new(),
+            tasks: Vec::new(),
+            drains: Vec::new(),
+            routes: Router::new(),
+            topology: crate::topology::system_queues(),
+        }
+    }
+
+    /// The service owns `schema`: returns its pool (connections are made lazily; the
+    /// migrations are applied by [`Service::run`] before anything else touches it).
+    pub fn database(&mut self, config: &DatabaseConfig, schema: Schema) -> anyhow::Result<PgPool> {
+        let pool = crate::db::pool(config, schema.name)
+            .with_context(|| format!("DATABASE_URL (schema {})", schema.name))?;
+        self.database = Some((pool.clone(), schema));
+        Ok(pool)
+    }
+
+    /// Where the service registers its own metrics.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// A publisher with confirms to `meter.events`; it connects in the background at
+    /// once and stays open until every consumer, drain and request has finished.
+    pub fn publisher(&mut self, broker: &BrokerConfig, connection_name: &str) -> Publisher {
+        let publisher = Publisher::start(
+            broker.url().to_owned(),
+            connection_name.to_owned(),
+            self.topology.clone(),
+            &self.broker_tracker,
+            self.broker_shutdown.clone(),
+        );
+        self.links.push(publisher.ready());
+        publisher
+    }
+
+    /// Consumes `queue` (one of `shared::topology::system_queues`) with `handler`,
+    /// from the end of the start-up until shutdown.
+    pub fn consume<H: BatchHandler>(
+        &mut self,
+        broker: &BrokerConfig,
+        queue: &str,
+        batching: Batching,
+        handler: H,
+    ) -> anyhow::Result<()> {
+        let spec = self
+            .topology
+            .iter()
+            .find(|q| q.name == queue)
+            .cloned()
+            .with_context(|| format!("the broker topology has no `{queue}` queue"))?;
+        let config = ConsumerConfig {
+            batch: batching.batch,
+            concurrency: batching.batches,
+            prefetch: u16::try_from(batching.batch * batching.batches).unwrap_or(u16::MAX),
+            ..ConsumerConfig::new(broker.url(), spec, self.topology.clone())
+        };
+        let metrics = ConsumerMetrics::register(&mut self.registry);
+        let ready = ReadyFlag::default();
+        self.links.push(ready.clone());
+        let handler = Arc::new(handler);
+        self.consumers.push((
+            queue.to_owned(),
+            Box::new(move |shutdown| {
+                Box::pin(consumer::run_batched(
+                    config, handler, metrics, ready, shutdown,
+                ))
+            }),
+        ));
+        Ok(())
+    }
+
+    /// A background task, started with the consumers and told to stop (through its
+    /// token) when shutdown begins.
+    pub fn task<F, Fut>(&mut self, name: &'static str, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks
+            .push((name, Box::new(move |stop| Box::pin(task(stop)))));
+    }
+
+    /// A task that must outlive the consumers: told to stop only once every consumer
+    /// has finished its messages, so it can finish what they left (the outbox relay).
+    pub fn drain<F, Fut>(&mut self, name: &'static str, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.drains
+            .push((name, Box::new(move |stop| Box::pin(task(stop)))));
+    }
+
+    /// The service's own HTTP routes, served beside the operational endpoints.
+    pub fn routes(&mut self, routes: Router) {
+        self.routes = std::mem::take(&mut self.routes).merge(routes);
+    }
+
+    /// Runs the service until `shutdown`, in the order of the module's documentation.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Service {
+            name,
+            runtime,
+            registry,
+            database,
+            links,
+            broker_tracker,
+            broker_shutdown,
+            consumers,
+            tasks,
+            drains,
+            routes,
+            topology: _,
+        } = self;
+        let started = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
+        let ops = crate::http::Ops {
+            registry: Arc::new(registry),
+            broker_links: links,
+            database: database.as_ref().map(|(pool, _)| pool.clone()),
+            started: started.clone(),
+            failed: failed.clone(),
+        };
+        let gate = started.clone();
+        let app = routes
+            .layer(axum::middleware::from_fn(
+                move |req: Request, next: Next| {
+                    let open = gate.load(Ordering::Acquire);
+                    async move {
+                        if open {
+                            next.run(req).await
+                        } else {
+                            starting()
+                        }
+                    }
+                },
+            ))
+            .merge(crate::http::router(ops));
+        let addr = listener
+            .local_addr()
+            .context("the HTTP listener's address")?;
+        tracing::info!(%addr, "{name} listening");
+        let http_stop = shutdown.child_token();
+        let mut http = tokio::spawn(crate::http::serve(listener, app, http_stop)).fuse();
+
+        let outcome = async {
+            if let Some((pool, schema)) = &database {
+                schema.apply(pool, &shutdown).await?;
+            }
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let mut running = JoinSet::new();
+            for (queue, start) in consumers {
+                let task = start(shutdown.clone());
+                running.spawn(async move {
+                    task.await;
+                    queue
+                });
+            }
+            let background = TaskTracker::new();
+            for (task_name, start) in tasks {
+                let task = start(shutdown.clone());
+                background.spawn(async move {
+                    task.await;
+                    tracing::debug!(task = task_name, "background task ended");
+                });
+            }
+            background.close();
+            let drain_stop = CancellationToken::new();
+            let drains_running = TaskTracker::new();
+            for (_, start) in drains {
+                drains_running.spawn(start(drain_stop.clone()));
+            }
+            drains_running.close();
+            started.store(true, Ordering::Release);
+            tracing::info!("{name} started");
+
+            // Until shutdown, a consumer that ends, or the HTTP server failing.
+            let ended = tokio::select! {
+                _ = shutdown.cancelled() => Ok(()),
+                Some(queue) = running.join_next() => {
+                    let queue = queue.unwrap_or_else(|e| format!("(panicked: {e})"));
+                    failed.store(true, Ordering::Release);
+                    tracing::error!(queue = %queue, "a consumer stopped on its own; shutting down");
+                    shutdown.cancel();
+                    Err(anyhow::anyhow!("the consumer of `{queue}` stopped on its own"))
+                }
+                served = &mut http, if !http.is_terminated() => {
+                    failed.store(true, Ordering::Release);
+                    shutdown.cancel();
+                    match served {
+                        Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped on its own")),
+                        Ok(Err(e)) => Err(anyhow::Error::new(e).context("HTTP server")),
+                        Err(e) => Err(anyhow::Error::new(e).context("HTTP server task")),
+                    }
+                }
+            };
+
+            let grace = tokio::time::sleep(runtime.grace());
+            tokio::pin!(grace);
+            let in_hand = async {
+                while running.join_next().await.is_some() {}
+                background.wait().await;
+                drain_stop.cancel();
+                drains_running.wait().await;
+            };
+            tokio::select! {
+                _ = in_hand => {}
+                _ = &mut grace => tracing::warn!(
+                    "in-flight messages not finished within the grace period; the broker will redeliver them"
+                ),
+            }
+            ended
+        }
+        .await;
+
+        // The HTTP server stops accepting when `shutdown` is cancelled (its token is a
+        // child); requests in flight finish before it returns.
+        shutdown.cancel();
+        let served = if http.is_terminated() {
+            None
+        } else {
+            tokio::time::timeout(runtime.grace(), &mut http).await.ok()
+        };
+        broker_shutdown.cancel();
+        broker_tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), broker_tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("broker links not closed within 10 s");
+        }
+        if let Some((pool, _)) = database {
+            pool.close().await;
+        }
+        outcome?;
+        if let Some(served) = served {
+            served.context("HTTP server task")?.context("HTTP server")?;
+        }
+        tracing::info!("{name} stopped");
+        Ok(())
+    }
+}
+
+/// What the service's own routes answer while it starts.
+fn starting() -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "starting: the service is not ready yet",
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}

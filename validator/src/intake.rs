@@ -1,15 +1,18 @@
-//! One inbound SMS, from `sms.received` to a stored outcome: the checks of SPEC §3 in
+//! Inbound SMS, from `sms.received` to a stored outcome: the checks of SPEC §3 in
 //! their order, the audit row, the accepted reading (superseding an earlier one of the
 //! same meter and period) and the event, all in one transaction. The event goes to
 //! the outbox table, so it exists if and only if the outcome was committed; the
 //! caller hands the returned [`Pending`] events to the relay after the commit.
+//!
+//! There is one path: [`process_batch`] decides and stores any number of messages in
+//! one transaction, and a single message is a batch of one. This module holds the
+//! decisions themselves — pure functions of the message, the account's meters and
+//! the previous reading — and [`batch`] the statements that feed them and store
+//! what they decide.
 
 use std::ops::RangeInclusive;
 
-use chrono::{DateTime, FixedOffset};
-use shared::events::{Event, Period, ReadingAccepted, ReadingRejected, RejectReason, SmsReceived};
-use sqlx::{PgConnection, PgPool};
-use tracing::Instrument;
+use shared::events::{Period, ReadingAccepted, ReadingRejected, RejectReason, SmsReceived};
 use uuid::Uuid;
 
 mod batch;
@@ -17,7 +20,8 @@ mod batch;
 pub use batch::{BatchItem, process_batch};
 
 use crate::grammar::{self, ParseError, ParsedMessage};
-use crate::outbox::{Outgoing, Pending};
+#[cfg(doc)]
+use crate::outbox::Pending;
 use crate::reply::Refusal;
 use crate::rules::{self, Previous, Window};
 
@@ -72,42 +76,25 @@ struct Accepted {
     period: Period,
 }
 
-#[derive(Clone)]
+/// A meter of the registry, as the checks need it.
+#[derive(Clone, sqlx::FromRow)]
 struct MeterRow {
     account: String,
     meter: String,
     zones: i16,
     digits: i16,
+    /// `status = 'active'` in the registry.
     active: bool,
+    /// The registry's last known reading (billing's), if any.
     baseline_period: Option<String>,
     baseline_values: Option<Vec<i64>>,
 }
 
-/// Checks and stores one message. Errors are database errors only (retry later).
-pub async fn process(
-    pool: &PgPool,
-    rules: &Rules,
-    sms: &SmsReceived,
-) -> Result<(Outcome, Vec<Pending>), sqlx::Error> {
-    let mut tx = shared::db::begin_batch(pool).await?;
-    let seen: Option<i32> = sqlx::query_scalar("SELECT 1 FROM messages WHERE message_id = $1")
-        .bind(&sms.message_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if seen.is_some() {
-        return Ok((Outcome::Duplicate, Vec::new()));
-    }
-    let decision = decide(&mut tx, rules, sms)
-        .instrument(tracing::info_span!("validate", otel.name = "validate"))
-        .await?;
-    let (outcome, reading_id) = outcome_of(sms, decision);
-    record(tx, sms, outcome, reading_id)
-        .instrument(tracing::info_span!(
-            "store",
-            otel.name = "store",
-            db.system = "postgresql"
-        ))
-        .await
+/// The latest accepted reading of a meter in an earlier period, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct AcceptedReading {
+    period: String,
+    readings: Vec<i64>,
 }
 
 /// The outcome a decision makes of a message (the event before it is stored), and the
@@ -175,190 +162,6 @@ impl AuditFields {
     }
 }
 
-/// Stores the outcome: the audit row, the reading and the event, then commits.
-async fn record(
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    sms: &SmsReceived,
-    outcome: Outcome,
-    reading_id: Option<Uuid>,
-) -> Result<(Outcome, Vec<Pending>), sqlx::Error> {
-    // The audit row first: its primary key settles a concurrent duplicate delivery.
-    let Some(AuditFields {
-        status,
-        reason,
-        account,
-        reply,
-    }) = AuditFields::of(&outcome)
-    else {
-        return Ok((Outcome::Duplicate, Vec::new()));
-    };
-    let inserted = sqlx::query(
-        "INSERT INTO messages (message_id, sender, recipient, body, received_at, channel, outcome, reason, account, reading_id, reply)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (message_id) DO NOTHING",
-    )
-    .bind(&sms.message_id)
-    .bind(&sms.from)
-    .bind(&sms.to)
-    .bind(&sms.text)
-    .bind(sms.received_at)
-    .bind(sms.channel.as_str())
-    .bind(status)
-    .bind(reason)
-    .bind(account)
-    .bind(reading_id)
-    .bind(reply)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok((Outcome::Duplicate, Vec::new()));
-    }
-
-    let outcome = match outcome {
-        Outcome::Accepted(mut event) => {
-            event.supersedes = store_reading(&mut tx, &event).await?;
-            Outcome::Accepted(event)
-        }
-        other => other,
-    };
-    let event = match &outcome {
-        Outcome::Accepted(e) => Event::ReadingAccepted(e.clone()),
-        Outcome::Rejected(e) => Event::ReadingRejected(e.clone()),
-        Outcome::Duplicate => return Ok((Outcome::Duplicate, Vec::new())),
-    };
-    let pending = crate::outbox::enqueue(&mut tx, &[Outgoing::current(event)]).await?;
-    tx.commit().await?;
-    Ok((outcome, pending))
-}
-
-/// Stores an accepted reading; returns the reading it supersedes, if any.
-async fn store_reading(
-    tx: &mut PgConnection,
-    event: &ReadingAccepted,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let period = event.period.to_string();
-    let previous: Option<Uuid> = sqlx::query_scalar(
-        "SELECT reading_id FROM readings WHERE account = $1 AND meter = $2 AND period = $3 AND superseded_by IS NULL
-         ORDER BY accepted_at DESC LIMIT 1 FOR UPDATE",
-    )
-    .bind(&event.account)
-    .bind(&event.meter)
-    .bind(&period)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let values: Vec<i64> = event
-        .values
-        .iter()
-        .map(|v| i64::try_from(*v).unwrap_or(i64::MAX))
-        .collect();
-    sqlx::query(
-        "INSERT INTO readings (reading_id, message_id, account, meter, period, readings, received_at, email, supersedes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(event.reading_id)
-    .bind(&event.message_id)
-    .bind(&event.account)
-    .bind(&event.meter)
-    .bind(&period)
-    .bind(&values)
-    .bind(event.received_at)
-    .bind(&event.email)
-    .bind(previous)
-    .execute(&mut *tx)
-    .await?;
-    if let Some(previous) = previous {
-        sqlx::query("UPDATE readings SET superseded_by = $1 WHERE reading_id = $2")
-            .bind(event.reading_id)
-            .bind(previous)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(previous)
-}
-
-/// The checks of SPEC §3, in order; the first failure is the reason.
-async fn decide(
-    tx: &mut PgConnection,
-    rules: &Rules,
-    sms: &SmsReceived,
-) -> Result<Result<Accepted, Refused>, sqlx::Error> {
-    let (parsed, period) = match parse_checked(rules, sms) {
-        Ok(p) => p,
-        Err(refused) => return Ok(Err(refused)),
-    };
-    let meters: Vec<MeterRow> = sqlx::query_as::<_, MeterRecord>(
-        "SELECT account, meter, zones, digits, status, baseline_period, baseline_values FROM meters WHERE account = $1 ORDER BY meter",
-    )
-    .bind(parsed.account.as_str())
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(MeterRow::from)
-    .collect();
-    let meter = match meter_checked(&parsed, meters) {
-        Ok(m) => m,
-        Err(refused) => return Ok(Err(refused)),
-    };
-    // Locking the account serialises messages for one account across batches and
-    // replicas, so supersession and the comparison base cannot race. The first of the
-    // two locks a transaction takes (the sender's is the second), as in a batch.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
-        .bind(parsed.account.as_str())
-        .bind(ACCOUNT_LOCK_SEED)
-        .execute(&mut *tx)
-        .await?;
-    let accepted: Option<(String, Vec<i64>)> = sqlx::query_as(
-        "SELECT period, readings FROM readings WHERE account = $1 AND meter = $2 AND period < $3 AND superseded_by IS NULL
-         ORDER BY period DESC, accepted_at DESC LIMIT 1",
-    )
-    .bind(parsed.account.as_str())
-    .bind(&meter.meter)
-    .bind(period.to_string())
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Err(refused) = reading_checked(rules, &parsed, &meter, period, accepted) {
-        return Ok(Err(refused));
-    }
-    if rate_limited(tx, rules, &sms.from, sms.received_at).await? {
-        return Ok(Err(Refused::new(
-            Refusal::RateLimited,
-            Some(parsed.account.as_str()),
-        )));
-    }
-    Ok(Ok(Accepted {
-        parsed,
-        meter: meter.meter,
-        period,
-    }))
-}
-
-/// A `meters` row as selected.
-type MeterRecord = (
-    String,
-    String,
-    i16,
-    i16,
-    String,
-    Option<String>,
-    Option<Vec<i64>>,
-);
-
-impl From<MeterRecord> for MeterRow {
-    fn from(
-        (account, meter, zones, digits, status, baseline_period, baseline_values): MeterRecord,
-    ) -> Self {
-        MeterRow {
-            account,
-            meter,
-            zones,
-            digits,
-            active: status == "active",
-            baseline_period,
-            baseline_values,
-        }
-    }
-}
-
 /// The checks that need only the text and the time: format, e-mail, window.
 fn parse_checked(rules: &Rules, sms: &SmsReceived) -> Result<(ParsedMessage, Period), Refused> {
     let parsed = match grammar::parse(&sms.text, rules.account_digits.clone()) {
@@ -422,7 +225,7 @@ fn reading_checked(
     parsed: &ParsedMessage,
     meter: &MeterRow,
     period: Period,
-    accepted: Option<(String, Vec<i64>)>,
+    accepted: Option<AcceptedReading>,
 ) -> Result<(), Refused> {
     let values: Vec<u64> = parsed.readings.iter().map(|r| r.value()).collect();
     let digits = u32::try_from(meter.digits).unwrap_or(0);
@@ -437,7 +240,7 @@ fn reading_checked(
 /// period, else the registry's last known reading. A correction within the same
 /// period is compared with the earlier period, not with the reading it corrects.
 fn previous_reading(
-    accepted: Option<(String, Vec<i64>)>,
+    accepted: Option<AcceptedReading>,
     meter: &MeterRow,
     period: Period,
 ) -> Option<Previous> {
@@ -445,7 +248,10 @@ fn previous_reading(
         (Some(p), Some(v)) => Some((p.clone(), v.clone())),
         _ => None,
     };
-    let candidates = accepted.into_iter().chain(baseline);
+    let candidates = accepted
+        .into_iter()
+        .map(|a| (a.period, a.readings))
+        .chain(baseline);
     candidates
         .filter_map(|(p, v)| {
             let p: Period = p.parse().ok()?;
@@ -456,29 +262,4 @@ fn previous_reading(
             (p <= period).then_some(Previous { period: p, values })
         })
         .max_by_key(|prev| prev.period)
-}
-
-/// More than the allowed messages from this sender in the hour before this one.
-async fn rate_limited(
-    tx: &mut PgConnection,
-    rules: &Rules,
-    sender: &str,
-    at: DateTime<FixedOffset>,
-) -> Result<bool, sqlx::Error> {
-    // Two messages of one sender handled at once would both count the other as not yet
-    // there; a per-sender lock for the rest of the transaction makes the count exact.
-    // It is the last lock a transaction takes, so it cannot take part in a deadlock.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
-        .bind(sender)
-        .bind(SENDER_LOCK_SEED)
-        .execute(&mut *tx)
-        .await?;
-    let count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM messages WHERE sender = $1 AND received_at > $2 - interval '1 hour' AND received_at <= $2",
-    )
-    .bind(sender)
-    .bind(at)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(count >= i64::from(rules.rate_limit_per_hour))
 }

@@ -1,16 +1,18 @@
-//! The batch path (`intake::process_batch`, what the consumer runs) against the
-//! one-message path (`intake::process`): for the same messages in the same order they
-//! must decide the same outcomes and leave the same rows — including batches where
-//! messages share an account (supersession), a sender (the rate limit) or an id
-//! (a redelivery). And concurrent batches over the same accounts and senders must not
+//! The one path (`intake::process_batch`, what the consumer runs) against recorded
+//! expectations: for the same messages in the same order, in batches of any size
+//! (one included), it must decide the outcomes and leave the rows that the former
+//! one-message path did — including batches where messages share an account
+//! (supersession), a sender (the rate limit) or an id (a redelivery). And concurrent batches over the same accounts and senders must not
 //! deadlock, and concurrent batches naming one meter from different senders must leave
 //! one current reading (the account locks; it fails without them: checked).
 
 mod common;
 
 use common::{Harness, config};
+use shared::events::Event;
 use shared::events::{Channel, SmsReceived};
 use validator::intake::{self, BatchItem, Outcome, Rules};
+use validator::outbox as intake_pending;
 
 /// A deterministic pseudo-random sequence (xorshift), so a failure can be replayed.
 struct Rng(u64);
@@ -129,48 +131,37 @@ async fn rows(h: &Harness) -> Rows {
     (messages, readings, outbox)
 }
 
-#[tokio::test]
-async fn record_expectations_from_the_one_message_path() {
-    let one = Harness::prepared().await;
-    let rules = rules(&one);
-    let msgs = messages(240, 0x5eed);
-    let mut outcomes = Vec::new();
-    for sms in &msgs {
-        let o = intake::process(&one.pool, &rules, sms).await.expect("one").0;
-        outcomes.push(match o {
-            Outcome::Duplicate => serde_json::json!("duplicate"),
-            Outcome::Accepted(a) => serde_json::to_value(shared::events::Event::ReadingAccepted(a)).expect("json"),
-            Outcome::Rejected(r) => serde_json::to_value(shared::events::Event::ReadingRejected(r)).expect("json"),
-        });
-    }
-    let (m, r, o) = rows(&one).await;
-    let doc = serde_json::json!({"outcomes": outcomes, "messages": m, "readings": r, "outbox": o});
-    std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/expected/batch-240.json"), serde_json::to_string_pretty(&doc).expect("json")).expect("write");
-    one.finish().await;
+/// What the messages decided and left, as JSON: outcome per message (the event, or
+/// `"duplicate"`) and the rows of `messages`, `readings` and `outbox`.
+fn expectations(outcomes: &[Outcome], (messages, readings, outbox): Rows) -> serde_json::Value {
+    let outcomes: Vec<serde_json::Value> =
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Duplicate => serde_json::json!("duplicate"),
+                Outcome::Accepted(a) => serde_json::to_value(Event::ReadingAccepted(a.clone()))
+                    .expect("accepted as JSON"),
+                Outcome::Rejected(r) => serde_json::to_value(Event::ReadingRejected(r.clone()))
+                    .expect("rejected as JSON"),
+            })
+            .collect();
+    serde_json::json!({"outcomes": outcomes, "messages": messages, "readings": readings, "outbox": outbox})
 }
 
-#[tokio::test]
-async fn batches_decide_and_store_exactly_what_one_by_one_does() {
-    let one = Harness::prepared().await;
-    let batched = Harness::prepared().await;
-    let rules = rules(&one);
-    let msgs = messages(240, 0x5eed);
-    let span = tracing::Span::none();
+const EXPECTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/expected/batch-240.json");
 
-    let mut expected = Vec::new();
-    for sms in &msgs {
-        expected.push(
-            intake::process(&one.pool, &rules, sms)
-                .await
-                .expect("one")
-                .0,
-        );
-    }
+/// Runs the messages through the batch path in batches of the given sizes (cycled).
+async fn run_in_batches(
+    h: &Harness,
+    rules: &Rules,
+    msgs: &[SmsReceived],
+    sizes: &[usize],
+) -> (Vec<Outcome>, Vec<intake_pending::Pending>) {
+    let span = tracing::Span::none();
     let mut got = Vec::new();
     let mut handed_over = Vec::new();
-    // Batches of assorted sizes, as the consumer hands them over.
     let mut start = 0;
-    for size in [1, 2, 7, 64, 30, 64, 40, 32].into_iter().cycle() {
+    for &size in sizes.iter().cycle() {
         if start >= msgs.len() {
             break;
         }
@@ -179,37 +170,86 @@ async fn batches_decide_and_store_exactly_what_one_by_one_does() {
             .iter()
             .map(|sms| BatchItem { sms, span: &span })
             .collect();
-        let (outcomes, pending) = intake::process_batch(&batched.pool, &rules, &items)
+        let (outcomes, pending) = intake::process_batch(&h.pool, rules, &items)
             .await
             .expect("batch");
         got.extend(outcomes);
         handed_over.extend(pending);
         start = end;
     }
+    (got, handed_over)
+}
 
-    assert_eq!(got.len(), expected.len());
-    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(g, e, "message {i} ({}): batch vs one by one", msgs[i].text);
+/// The reference: what the one-message path (removed since; a message is now a batch
+/// of one) decided and stored for these 240 messages, recorded at commit ba00039.
+/// A rule change that changes it must change this file in the same commit: run with
+/// `UPDATE_EXPECTED=1` and read the diff as the change's effect on residents.
+fn expected() -> serde_json::Value {
+    let text = std::fs::read_to_string(EXPECTED).expect("the recorded expectations");
+    serde_json::from_str(&text).expect("the recorded expectations as JSON")
+}
+
+/// Message by message, so a failure names the first message that differs.
+fn assert_matches_expected(got: &serde_json::Value, msgs: &[SmsReceived], what: &str) {
+    if std::env::var_os("UPDATE_EXPECTED").is_some() {
+        let text = serde_json::to_string_pretty(got).expect("JSON");
+        std::fs::write(EXPECTED, text + "\n").expect("write the expectations");
+        return;
     }
-    // The mix did exercise every path.
-    let count = |f: fn(&Outcome) -> bool| expected.iter().filter(|o| f(o)).count();
+    let expected = expected();
+    for (i, (g, e)) in got["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .zip(expected["outcomes"].as_array().expect("recorded outcomes"))
+        .enumerate()
+    {
+        assert_eq!(g, e, "{what}: message {i} ({})", msgs[i].text);
+    }
+    for table in ["outcomes", "messages", "readings", "outbox"] {
+        assert_eq!(got[table], expected[table], "{what}: table {table}");
+    }
+}
+
+#[tokio::test]
+async fn batches_decide_and_store_what_was_recorded() {
+    let msgs = messages(240, 0x5eed);
+    let expected = expected();
+    // The mix exercises every path: duplicates, supersession, the rate limit, refusals.
+    let outcomes = expected["outcomes"].as_array().expect("outcomes");
+    assert_eq!(outcomes.len(), msgs.len());
+    let count = |f: &dyn Fn(&serde_json::Value) -> bool| outcomes.iter().filter(|o| f(o)).count();
     let mix = [
-        count(|o| matches!(o, Outcome::Duplicate)),
-        count(|o| matches!(o, Outcome::Accepted(a) if a.supersedes.is_some())),
-        count(
-            |o| matches!(o, Outcome::Rejected(r) if r.reason == shared::events::RejectReason::RateLimited),
-        ),
-        count(|o| matches!(o, Outcome::Rejected(_))),
+        count(&|o| o == "duplicate"),
+        count(&|o| o.get("supersedes").is_some_and(|s| !s.is_null())),
+        count(&|o| o["reason"] == "rate_limited"),
+        count(&|o| o["schema"] == "reading.rejected/v1"),
     ];
     assert!(
         mix[0] > 5 && mix[1] > 5 && mix[2] > 5 && mix[3] > 20,
         "duplicates, superseding, rate-limited, rejected: {mix:?}"
     );
-    assert_eq!(rows(&batched).await, rows(&one).await);
-    // What the batches hand to the relay is exactly the outbox: each row by its id.
+
+    // Batches of assorted sizes, as the consumer hands them over; and one by one
+    // (a single message is a batch of one).
+    for sizes in [&[1, 2, 7, 64, 30, 64, 40, 32][..], &[1][..]] {
+        let h = Harness::prepared().await;
+        let rules = rules(&h);
+        let (got, handed_over) = run_in_batches(&h, &rules, &msgs, sizes).await;
+        assert_eq!(got.len(), msgs.len());
+        let what = format!("batches of {sizes:?}");
+        assert_matches_expected(&expectations(&got, rows(&h).await), &msgs, &what);
+        assert_handed_over_is_the_outbox(&h, &handed_over).await;
+        h.finish().await;
+    }
+}
+
+/// What the batches hand to the relay is exactly the outbox, each row by its id; only
+/// accepted readings without an address are marked as nothing for the notifier.
+async fn assert_handed_over_is_the_outbox(h: &Harness, handed_over: &[intake_pending::Pending]) {
     let mut outbox: Vec<(i64, String, String, String)> =
         sqlx::query_as("SELECT id, routing_key, message_id, body FROM outbox ORDER BY id")
-            .fetch_all(&batched.pool)
+            .fetch_all(&h.pool)
             .await
             .expect("outbox");
     let mut handed: Vec<(i64, String, String, String)> = handed_over
@@ -227,18 +267,15 @@ async fn batches_decide_and_store_exactly_what_one_by_one_does() {
     handed.sort();
     assert!(!handed.is_empty());
     assert_eq!(handed, outbox);
-    // Only accepted readings without an address are marked as nothing for the notifier.
-    for p in &handed_over {
-        let event = shared::events::Event::from_json(p.body.as_bytes()).expect("event");
+    for p in handed_over {
+        let event = Event::from_json(p.body.as_bytes()).expect("event");
         assert_eq!(
             p.skip_notifier,
-            matches!(&event, shared::events::Event::ReadingAccepted(a) if a.email.is_none()),
+            matches!(&event, Event::ReadingAccepted(a) if a.email.is_none()),
             "{}",
             p.body
         );
     }
-    one.finish().await;
-    batched.finish().await;
 }
 
 /// Each list of messages in batches of `batch`, all lists at the same time; the

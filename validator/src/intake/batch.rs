@@ -1,6 +1,7 @@
-//! Many messages in one transaction: the same checks and the same rows as
-//! [`super::process`], with one statement per step for the whole batch instead of one
-//! per message, and one commit.
+//! Messages in one transaction — the one path every message takes, a single message
+//! being a batch of one: one statement per step for the whole batch, and one commit.
+//! The decisions themselves are the parent module's pure functions; this module
+//! reads what they need and stores what they decide.
 //!
 //! Messages that touch each other — the same `message_id`, sender or account — must see
 //! each other's effects in order (a redelivery is a duplicate, a second reading of a
@@ -12,8 +13,7 @@
 //!
 //! Locks are taken up front, in one statement and one order for everyone: advisory
 //! locks on the accounts a reading may be stored for, sorted by key, then on the
-//! senders, sorted by key — the same order the one-message path takes them in — so
-//! concurrent batches (and replicas) cannot deadlock.
+//! senders, sorted by key — so concurrent batches (and replicas) cannot deadlock.
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,7 +23,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    Accepted, AuditFields, MeterRecord, MeterRow, Outcome, Refused, Rules, meter_checked,
+    Accepted, AcceptedReading, AuditFields, MeterRow, Outcome, Refused, Rules, meter_checked,
     outcome_of, parse_checked, reading_checked,
 };
 use crate::grammar::ParsedMessage;
@@ -77,64 +77,10 @@ pub async fn process_batch(
     let mut tx = shared::db::begin_batch(pool).await?;
     let meters = read_meters(&mut tx, &stages).await?;
     lock_accounts_and_senders(&mut tx, &stages, &meters, items).await?;
-
     let mut outcomes: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
     let mut pending = Vec::new();
     for round in rounds {
-        let seen = seen(&mut tx, items, &round).await?;
-        for &i in &round {
-            if seen.contains(items[i].sms.message_id.as_str()) {
-                stages[i] = Stage::Duplicate;
-                continue;
-            }
-            if let Stage::Parsed(..) = stages[i] {
-                let Stage::Parsed(parsed, period) =
-                    std::mem::replace(&mut stages[i], Stage::Duplicate)
-                else {
-                    continue;
-                };
-                let rows = meters
-                    .get(parsed.account.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                stages[i] = match meter_checked(&parsed, rows) {
-                    Ok(meter) => Stage::Metered(parsed, period, meter),
-                    Err(refused) => Stage::Decided(Err(refused)),
-                };
-            }
-        }
-        let mut previous = previous_readings(&mut tx, &stages, &round).await?;
-        let mut passed = Vec::new();
-        for &i in &round {
-            if let Stage::Metered(parsed, period, meter) = &stages[i] {
-                let accepted = previous.remove(&i);
-                match reading_checked(rules, parsed, meter, *period, accepted) {
-                    Ok(()) => passed.push(i),
-                    Err(refused) => stages[i] = Stage::Decided(Err(refused)),
-                }
-            }
-        }
-        let counts = sender_counts(&mut tx, items, &passed).await?;
-        for &i in &passed {
-            let Stage::Metered(parsed, period, meter) =
-                std::mem::replace(&mut stages[i], Stage::Duplicate)
-            else {
-                continue;
-            };
-            let count = counts.get(&i).copied().unwrap_or(0);
-            stages[i] = Stage::Decided(if count >= i64::from(rules.rate_limit_per_hour) {
-                Err(Refused::new(
-                    Refusal::RateLimited,
-                    Some(parsed.account.as_str()),
-                ))
-            } else {
-                Ok(Accepted {
-                    parsed,
-                    meter: meter.meter,
-                    period,
-                })
-            });
-        }
+        decide_round(&mut tx, rules, items, &mut stages, &meters, &round).await?;
         store_round(
             &mut tx,
             items,
@@ -152,6 +98,72 @@ pub async fn process_batch(
         .map(|o| o.unwrap_or(Outcome::Duplicate))
         .collect();
     Ok((outcomes, pending))
+}
+
+/// Takes the round's messages through the checks that need the database, in SPEC
+/// §3's order: seen before (a duplicate), the meters, the previous reading, the
+/// sender's rate. Every message of the round ends `Decided` or `Duplicate`.
+async fn decide_round(
+    tx: &mut PgConnection,
+    rules: &Rules,
+    items: &[BatchItem<'_>],
+    stages: &mut [Stage],
+    meters: &HashMap<String, Vec<MeterRow>>,
+    round: &[usize],
+) -> Result<(), sqlx::Error> {
+    let seen = seen(tx, items, round).await?;
+    for &i in round {
+        if seen.contains(items[i].sms.message_id.as_str()) {
+            stages[i] = Stage::Duplicate;
+            continue;
+        }
+        if let Stage::Parsed(..) = stages[i] {
+            let Stage::Parsed(parsed, period) = std::mem::replace(&mut stages[i], Stage::Duplicate)
+            else {
+                continue;
+            };
+            let rows = meters
+                .get(parsed.account.as_str())
+                .cloned()
+                .unwrap_or_default();
+            stages[i] = match meter_checked(&parsed, rows) {
+                Ok(meter) => Stage::Metered(parsed, period, meter),
+                Err(refused) => Stage::Decided(Err(refused)),
+            };
+        }
+    }
+    let mut previous = previous_readings(tx, stages, round).await?;
+    let mut passed = Vec::new();
+    for &i in round {
+        if let Stage::Metered(parsed, period, meter) = &stages[i] {
+            match reading_checked(rules, parsed, meter, *period, previous.remove(&i)) {
+                Ok(()) => passed.push(i),
+                Err(refused) => stages[i] = Stage::Decided(Err(refused)),
+            }
+        }
+    }
+    let counts = sender_counts(tx, items, &passed).await?;
+    for &i in &passed {
+        let Stage::Metered(parsed, period, meter) =
+            std::mem::replace(&mut stages[i], Stage::Duplicate)
+        else {
+            continue;
+        };
+        let count = counts.get(&i).copied().unwrap_or(0);
+        stages[i] = Stage::Decided(if count >= i64::from(rules.rate_limit_per_hour) {
+            Err(Refused::new(
+                Refusal::RateLimited,
+                Some(parsed.account.as_str()),
+            ))
+        } else {
+            Ok(Accepted {
+                parsed,
+                meter: meter.meter,
+                period,
+            })
+        });
+    }
+    Ok(())
 }
 
 /// The rounds of a batch (see the module's documentation), as indexes into `items`.
@@ -202,15 +214,14 @@ async fn read_meters(
     if accounts.is_empty() {
         return Ok(meters);
     }
-    let rows: Vec<MeterRecord> = sqlx::query_as(
-        "SELECT account, meter, zones, digits, status, baseline_period, baseline_values FROM meters
-         WHERE account = ANY($1) ORDER BY account, meter",
+    let rows: Vec<MeterRow> = sqlx::query_as(
+        "SELECT account, meter, zones, digits, status = 'active' AS active, baseline_period, baseline_values
+         FROM meters WHERE account = ANY($1) ORDER BY account, meter",
     )
     .bind(&accounts)
     .fetch_all(&mut *tx)
     .await?;
     for row in rows {
-        let row = MeterRow::from(row);
         meters.entry(row.account.clone()).or_default().push(row);
     }
     Ok(meters)
@@ -219,7 +230,7 @@ async fn read_meters(
 /// Takes the batch's locks, in one statement and one order for everyone: an advisory
 /// lock per account a reading may be stored for — where the meter checks pass for at
 /// least one of the batch's messages — then one per sender, each group sorted by key,
-/// the order the one-message path takes its two locks in. The account locks serialise
+/// the order every transaction takes them in. The account locks serialise
 /// messages for one account across batches and replicas, so supersession and the
 /// comparison base cannot race; an account that refuses every message (unknown,
 /// closed, two meters, wrong zones) is not locked, so a popular wrong account does not
@@ -279,13 +290,22 @@ async fn seen(
     Ok(rows.into_iter().collect())
 }
 
+/// A message's previous reading, as the batch query returns it.
+#[derive(sqlx::FromRow)]
+struct PreviousOf {
+    /// The message's index in the batch.
+    i: i64,
+    #[sqlx(flatten)]
+    reading: AcceptedReading,
+}
+
 /// For each metered message of the round, the latest accepted reading of an earlier
 /// period (by the message's index).
 async fn previous_readings(
     tx: &mut PgConnection,
     stages: &[Stage],
     round: &[usize],
-) -> Result<HashMap<usize, (String, Vec<i64>)>, sqlx::Error> {
+) -> Result<HashMap<usize, AcceptedReading>, sqlx::Error> {
     let mut index = Vec::new();
     let mut accounts = Vec::new();
     let mut meters = Vec::new();
@@ -301,7 +321,7 @@ async fn previous_readings(
     if index.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(i64, String, Vec<i64>)> = sqlx::query_as(
+    let rows: Vec<PreviousOf> = sqlx::query_as(
         // LATERAL … LIMIT 1: a parameterised probe of readings_meter_period per message
         // (a join of the batch against readings may be planned as a scan of the table).
         "SELECT q.i, p.period, p.readings
@@ -320,7 +340,7 @@ async fn previous_readings(
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(i, period, values)| Some((usize::try_from(i).ok()?, (period, values))))
+        .filter_map(|row| Some((usize::try_from(row.i).ok()?, row.reading)))
         .collect())
 }
 

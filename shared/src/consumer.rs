@@ -5,16 +5,26 @@
 //! |----------------------------|-----------------------------------------------------|
 //! | `Ok(())`                   | acked (with its neighbours: one `multiple` ack)     |
 //! | `Err(Transient)`           | re-published to a TTL retry queue (delayed retry), then acked; dead-lettered once the attempts are spent |
+//! | `Err(RetryAfter)`          | the same, but back no sooner than the handler asked and no later than needed (below) |
 //! | `Err(Permanent)`           | re-published to the dead-letter queue with the reason, then acked |
 //!
 //! Nothing is ever requeued in a loop: a consumer that crashes before acking gets the
 //! message back from the broker, and the quorum queue's delivery limit dead-letters a
 //! message that keeps crashing it. The loop reconnects by itself and stops on shutdown
 //! after the messages in hand are finished and acked.
+//!
+//! A `RetryAfter` is for a handler that knows when trying again can help (another
+//! worker's lease ends, a peer said `Retry-After`): the back-off schedule would bring
+//! the message back too early (and spend an attempt for nothing) or minutes too late.
+//! The retry queues have fixed delays, so the message carries its due time
+//! ([`NOT_BEFORE_HEADER`]) and goes to the longest delay that does not pass it; one
+//! that comes back early is parked again for what is left (without calling the handler
+//! or spending an attempt), so it reaches the handler within the shortest delay after
+//! its due time.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use lapin::Channel;
@@ -38,6 +48,8 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 pub const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 /// Header: the last error, on retried and dead-lettered messages.
 pub const ERROR_HEADER: &str = "x-last-error";
+/// Header: on a `RetryAfter` retry, when it is due (Unix time in milliseconds).
+pub const NOT_BEFORE_HEADER: &str = "x-not-before";
 
 /// How long in-flight messages may run on after the broker link was lost.
 const LINK_LOST_DRAIN: Duration = Duration::from_secs(5);
@@ -65,6 +77,14 @@ pub enum HandlerError {
     /// A peer or resource is unavailable now: retry later with back-off.
     #[error("retry later: {0:#}")]
     Transient(anyhow::Error),
+    /// As `Transient`, but trying again cannot help before `after` has passed (another
+    /// worker's lease ends then, a peer said `Retry-After`): retried then, not on the
+    /// back-off schedule.
+    #[error("retry in {after:?}: {error:#}")]
+    RetryAfter {
+        after: Duration,
+        error: anyhow::Error,
+    },
     /// The message can never be processed (malformed, refused by the peer).
     #[error("never succeeds: {0:#}")]
     Permanent(anyhow::Error),
@@ -351,10 +371,37 @@ async fn process<H: BatchHandler>(
     deliveries: Vec<Delivery>,
 ) {
     let queue = config.queue.name.as_str();
+    let now = unix_millis(SystemTime::now());
+    let (deliveries, early): (Vec<Delivery>, Vec<(Delivery, Duration)>) = {
+        let mut due = Vec::with_capacity(deliveries.len());
+        let mut early = Vec::new();
+        for d in deliveries {
+            match parked_for(config, &d, now) {
+                Some(wait) => early.push((d, wait)),
+                None => due.push(d),
+            }
+        }
+        (due, early)
+    };
+    let parked = futures::future::join_all(
+        early
+            .iter()
+            .map(|(d, wait)| park(config, metrics, channels.publish, d, *wait)),
+    )
+    .await;
+    let parked: Vec<(u64, Settled)> = early
+        .iter()
+        .map(|(d, _)| d.delivery_tag)
+        .zip(parked)
+        .collect();
     let msgs: Vec<Incoming> = deliveries.iter().map(|d| incoming(d, queue)).collect();
     metrics.observe_batch(queue, msgs.len());
     let started = Instant::now();
-    let mut outcomes = handler.handle_batch(&msgs).await;
+    let mut outcomes = if msgs.is_empty() {
+        Vec::new()
+    } else {
+        handler.handle_batch(&msgs).await
+    };
     let elapsed = started.elapsed();
     if outcomes.len() < msgs.len() {
         tracing::error!(
@@ -383,7 +430,11 @@ async fn process<H: BatchHandler>(
         SETTLE_TIMEOUT,
         channels.acks.settled(
             channels.consume,
-            deliveries.iter().map(|d| d.delivery_tag).zip(settled),
+            deliveries
+                .iter()
+                .map(|d| d.delivery_tag)
+                .zip(settled)
+                .chain(parked),
         ),
     )
     .await;
@@ -517,14 +568,32 @@ async fn settle(
                 let delay = config.queue.retry.delay_for(msg.attempt).unwrap_or(Duration::from_secs(1));
                 tracing::warn!(error = %format!("{e:#}"), attempt = msg.attempt, ?delay, "retrying later");
                 let target = config.queue.retry_queue(delay);
-                let props = republished(delivery, msg, msg.attempt + 1, &e);
+                let props = republished(delivery, msg, msg.attempt + 1, &e, None);
                 forward(delivery, publish_channel, "", &target, props).await?;
                 metrics.count(queue, "retried");
                 Ok(Settled::Done)
             }
-            Err(HandlerError::Transient(e) | HandlerError::Permanent(e)) => {
+            Err(HandlerError::RetryAfter { after, error: e })
+                if config.queue.retry.allows_retry_after(msg.attempt) =>
+            {
+                let Some(delay) = config.queue.retry.hop_within(after) else {
+                    return Ok(Settled::Done);
+                };
+                let due = unix_millis(SystemTime::now() + after);
+                tracing::warn!(error = %format!("{e:#}"), attempt = msg.attempt, ?after, "retrying when due");
+                let target = config.queue.retry_queue(delay);
+                let props = republished(delivery, msg, msg.attempt + 1, &e, Some(due));
+                forward(delivery, publish_channel, "", &target, props).await?;
+                metrics.count(queue, "retried");
+                Ok(Settled::Done)
+            }
+            Err(
+                HandlerError::Transient(e)
+                | HandlerError::RetryAfter { error: e, .. }
+                | HandlerError::Permanent(e),
+            ) => {
                 tracing::error!(error = %format!("{e:#}"), attempt = msg.attempt, "dead-lettering message");
-                let props = republished(delivery, msg, msg.attempt, &e);
+                let props = republished(delivery, msg, msg.attempt, &e, None);
                 forward(delivery, publish_channel, DEAD_LETTER_EXCHANGE, queue, props).await?;
                 metrics.count(queue, "dead_lettered");
                 Ok(Settled::Done)
@@ -548,14 +617,79 @@ async fn settle(
     }
 }
 
-/// A copy of the delivery's properties for a retry or dead-letter publish.
+/// How long a delivery that a `RetryAfter` parked must still wait, if it came back
+/// early (its due time is more than a few milliseconds away).
+fn parked_for(config: &ConsumerConfig, delivery: &Delivery, now: i64) -> Option<Duration> {
+    let headers = delivery.properties.headers().as_ref()?;
+    let due = header_int(headers, NOT_BEFORE_HEADER)?;
+    let wait = u64::try_from(due.checked_sub(now)?).ok()?;
+    // Shorter than this is not worth another trip through a retry queue.
+    (wait > 50 && !config.queue.retry.delays.is_empty()).then(|| Duration::from_millis(wait))
+}
+
+/// Sends an early delivery back to a retry queue for what is left of its wait, with
+/// its headers (attempt, due time) unchanged.
+async fn park(
+    config: &ConsumerConfig,
+    metrics: &ConsumerMetrics,
+    publish_channel: &Channel,
+    delivery: &Delivery,
+    wait: Duration,
+) -> Settled {
+    let queue = config.queue.name.as_str();
+    let Some(delay) = config.queue.retry.hop_within(wait) else {
+        return Settled::Unknown;
+    };
+    let target = config.queue.retry_queue(delay);
+    let props = delivery.properties.clone().with_delivery_mode(2);
+    match tokio::time::timeout(
+        SETTLE_TIMEOUT,
+        forward(delivery, publish_channel, "", &target, props),
+    )
+    .await
+    {
+        Ok(Ok(())) => {
+            metrics.count(queue, "deferred");
+            Settled::Done
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not park an early retry; the broker will redeliver it");
+            Settled::Unknown
+        }
+        Err(_) => {
+            tracing::warn!(
+                "parking an early retry did not finish in time; the broker will redeliver it"
+            );
+            Settled::Unknown
+        }
+    }
+}
+
+fn unix_millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A copy of the delivery's properties for a retry or dead-letter publish; `due` is
+/// when a `RetryAfter` retry is due (any earlier due time is dropped).
 fn republished(
     delivery: &Delivery,
     msg: &Incoming,
     attempt: u32,
     error: &anyhow::Error,
+    due: Option<i64>,
 ) -> lapin::BasicProperties {
-    let mut headers = msg.headers.clone();
+    let mut headers: FieldTable = msg
+        .headers
+        .inner()
+        .iter()
+        .filter(|(k, _)| k.as_str() != NOT_BEFORE_HEADER)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into();
+    if let Some(due) = due {
+        headers.insert(NOT_BEFORE_HEADER.into(), AMQPValue::LongLongInt(due));
+    }
     headers.insert(
         ATTEMPT_HEADER.into(),
         AMQPValue::LongLongInt(i64::from(attempt)),

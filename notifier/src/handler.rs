@@ -33,6 +33,9 @@ use crate::metrics::{FailureKind, NotifierMetrics};
 /// How long past the sends' timeouts a claim's lease lasts: the margin covers the
 /// database writes around them, so a live attempt is never taken over.
 const LEASE_MARGIN: Duration = Duration::from_secs(20);
+/// How long after a lease's end a copy that met it comes back: database and consumer
+/// clocks differ a little, and a copy back too early would be told to wait again.
+const LEASE_END_MARGIN: Duration = Duration::from_millis(500);
 /// Sends to the peers a batch makes at one time.
 pub const SENDS_AT_ONCE: usize = 16;
 
@@ -465,10 +468,15 @@ impl Notifier {
                 tracing::info!(to = %mask(&d.recipient), key = %d.key, reason = reason.as_str(), "reply suppressed");
                 Ok(None)
             }
-            Claim::Busy => Err(HandlerError::transient(anyhow::anyhow!(
-                "{} is being sent by another worker",
-                d.key
-            ))),
+            // Come back when the lease ends (a little after, for the clocks): the
+            // holder has sent it by then, or died and the lease may be taken over.
+            Claim::Busy { remaining } => Err(HandlerError::RetryAfter {
+                after: remaining + LEASE_END_MARGIN,
+                error: anyhow::anyhow!(
+                    "{} is being sent by another worker for {remaining:.1?} more",
+                    d.key
+                ),
+            }),
             Claim::GaveUp => {
                 self.metrics.send_failed(d.channel, FailureKind::Unknown);
                 tracing::error!(to = %mask(&d.recipient), key = %d.key,

@@ -10,8 +10,11 @@
 //!   `sending` whose outcome nobody knows: the channel decides ([`AfterUnknown`]) —
 //!   resend with the same idempotency key / Message-ID, or give up rather than
 //!   answer twice;
-//! - two copies of one event in flight at once: one holds the lease, the other is
-//!   told to come back later ([`Claim::Busy`]) and then finds `sent`.
+//! - two copies of one event in flight at once, or a redelivery after the lease
+//!   holder died: one holds the lease, the other is told when it ends
+//!   ([`Claim::Busy`]) and comes back then — to find `sent`, or an expired lease it
+//!   may take over. A lease is never taken over while it runs: nothing tells a dead
+//!   holder from a slow one still sending.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -65,8 +68,8 @@ pub enum Claim {
     Settled(String),
     /// A guard refused it just now.
     Suppressed(Suppressed),
-    /// Another worker holds a live lease on it.
-    Busy,
+    /// Another worker holds a live lease on it, for `remaining` more (database time).
+    Busy { remaining: Duration },
     /// An earlier attempt's outcome is unknown and the channel cannot resend: now `unknown`.
     GaveUp,
 }
@@ -182,18 +185,25 @@ pub async fn claim_batch(
         .filter(|k| !fresh.contains(k))
         .collect();
     seen.sort_unstable();
-    let states: HashMap<String, (String, bool)> = if seen.is_empty() {
+    // (state, the lease's time left if it is live)
+    let states: HashMap<String, (String, Option<Duration>)> = if seen.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query_as::<_, (String, String, bool)>(
-            "SELECT key, state, coalesce(lease_until > now(), false) FROM deliveries
+        sqlx::query_as::<_, (String, String, Option<f64>)>(
+            "SELECT key, state,
+                    CASE WHEN lease_until > now()
+                         THEN extract(epoch FROM lease_until - now())::float8 END
+             FROM deliveries
              WHERE key = ANY($1) ORDER BY key FOR UPDATE",
         )
         .bind(&seen)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|(key, state, leased)| (key, (state, leased)))
+        .map(|(key, state, left)| {
+            let left = left.and_then(|s| Duration::try_from_secs_f64(s).ok());
+            (key, (state, left))
+        })
         .collect()
     };
 
@@ -213,12 +223,12 @@ pub async fn claim_batch(
         }
         let (state, leased) = match states.get(key) {
             Some((state, leased)) => (state.as_str(), *leased),
-            None => ("pending", false),
+            None => ("pending", None),
         };
-        steps.push(match state {
-            "pending" | "failed" => Step::Lease,
-            "sending" if leased => Step::Decided(Claim::Busy),
-            "sending" => match r.after_unknown {
+        steps.push(match (state, leased) {
+            ("pending" | "failed", _) => Step::Lease,
+            ("sending", Some(remaining)) => Step::Decided(Claim::Busy { remaining }),
+            ("sending", None) => match r.after_unknown {
                 AfterUnknown::Resend => Step::Lease,
                 AfterUnknown::GiveUp => {
                     settle.push((
@@ -229,7 +239,7 @@ pub async fn claim_batch(
                     Step::Decided(Claim::GaveUp)
                 }
             },
-            other => Step::Decided(Claim::Settled(other.to_owned())),
+            (other, _) => Step::Decided(Claim::Settled(other.to_owned())),
         });
     }
 
@@ -270,7 +280,9 @@ pub async fn claim_batch(
             Step::Lease => match attempts.get(r.delivery.key.as_str()) {
                 Some(&attempt) => Claim::Send { attempt },
                 // The row was locked by this transaction: it cannot have gone.
-                None => Claim::Busy,
+                None => Claim::Busy {
+                    remaining: Duration::ZERO,
+                },
             },
         })
         .collect();

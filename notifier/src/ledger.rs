@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::PgPool;
 
+use crate::failure::{FailureKind, SendFailure};
 use crate::limits::{ReplyLimits, Suppressed};
 use shared::phone::PhoneNumber;
 
@@ -72,18 +73,6 @@ pub enum Claim {
     Busy { remaining: Duration },
     /// An earlier attempt's outcome is unknown and the channel cannot resend: now `unknown`.
     GaveUp,
-}
-
-/// How an attempt ended.
-#[derive(Debug)]
-pub enum Outcome<'a> {
-    Sent,
-    /// Not delivered (or resendable): back to `pending` for the next try.
-    Released(&'a str),
-    /// Refused by the peer.
-    Failed(&'a str),
-    /// Sent without an answer, on a channel that cannot resend.
-    Unknown(&'a str),
 }
 
 /// One effect to claim in a batch.
@@ -316,7 +305,9 @@ async fn set_states(
 pub struct Finished<'a> {
     pub key: &'a str,
     pub attempt: i32,
-    pub outcome: Outcome<'a>,
+    /// `None`: sent. Otherwise the failure's kind decides the row's state: `pending`
+    /// (to be sent again), `failed`, or `unknown`.
+    pub failure: Option<&'a SendFailure>,
 }
 
 /// Writes how each attempt ended, in one transaction. `Sent` is written whatever the
@@ -326,16 +317,17 @@ pub async fn finish_batch(pool: &PgPool, done: &[Finished<'_>]) -> Result<(), sq
     let mut sent: Vec<&str> = Vec::new();
     let mut ended: Vec<(&str, i32, &str, String)> = Vec::new();
     for f in done {
-        let (state, detail) = match f.outcome {
-            Outcome::Sent => {
-                sent.push(f.key);
-                continue;
-            }
-            Outcome::Released(d) => ("pending", d),
-            Outcome::Failed(d) => ("failed", d),
-            Outcome::Unknown(d) => ("unknown", d),
+        let Some(failure) = f.failure else {
+            sent.push(f.key);
+            continue;
         };
-        ended.push((f.key, f.attempt, state, detail.chars().take(500).collect()));
+        let state = match failure.kind {
+            FailureKind::Transient => "pending",
+            FailureKind::Permanent => "failed",
+            FailureKind::Unknown => "unknown",
+        };
+        let detail = failure.to_string().chars().take(500).collect();
+        ended.push((f.key, f.attempt, state, detail));
     }
     sent.sort_unstable();
     ended.sort_unstable_by_key(|e| e.0);

@@ -28,7 +28,9 @@ pub enum PushOutcome {
     Delivered(StatusCode),
     /// 409: billing already had this idempotency key; as good as delivered.
     Conflict,
-    /// 5xx, 408, 429, a timeout or no connection: billing cannot take it now.
+    /// 5xx, 408, 429, a timeout or no connection: billing cannot take it now; or 401,
+    /// 403: billing refuses our credentials, which are fixed (rotated) on our side
+    /// while the readings wait, never lost (see [`PushFailure::credentials_refused`]).
     Retry(PushFailure),
     /// Any other answer (4xx, 3xx): billing refuses the reading as sent.
     Refused(PushFailure),
@@ -106,6 +108,15 @@ impl PushOutcome {
 }
 
 impl PushFailure {
+    /// Billing refused our credentials (401, 403): `BILLING_TOKEN` is wrong or being
+    /// rotated. Retried like 5xx, but an operator must act: alerted on.
+    pub fn credentials_refused(&self) -> bool {
+        matches!(
+            self.status,
+            Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        )
+    }
+
     /// The failure with its causes, for the `last_error` column.
     pub fn detail(&self) -> String {
         format!("{:#}", anyhow::Error::new(self.clone()))
@@ -205,11 +216,18 @@ impl Billing {
 
 /// Answers that mean "not now": 5xx, and the two 4xx whose definition is exactly that
 /// (408 Request Timeout, 429 Too Many Requests): dead-lettering readings because
-/// billing throttled us would turn a busy hour into manual work.
+/// billing throttled us would turn a busy hour into manual work. And 401/403 (SPEC
+/// §4.5): billing refusing our credentials is fixed on our side (a rotated token), not
+/// in the reading, so the readings wait for the fix rather than for a re-drive.
 fn retry_later(status: StatusCode) -> bool {
     status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
+        || matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+        )
 }
 
 fn excerpt(s: &str) -> String {
@@ -249,10 +267,10 @@ mod tests {
 
     #[test]
     fn status_classes() {
-        for s in [500, 502, 503, 504, 408, 429] {
+        for s in [500, 502, 503, 504, 408, 429, 401, 403] {
             assert!(retry_later(StatusCode::from_u16(s).expect("status")), "{s}");
         }
-        for s in [400, 401, 403, 404, 410, 422, 301] {
+        for s in [400, 404, 410, 422, 301] {
             assert!(
                 !retry_later(StatusCode::from_u16(s).expect("status")),
                 "{s}"

@@ -64,8 +64,14 @@ impl ReadingHandler {
         let id = reading.reading_id;
         let span = tracing::info_span!("push", otel.name = "billing push", otel.kind = "client", reading_id = %id);
         let outcome = billing.post(id, body).instrument(span).await;
-        if let PushOutcome::Delivered(_) = outcome {
-            self.crash_if(CrashPoint::AfterPost, reading);
+        match &outcome {
+            PushOutcome::Delivered(_) => self.crash_if(CrashPoint::AfterPost, reading),
+            PushOutcome::Retry(f) if f.credentials_refused() => {
+                self.metrics.credentials_refused();
+                tracing::error!(reading_id = %id, error = %f,
+                    "billing refuses our credentials: BILLING_TOKEN is wrong or was rotated on billing's side; fix the Secret and roll billing-export (docs/operations.md, Rotating secrets). The reading is retried until billing accepts it");
+            }
+            _ => {}
         }
         outcome
     }

@@ -218,6 +218,49 @@ async fn other_client_errors_are_dead_lettered_and_counted() {
     env.cleanup().await;
 }
 
+/// 401/403 (SPEC §4.5): billing refusing our credentials is retried like 5xx — the
+/// readings wait for the token to be fixed — and counted for the alert.
+#[tokio::test]
+async fn refused_credentials_are_retried_and_raise_the_alerting_metric() {
+    let env = TestEnv::new().await;
+    let billing = BillingDouble::start(Behaviour::Always(401)).await;
+    let app = spawn_app(&env, options(&billing)).await;
+    let events = Events::connect(&env).await;
+    let r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100],
+        "2026-11-20T10:00:00+05:00",
+    );
+    events.publish(&r).await;
+    let key = r.reading_id.to_string();
+    // The first post and its retry after 1 s.
+    billing.wait_posts(&key, 2).await;
+    eventually("both refusals counted", Duration::from_secs(20), || async {
+        let n = app.metric("billing_credentials_refused_total").await?;
+        (n >= 2.0).then_some(())
+    })
+    .await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"billing_pushes_total{result="retried"}"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"billing_pushes_total{result="dead_lettered"}"#),
+        "{metrics}"
+    );
+    let pool = billing_pool(&env);
+    assert_eq!(
+        delivery_of(&pool, r.reading_id).await.as_deref(),
+        Some("pending")
+    );
+    assert!(take(&env, "billing-export.dead").await.is_none());
+    app.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn undecodable_events_are_dead_lettered_without_a_post() {
     let env = TestEnv::new().await;

@@ -457,10 +457,11 @@ impl Notifier {
                 tracing::info!(to = %mask(&d.recipient), key = %d.key, reason = reason.as_str(), "reply suppressed");
                 Ok(None)
             }
-            // Come back when the lease ends (a little after, for the clocks): the
-            // holder has sent it by then, or died and the lease may be taken over.
-            Claim::Busy { remaining } => Err(HandlerError::RetryAfter {
-                after: remaining + LEASE_END_MARGIN,
+            // Come back on the schedule (the holder may finish any moment), but no
+            // later than the lease's end (a little after, for the clocks): the holder
+            // has sent it by then, or died and the lease may be taken over.
+            Claim::Busy { remaining } => Err(HandlerError::RetryWithin {
+                within: remaining + LEASE_END_MARGIN,
                 error: anyhow::anyhow!(
                     "{} is being sent by another worker for {remaining:.1?} more",
                     d.key

@@ -5,7 +5,8 @@
 //! |----------------------------|-----------------------------------------------------|
 //! | `Ok(())`                   | acked (with its neighbours: one `multiple` ack)     |
 //! | `Err(Transient)`           | re-published to a TTL retry queue (delayed retry), then acked; dead-lettered once the attempts are spent |
-//! | `Err(RetryAfter)`          | the same, but back no sooner than the handler asked and no later than needed (below) |
+//! | `Err(RetryAfter)`          | the same, but back when the handler asked (a peer's `Retry-After`), not on the schedule (below) |
+//! | `Err(RetryWithin)`         | the same, on the schedule but never later than the handler asked (a lease that ends) |
 //! | `Err(Permanent)`           | re-published to the dead-letter queue with the reason, then acked |
 //!
 //! Nothing is ever requeued in a loop: a consumer that crashes before acking gets the
@@ -13,14 +14,14 @@
 //! message that keeps crashing it. The loop reconnects by itself and stops on shutdown
 //! after the messages in hand are finished and acked.
 //!
-//! A `RetryAfter` is for a handler that knows when trying again can help (another
-//! worker's lease ends, a peer said `Retry-After`): the back-off schedule would bring
-//! the message back too early (and spend an attempt for nothing) or minutes too late.
-//! The retry queues have fixed delays, so the message carries its due time
-//! ([`NOT_BEFORE_HEADER`]) and goes to the longest delay that does not pass it; one
-//! that comes back early is parked again for what is left (without calling the handler
-//! or spending an attempt), so it reaches the handler within the shortest delay after
-//! its due time.
+//! `RetryAfter` and `RetryWithin` are for a handler that knows when trying again can
+//! help (a peer said `Retry-After`; another worker's lease ends): the back-off schedule
+//! alone would bring the message back too early (spending an attempt for nothing) or
+//! minutes too late. The retry queues have fixed delays, so a message whose delay is
+//! not one of them carries its due time ([`NOT_BEFORE_HEADER`]) and goes to the
+//! longest delay that does not pass it; one that comes back early is parked again for
+//! what is left (without calling the handler or spending an attempt), so it reaches
+//! the handler within the shortest delay (1 s) after its due time.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,7 +49,8 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 pub const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 /// Header: the last error, on retried and dead-lettered messages.
 pub const ERROR_HEADER: &str = "x-last-error";
-/// Header: on a `RetryAfter` retry, when it is due (Unix time in milliseconds).
+/// Header: on a retry whose delay is not a retry queue's, when it is due (Unix time in
+/// milliseconds).
 pub const NOT_BEFORE_HEADER: &str = "x-not-before";
 
 /// How long in-flight messages may run on after the broker link was lost.
@@ -77,12 +79,19 @@ pub enum HandlerError {
     /// A peer or resource is unavailable now: retry later with back-off.
     #[error("retry later: {0:#}")]
     Transient(anyhow::Error),
-    /// As `Transient`, but trying again cannot help before `after` has passed (another
-    /// worker's lease ends then, a peer said `Retry-After`): retried then, not on the
-    /// back-off schedule.
+    /// As `Transient`, but trying again cannot help before `after` has passed (a peer
+    /// said `Retry-After`): retried then, not on the back-off schedule.
     #[error("retry in {after:?}: {error:#}")]
     RetryAfter {
         after: Duration,
+        error: anyhow::Error,
+    },
+    /// As `Transient`, but no later than `within`: by then what blocks it is gone
+    /// (another worker's lease ends). Earlier tries on the schedule may still succeed
+    /// (the other worker finishes), so the schedule's delay is kept when it is shorter.
+    #[error("retry within {within:?}: {error:#}")]
+    RetryWithin {
+        within: Duration,
         error: anyhow::Error,
     },
     /// The message can never be processed (malformed, refused by the peer).
@@ -564,25 +573,23 @@ async fn settle(
                 metrics.count(queue, "acked");
                 Ok::<_, lapin::Error>(Settled::Ack)
             }
-            Err(HandlerError::Transient(e)) if config.queue.retry.allows_retry_after(msg.attempt) => {
-                let delay = config.queue.retry.delay_for(msg.attempt).unwrap_or(Duration::from_secs(1));
-                tracing::warn!(error = %format!("{e:#}"), attempt = msg.attempt, ?delay, "retrying later");
-                let target = config.queue.retry_queue(delay);
-                let props = republished(delivery, msg, msg.attempt + 1, &e, None);
-                forward(delivery, publish_channel, "", &target, props).await?;
-                metrics.count(queue, "retried");
-                Ok(Settled::Done)
-            }
-            Err(HandlerError::RetryAfter { after, error: e })
-                if config.queue.retry.allows_retry_after(msg.attempt) =>
-            {
-                let Some(delay) = config.queue.retry.hop_within(after) else {
-                    return Ok(Settled::Done);
+            Err(
+                e @ (HandlerError::Transient(_)
+                | HandlerError::RetryAfter { .. }
+                | HandlerError::RetryWithin { .. }),
+            ) if config.queue.retry.allows_retry_after(msg.attempt) => {
+                let scheduled = config.queue.retry.delay_for(msg.attempt).unwrap_or(Duration::from_secs(1));
+                let (delay, e) = match e {
+                    HandlerError::RetryAfter { after, error } => (after, error),
+                    HandlerError::RetryWithin { within, error } => (scheduled.min(within), error),
+                    HandlerError::Transient(error) | HandlerError::Permanent(error) => (scheduled, error),
                 };
-                let due = unix_millis(SystemTime::now() + after);
-                tracing::warn!(error = %format!("{e:#}"), attempt = msg.attempt, ?after, "retrying when due");
-                let target = config.queue.retry_queue(delay);
-                let props = republished(delivery, msg, msg.attempt + 1, &e, Some(due));
+                // A delay that is not one of the queues' is reached in hops (see above).
+                let hop = config.queue.retry.hop_within(delay).unwrap_or(scheduled);
+                let due = (hop != delay).then(|| unix_millis(SystemTime::now() + delay));
+                tracing::warn!(error = %format!("{e:#}"), attempt = msg.attempt, ?delay, "retrying later");
+                let target = config.queue.retry_queue(hop);
+                let props = republished(delivery, msg, msg.attempt + 1, &e, due);
                 forward(delivery, publish_channel, "", &target, props).await?;
                 metrics.count(queue, "retried");
                 Ok(Settled::Done)
@@ -590,6 +597,7 @@ async fn settle(
             Err(
                 HandlerError::Transient(e)
                 | HandlerError::RetryAfter { error: e, .. }
+                | HandlerError::RetryWithin { error: e, .. }
                 | HandlerError::Permanent(e),
             ) => {
                 tracing::error!(error = %format!("{e:#}"), attempt = msg.attempt, "dead-lettering message");
@@ -617,7 +625,7 @@ async fn settle(
     }
 }
 
-/// How long a delivery that a `RetryAfter` parked must still wait, if it came back
+/// How long a delivery with a due time must still wait, if it came back
 /// early (its due time is more than a few milliseconds away).
 fn parked_for(config: &ConsumerConfig, delivery: &Delivery, now: i64) -> Option<Duration> {
     let headers = delivery.properties.headers().as_ref()?;
@@ -671,7 +679,8 @@ fn unix_millis(t: SystemTime) -> i64 {
 }
 
 /// A copy of the delivery's properties for a retry or dead-letter publish; `due` is
-/// when a `RetryAfter` retry is due (any earlier due time is dropped).
+/// when a retry is due, if its delay is not a retry queue's (any earlier due time is
+/// dropped).
 fn republished(
     delivery: &Delivery,
     msg: &Incoming,

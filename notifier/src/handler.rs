@@ -381,7 +381,7 @@ impl Notifier {
                     gateway = self.gateway.name()
                 );
                 let sent = self
-                    .bounded(self.gateway.send(sms), self.gateway.after_unknown())
+                    .bounded(self.gateway.send(sms), self.after_unknown(effect))
                     .instrument(span)
                     .await;
                 if sent.is_ok() {
@@ -401,7 +401,10 @@ impl Notifier {
                     transport = self.mailer.transport()
                 );
                 let sent = self
-                    .bounded(self.mailer.send(message, *reading_id), AfterUnknown::Resend)
+                    .bounded(
+                        self.mailer.send(message, *reading_id),
+                        self.after_unknown(effect),
+                    )
                     .instrument(span)
                     .await;
                 if sent.is_ok() {

@@ -404,11 +404,12 @@ async fn process<H: BatchHandler>(
         .zip(parked)
         .collect();
     let msgs: Vec<Incoming> = deliveries.iter().map(|d| incoming(d, queue)).collect();
-    metrics.observe_batch(queue, msgs.len());
     let started = Instant::now();
+    // A batch of only early retries has nothing for the handler.
     let mut outcomes = if msgs.is_empty() {
         Vec::new()
     } else {
+        metrics.observe_batch(queue, msgs.len());
         handler.handle_batch(&msgs).await
     };
     let elapsed = started.elapsed();

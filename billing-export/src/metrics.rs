@@ -46,6 +46,8 @@ struct ReportLabel {
 #[derive(Clone)]
 pub struct BillingMetrics {
     pushes: Family<ResultLabel, Counter>,
+    /// Alerted on: billing answers 401/403, the token needs fixing.
+    credentials_refused: Counter,
     exports_served: Family<ReportLabel, Counter>,
     files_written: Family<ReportLabel, Counter>,
 }
@@ -54,6 +56,7 @@ impl BillingMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = BillingMetrics {
             pushes: Family::default(),
+            credentials_refused: Counter::default(),
             exports_served: Family::default(),
             files_written: Family::default(),
         };
@@ -61,6 +64,11 @@ impl BillingMetrics {
             "pushes",
             "Readings pushed to billing, by result (delivered, conflict, retried, dead_lettered, already_delivered)",
             metrics.pushes.clone(),
+        );
+        registry.register(
+            "credentials_refused",
+            "Pushes billing answered 401 or 403 (BILLING_TOKEN wrong or rotated; retried until fixed)",
+            metrics.credentials_refused.clone(),
         );
         registry.register(
             "exports_served",
@@ -81,6 +89,10 @@ impl BillingMetrics {
                 result: result.as_str(),
             })
             .inc();
+    }
+
+    pub fn credentials_refused(&self) {
+        self.credentials_refused.inc();
     }
 
     pub fn export_served(&self, report: &'static str) {

@@ -1,14 +1,20 @@
 //! The billing client: `POST $BILLING_URL/readings` with the event body exactly as
 //! received and `Idempotency-Key: <reading_id>`, so billing can recognise a reading
-//! it already has. Each answer is sorted into what the consumer must do with it
-//! (SPEC §4.5): delivered, try again later, or never.
+//! it already has. Each answer is sorted here, once, into what it means (SPEC §4.5):
+//! delivered, retry later, or never succeeds ([`PushOutcome`]); the stored state, the
+//! metric's label and the consumer's outcome are read off that verdict unchanged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
+use shared::consumer::HandlerError;
 use uuid::Uuid;
+
+use crate::metrics::PushResult;
+use crate::store::Delivery;
 
 /// One attempt may take this long, connection included; billing being slow is then
 /// a retry with back-off, not a consumer stuck on one message.
@@ -22,13 +28,99 @@ pub enum PushOutcome {
     Delivered(StatusCode),
     /// 409: billing already had this idempotency key; as good as delivered.
     Conflict,
-    /// 5xx, 408, 429, a timeout or no connection: billing cannot take it now.
-    Retry {
-        status: Option<StatusCode>,
-        reason: String,
-    },
+    /// 5xx, 408, 429, a timeout or no connection: billing cannot take it now; or 401,
+    /// 403: billing refuses our credentials, which are fixed (rotated) on our side
+    /// while the readings wait, never lost (see [`PushFailure::credentials_refused`]).
+    Retry(PushFailure),
     /// Any other answer (4xx, 3xx): billing refuses the reading as sent.
-    Refused { status: StatusCode, reason: String },
+    Refused(PushFailure),
+}
+
+/// Why a push did not deliver: billing's answer, or the transport's error as the
+/// source.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what}")]
+pub struct PushFailure {
+    /// Billing's status, if it answered.
+    pub status: Option<StatusCode>,
+    /// When billing said it can take the reading (`Retry-After` on 408, 429, 503).
+    pub retry_after: Option<Duration>,
+    /// What billing answered (with an excerpt of its body), or what failed.
+    what: String,
+    /// The transport's error, when billing did not answer; shared, as one failure is
+    /// the verdict of every copy of the reading in a batch.
+    #[source]
+    transport: Option<Arc<reqwest::Error>>,
+}
+
+impl PushOutcome {
+    /// The state stored for the reading.
+    pub fn delivery(&self) -> Delivery {
+        match self {
+            PushOutcome::Delivered(_) => Delivery::Delivered,
+            PushOutcome::Conflict => Delivery::Conflict,
+            PushOutcome::Retry(_) => Delivery::Pending,
+            PushOutcome::Refused(_) => Delivery::Rejected,
+        }
+    }
+
+    /// Billing's status, if it answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            PushOutcome::Delivered(status) => Some(*status),
+            PushOutcome::Conflict => Some(StatusCode::CONFLICT),
+            PushOutcome::Retry(f) | PushOutcome::Refused(f) => f.status,
+        }
+    }
+
+    /// The failure, if the push did not deliver.
+    pub fn failure(&self) -> Option<&PushFailure> {
+        match self {
+            PushOutcome::Delivered(_) | PushOutcome::Conflict => None,
+            PushOutcome::Retry(f) | PushOutcome::Refused(f) => Some(f),
+        }
+    }
+
+    /// The `result` label of `billing_pushes_total`.
+    pub fn result(&self) -> PushResult {
+        match self {
+            PushOutcome::Delivered(_) => PushResult::Delivered,
+            PushOutcome::Conflict => PushResult::Conflict,
+            PushOutcome::Retry(_) => PushResult::Retried,
+            PushOutcome::Refused(_) => PushResult::DeadLettered,
+        }
+    }
+
+    /// What the consumer does with the message (once the outcome is stored).
+    pub fn verdict(&self) -> Result<(), HandlerError> {
+        match self {
+            PushOutcome::Delivered(_) | PushOutcome::Conflict => Ok(()),
+            PushOutcome::Retry(f) => Err(match f.retry_after {
+                Some(after) => HandlerError::RetryAfter {
+                    after,
+                    error: anyhow::Error::new(f.clone()),
+                },
+                None => HandlerError::Transient(anyhow::Error::new(f.clone())),
+            }),
+            PushOutcome::Refused(f) => Err(HandlerError::Permanent(anyhow::Error::new(f.clone()))),
+        }
+    }
+}
+
+impl PushFailure {
+    /// Billing refused our credentials (401, 403): `BILLING_TOKEN` is wrong or being
+    /// rotated. Retried like 5xx, but an operator must act: alerted on.
+    pub fn credentials_refused(&self) -> bool {
+        matches!(
+            self.status,
+            Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        )
+    }
+
+    /// The failure with its causes, for the `last_error` column.
+    pub fn detail(&self) -> String {
+        format!("{:#}", anyhow::Error::new(self.clone()))
+    }
 }
 
 /// Posts readings to billing.
@@ -87,10 +179,12 @@ impl Billing {
             // Timeouts, refused connections, resets, TLS failures: all "not now".
             // Nothing in a send error says billing refused the reading itself.
             Err(e) => {
-                return PushOutcome::Retry {
+                return PushOutcome::Retry(PushFailure {
                     status: None,
-                    reason: format!("{:#}", anyhow::Error::new(e.without_url())),
-                };
+                    retry_after: None,
+                    what: "billing did not answer".to_owned(),
+                    transport: Some(Arc::new(e.without_url())),
+                });
             }
         };
         let status = response.status();
@@ -100,27 +194,40 @@ impl Billing {
         if status == StatusCode::CONFLICT {
             return PushOutcome::Conflict;
         }
+        let retry_after = shared::retry_after::parse(response.headers(), chrono::Utc::now());
         // Billing's own words help whoever reads the dead letter or the log.
         let detail = response.text().await.unwrap_or_default();
-        let reason = format!("billing answered {status}: {}", excerpt(&detail));
+        let failure = PushFailure {
+            status: Some(status),
+            retry_after,
+            what: format!("billing answered {status}: {}", excerpt(&detail)),
+            transport: None,
+        };
         if retry_later(status) {
-            PushOutcome::Retry {
-                status: Some(status),
-                reason,
-            }
+            PushOutcome::Retry(failure)
         } else {
-            PushOutcome::Refused { status, reason }
+            PushOutcome::Refused(PushFailure {
+                retry_after: None,
+                ..failure
+            })
         }
     }
 }
 
 /// Answers that mean "not now": 5xx, and the two 4xx whose definition is exactly that
 /// (408 Request Timeout, 429 Too Many Requests): dead-lettering readings because
-/// billing throttled us would turn a busy hour into manual work.
+/// billing throttled us would turn a busy hour into manual work. And 401/403 (SPEC
+/// §4.5): billing refusing our credentials is fixed on our side (a rotated token), not
+/// in the reading, so the readings wait for the fix rather than for a re-drive.
 fn retry_later(status: StatusCode) -> bool {
     status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
+        || matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+        )
 }
 
 fn excerpt(s: &str) -> String {
@@ -160,10 +267,10 @@ mod tests {
 
     #[test]
     fn status_classes() {
-        for s in [500, 502, 503, 504, 408, 429] {
+        for s in [500, 502, 503, 504, 408, 429, 401, 403] {
             assert!(retry_later(StatusCode::from_u16(s).expect("status")), "{s}");
         }
-        for s in [400, 401, 403, 404, 410, 422, 301] {
+        for s in [400, 404, 410, 422, 301] {
             assert!(
                 !retry_later(StatusCode::from_u16(s).expect("status")),
                 "{s}"

@@ -9,6 +9,8 @@
 //! stored whatever billing answered (a failed push as `pending`), so the exports have
 //! it while billing is down.
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use shared::consumer::{BatchHandler, HandlerError, Incoming, outcomes_or_retry};
 use shared::events::{Event, ReadingAccepted};
@@ -57,85 +59,40 @@ impl ReadingHandler {
         }
     }
 
-    /// Posts one reading and sorts billing's answer; the caller records it.
-    async fn post(&self, billing: &Billing, reading: &ReadingAccepted, body: &[u8]) -> Attempt {
+    /// Posts one reading; the caller records billing's answer.
+    async fn post(&self, billing: &Billing, reading: &ReadingAccepted, body: &[u8]) -> PushOutcome {
         let id = reading.reading_id;
         let span = tracing::info_span!("push", otel.name = "billing push", otel.kind = "client", reading_id = %id);
         let outcome = billing.post(id, body).instrument(span).await;
-        if let PushOutcome::Delivered(_) = outcome {
-            self.crash_if(CrashPoint::AfterPost, reading);
+        match &outcome {
+            PushOutcome::Delivered(_) => self.crash_if(CrashPoint::AfterPost, reading),
+            PushOutcome::Retry(f) if f.credentials_refused() => {
+                self.metrics.credentials_refused();
+                tracing::error!(reading_id = %id, error = %f,
+                    "billing refuses our credentials: BILLING_TOKEN is wrong or was rotated on billing's side; fix the Secret and roll billing-export (docs/operations.md, Rotating secrets). The reading is retried until billing accepts it");
+            }
+            _ => {}
         }
-        Attempt::from(outcome)
+        outcome
     }
 }
 
-/// One push attempt's answer, as recorded and as the consumer must act on it.
-struct Attempt {
-    delivery: Delivery,
-    status: Option<u16>,
-    error: Option<String>,
-    result: PushResult,
-}
-
-impl From<PushOutcome> for Attempt {
-    fn from(outcome: PushOutcome) -> Self {
-        let (delivery, status, error, result) = match outcome {
-            PushOutcome::Delivered(status) => (
-                Delivery::Delivered,
-                Some(status.as_u16()),
-                None,
-                PushResult::Delivered,
-            ),
-            PushOutcome::Conflict => (Delivery::Conflict, Some(409), None, PushResult::Conflict),
-            PushOutcome::Retry { status, reason } => (
-                Delivery::Pending,
-                status.map(|s| s.as_u16()),
-                Some(reason),
-                PushResult::Retried,
-            ),
-            PushOutcome::Refused { status, reason } => (
-                Delivery::Rejected,
-                Some(status.as_u16()),
-                Some(reason),
-                PushResult::DeadLettered,
-            ),
-        };
-        Attempt {
-            delivery,
-            status,
-            error,
-            result,
-        }
+/// What the consumer does with a message whose push ended as `outcome`, given whether
+/// the outcome was stored.
+fn verdict(
+    outcome: &PushOutcome,
+    recorded: &Result<(), Arc<sqlx::Error>>,
+) -> Result<(), HandlerError> {
+    if let Err(e) = recorded {
+        // Not stored: try again, whatever billing said (a reading billing has is
+        // posted again and answered 409; one it refused is refused again, then
+        // stored and dead-lettered), so no reading is missing from the exports.
+        return Err(HandlerError::Transient(
+            anyhow::Error::new(Arc::clone(e))
+                .context("storing the reading and billing's answer failed"),
+        ));
     }
-}
-
-impl Attempt {
-    /// What the consumer does with the message, given whether the outcome was stored.
-    fn verdict(&self, recorded: Result<(), &str>) -> Result<(), HandlerError> {
-        if let Err(e) = recorded {
-            // Not stored: try again, whatever billing said (a reading billing has is
-            // posted again and answered 409; one it refused is refused again, then
-            // stored and dead-lettered), so no reading is missing from the exports.
-            return Err(HandlerError::transient(anyhow::anyhow!(
-                "storing the reading and billing's answer failed: {e}"
-            )));
-        }
-        match self.result {
-            PushResult::Delivered | PushResult::Conflict | PushResult::AlreadyDelivered => Ok(()),
-            PushResult::Retried => Err(HandlerError::transient(anyhow::anyhow!(
-                "{}",
-                self.error
-                    .as_deref()
-                    .unwrap_or("billing cannot take it now")
-            ))),
-            PushResult::DeadLettered => Err(HandlerError::permanent(anyhow::anyhow!(
-                "{}",
-                self.error
-                    .as_deref()
-                    .unwrap_or("billing refused the reading")
-            ))),
-        }
-    }
+    outcome.verdict()
 }
 
 /// Readings posted to billing at once, per batch.
@@ -196,13 +153,13 @@ impl BatchHandler for ReadingHandler {
                     error: None,
                 })
                 .collect();
-            let stored = store::store(&self.pool, &outcomes).await;
+            let stored = store::store(&self.pool, &outcomes).await.map_err(Arc::new);
             for (i, _) in &readings {
                 results[*i] = Some(match &stored {
                     Ok(()) => Ok(()),
-                    Err(e) => Err(HandlerError::transient(anyhow::anyhow!(
-                        "storing the reading: {e}"
-                    ))),
+                    Err(e) => Err(HandlerError::Transient(
+                        anyhow::Error::new(Arc::clone(e)).context("storing the reading"),
+                    )),
                 });
             }
             return outcomes_or_retry(results);
@@ -211,11 +168,11 @@ impl BatchHandler for ReadingHandler {
         let known = match store::states(&self.pool, &ids).await {
             Ok(known) => known,
             Err(e) => {
-                let reason = format!("{e}");
+                let e = Arc::new(e);
                 for (i, _) in &readings {
-                    results[*i] = Some(Err(HandlerError::transient(anyhow::anyhow!(
-                        "looking up the reading: {reason}"
-                    ))));
+                    results[*i] = Some(Err(HandlerError::Transient(
+                        anyhow::Error::new(Arc::clone(&e)).context("looking up the reading"),
+                    )));
                 }
                 return outcomes_or_retry(results);
             }
@@ -243,42 +200,45 @@ impl BatchHandler for ReadingHandler {
             let (i, reading) = &readings[k];
             let msg = &msgs[*i];
             posts.push(async move {
-                let attempt = self
+                let outcome = self
                     .post(billing, reading, &msg.body)
                     .instrument(msg.span.clone())
                     .await;
-                (k, attempt)
+                (k, outcome)
             });
         }
-        let attempts: Vec<(usize, Attempt)> = futures::stream::iter(posts)
+        let pushed: Vec<(usize, PushOutcome)> = futures::stream::iter(posts)
             .buffer_unordered(POSTS_IN_FLIGHT)
             .collect()
             .await;
-        let outcomes: Vec<store::Outcome<'_>> = attempts
+        let details: Vec<Option<String>> = pushed
             .iter()
-            .map(|(k, a)| store::Outcome {
+            .map(|(_, o)| o.failure().map(|f| f.detail()))
+            .collect();
+        let outcomes: Vec<store::Outcome<'_>> = pushed
+            .iter()
+            .zip(&details)
+            .map(|((k, o), detail)| store::Outcome {
                 reading: &readings[*k].1,
-                delivery: a.delivery,
+                delivery: o.delivery(),
                 attempted: true,
-                status: a.status,
-                error: a.error.as_deref(),
+                status: o.status().map(|s| s.as_u16()),
+                error: detail.as_deref(),
             })
             .collect();
-        let recorded = store::store(&self.pool, &outcomes).await;
-        let recorded = recorded.as_ref().map(|_| ()).map_err(|e| format!("{e}"));
-        for (k, attempt) in &attempts {
+        let recorded = store::store(&self.pool, &outcomes).await.map_err(Arc::new);
+        for (k, outcome) in &pushed {
             let reading = &readings[*k].1;
-            if attempt.delivery.is_delivered() && recorded.is_ok() {
+            let delivery = outcome.delivery();
+            if delivery.is_delivered() && recorded.is_ok() {
                 self.crash_if(CrashPoint::AfterRecord, reading);
-                tracing::info!(reading_id = %reading.reading_id, delivery = attempt.delivery.as_str(), "reading delivered to billing");
+                tracing::info!(reading_id = %reading.reading_id, delivery = delivery.as_str(), "reading delivered to billing");
             }
-            self.metrics.push(attempt.result);
+            self.metrics.push(outcome.result());
             // Every message of the batch carrying this reading shares its fate.
             for (i, r) in &readings {
                 if r.reading_id == reading.reading_id && results[*i].is_none() {
-                    results[*i] = Some(
-                        attempt.verdict(recorded.as_ref().map(|_| ()).map_err(String::as_str)),
-                    );
+                    results[*i] = Some(verdict(outcome, &recorded));
                 }
             }
         }

@@ -75,7 +75,12 @@ pub async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Deliver
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, String)> =
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        reading_id: Uuid,
+        delivery: String,
+    }
+    let rows: Vec<Stored> =
         sqlx::query_as("SELECT reading_id, delivery FROM readings WHERE reading_id = ANY($1)")
             .bind(ids)
             .fetch_all(pool)
@@ -84,7 +89,7 @@ pub async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Deliver
         .into_iter()
         // An unknown state (a newer version's) is not "delivered": the push goes ahead
         // and billing's idempotency key answers for it.
-        .filter_map(|(id, s)| Delivery::parse(&s).map(|d| (id, d)))
+        .filter_map(|r| Delivery::parse(&r.delivery).map(|d| (r.reading_id, d)))
         .collect())
 }
 

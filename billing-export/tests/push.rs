@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use axum::response::IntoResponse as _;
 use common::billing::{Behaviour, BillingDouble};
 use common::{Events, Options, billing_pool, delivery_of, reading, spawn_app, wait_stored};
 use lapin::options::BasicGetOptions;
@@ -217,6 +218,49 @@ async fn other_client_errors_are_dead_lettered_and_counted() {
     env.cleanup().await;
 }
 
+/// 401/403 (SPEC §4.5): billing refusing our credentials is retried like 5xx — the
+/// readings wait for the token to be fixed — and counted for the alert.
+#[tokio::test]
+async fn refused_credentials_are_retried_and_raise_the_alerting_metric() {
+    let env = TestEnv::new().await;
+    let billing = BillingDouble::start(Behaviour::Always(401)).await;
+    let app = spawn_app(&env, options(&billing)).await;
+    let events = Events::connect(&env).await;
+    let r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100],
+        "2026-11-20T10:00:00+05:00",
+    );
+    events.publish(&r).await;
+    let key = r.reading_id.to_string();
+    // The first post and its retry after 1 s.
+    billing.wait_posts(&key, 2).await;
+    eventually("both refusals counted", Duration::from_secs(20), || async {
+        let n = app.metric("billing_credentials_refused_total").await?;
+        (n >= 2.0).then_some(())
+    })
+    .await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"billing_pushes_total{result="retried"}"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"billing_pushes_total{result="dead_lettered"}"#),
+        "{metrics}"
+    );
+    let pool = billing_pool(&env);
+    assert_eq!(
+        delivery_of(&pool, r.reading_id).await.as_deref(),
+        Some("pending")
+    );
+    assert!(take(&env, "billing-export.dead").await.is_none());
+    app.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn undecodable_events_are_dead_lettered_without_a_post() {
     let env = TestEnv::new().await;
@@ -376,5 +420,75 @@ async fn a_backlog_is_posted_in_batches_each_reading_once() {
     .expect("count");
     assert_eq!((rows, delivered), (150, 150));
     app.stop().await;
+    env.cleanup().await;
+}
+
+/// Billing's `429` with `Retry-After` is retried when billing said, not on the back-off
+/// schedule (whose first retry comes after 1 s). The double answers `429` with
+/// `Retry-After: 6` to the first post and `201` to the next.
+#[tokio::test]
+async fn throttled_pushes_are_retried_after_the_wait_billing_asks_for() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let env = TestEnv::new().await;
+    let posts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let router = {
+        let posts = posts.clone();
+        axum::Router::new().route(
+            "/readings",
+            axum::routing::post(move || {
+                let posts = posts.clone();
+                async move {
+                    let mut posts = posts.lock().expect("posts");
+                    posts.push(Instant::now());
+                    if posts.len() == 1 {
+                        (
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "6")],
+                        )
+                            .into_response()
+                    } else {
+                        axum::http::StatusCode::CREATED.into_response()
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let app = spawn_app(
+        &env,
+        Options {
+            billing_url: Some(url),
+            ..Options::default()
+        },
+    )
+    .await;
+    let events = Events::connect(&env).await;
+    let r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100],
+        "2026-11-20T10:00:00+05:00",
+    );
+    events.publish(&r).await;
+    let pool = billing_pool(&env);
+    eventually("delivered", Duration::from_secs(30), || async {
+        (delivery_of(&pool, r.reading_id).await.as_deref() == Some("delivered")).then_some(())
+    })
+    .await;
+    let posts = posts.lock().expect("posts").clone();
+    assert_eq!(posts.len(), 2, "one refusal, one delivery");
+    let waited = posts[1] - posts[0];
+    assert!(waited >= Duration::from_secs(6), "retried after {waited:?}");
+
+    app.stop().await;
+    server.abort();
     env.cleanup().await;
 }

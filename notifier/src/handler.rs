@@ -7,6 +7,7 @@
 //! letter) for its own message.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -21,18 +22,19 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::confirmation;
-use crate::failure::{SendFailure, masked};
+use crate::failure::{FailureKind, SendFailure};
 use crate::gateway::{Sms, SmsGateway, idempotency_key};
-use crate::ledger::{
-    self, AfterUnknown, Channel, Claim, ClaimRequest, Delivery, Finished, Outcome,
-};
+use crate::ledger::{self, AfterUnknown, Channel, Claim, ClaimRequest, Delivery, Finished};
 use crate::limits::{ReplyLimits, Suppressed};
 use crate::mailer::Mailer;
-use crate::metrics::{FailureKind, NotifierMetrics};
+use crate::metrics::NotifierMetrics;
 
 /// How long past the sends' timeouts a claim's lease lasts: the margin covers the
 /// database writes around them, so a live attempt is never taken over.
 const LEASE_MARGIN: Duration = Duration::from_secs(20);
+/// How long after a lease's end a copy that met it comes back: database and consumer
+/// clocks differ a little, and a copy back too early would be told to wait again.
+const LEASE_END_MARGIN: Duration = Duration::from_millis(500);
 /// Sends to the peers a batch makes at one time.
 pub const SENDS_AT_ONCE: usize = 16;
 
@@ -117,12 +119,13 @@ enum What {
     Email { message: Message, reading_id: Uuid },
 }
 
-/// A claimed attempt that has ended: sent, or failed as `failure` says.
+/// A claimed attempt that has ended: sent, or failed as `failure` says (recipient
+/// masked).
 struct Ended<'a> {
     msg: usize,
     delivery: &'a Delivery,
     attempt: i32,
-    failure: Option<(FailureKind, String, anyhow::Error)>,
+    failure: Option<SendFailure>,
 }
 
 impl Notifier {
@@ -262,14 +265,15 @@ impl Notifier {
         {
             Ok(claims) => claims,
             Err(e) => {
-                let text = format!("{e}");
+                // One cause for every message of the batch: shared, not copied as text.
+                let e = Arc::new(e);
                 for i in refused
                     .iter()
                     .map(|r| r.0)
                     .chain(effects.iter().map(|e| e.0))
                 {
                     outcomes[i] = Some(Err(HandlerError::Transient(
-                        anyhow::anyhow!("{text}").context("notifier database"),
+                        anyhow::Error::new(Arc::clone(&e)).context("notifier database"),
                     )));
                 }
                 return;
@@ -318,12 +322,10 @@ impl Notifier {
                 msg: *i,
                 delivery: &effect.delivery,
                 attempt: *attempt,
-                failure: sent
-                    .err()
-                    .map(|f| self.failure(&effect.delivery, f, self.after_unknown(effect))),
+                failure: sent.err().map(|f| self.failure(&effect.delivery, f)),
             })
             .collect();
-        let recorded = self.record(&ended).await;
+        let recorded = self.record(&ended).await.map_err(Arc::new);
         for end in ended {
             let _in_span = msgs[end.msg].span.enter();
             let d = end.delivery;
@@ -331,26 +333,37 @@ impl Notifier {
                 None => match &recorded {
                     Ok(()) => Ok(()),
                     Err(e) => Err(HandlerError::Transient(
-                        anyhow::anyhow!("{e}")
+                        anyhow::Error::new(Arc::clone(e))
                             .context(format!("sent {}, but cannot record it", d.key)),
                     )),
                 },
-                Some((kind, _, error)) => {
+                Some(failure) => {
                     if let Err(e) = &recorded {
                         // The lease runs out and the next attempt takes over.
                         tracing::warn!(key = %d.key, error = %e, "cannot record the failed attempt");
                     }
+                    let SendFailure {
+                        kind,
+                        retry_after,
+                        cause,
+                    } = failure;
                     match kind {
                         FailureKind::Permanent => {
-                            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{error:#}"), "refused by the peer; dead-lettering");
-                            Err(HandlerError::Permanent(error))
+                            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{cause:#}"), "refused by the peer; dead-lettering");
+                            Err(HandlerError::Permanent(cause))
                         }
                         FailureKind::Unknown => {
-                            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{error:#}"),
+                            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{cause:#}"),
                                 "sent without an answer; not resending, so as never to answer twice");
                             Ok(())
                         }
-                        FailureKind::Transient => Err(HandlerError::Transient(error)),
+                        FailureKind::Transient => Err(match retry_after {
+                            Some(after) => HandlerError::RetryAfter {
+                                after,
+                                error: cause,
+                            },
+                            None => HandlerError::Transient(cause),
+                        }),
                     }
                 }
             });
@@ -367,7 +380,10 @@ impl Notifier {
                     otel.kind = "client",
                     gateway = self.gateway.name()
                 );
-                let sent = self.bounded(self.gateway.send(sms)).instrument(span).await;
+                let sent = self
+                    .bounded(self.gateway.send(sms), self.after_unknown(effect))
+                    .instrument(span)
+                    .await;
                 if sent.is_ok() {
                     self.metrics.reply_sent(self.gateway.name());
                     tracing::info!(to = %sms.to.masked(), message_id = %sms.reply_to, gateway = self.gateway.name(), "reply sent");
@@ -385,7 +401,10 @@ impl Notifier {
                     transport = self.mailer.transport()
                 );
                 let sent = self
-                    .bounded(self.mailer.send(message, *reading_id))
+                    .bounded(
+                        self.mailer.send(message, *reading_id),
+                        self.after_unknown(effect),
+                    )
                     .instrument(span)
                     .await;
                 if sent.is_ok() {
@@ -397,30 +416,11 @@ impl Notifier {
         }
     }
 
-    /// A failed send as the ledger and the consumer loop see it: its kind, the text to
-    /// record, and the error (recipient masked).
-    fn failure(
-        &self,
-        d: &Delivery,
-        sent: SendFailure,
-        after_unknown: AfterUnknown,
-    ) -> (FailureKind, String, anyhow::Error) {
-        let failure = match sent {
-            SendFailure::Retry(e) => SendFailure::Retry(masked(e, &d.recipient)),
-            SendFailure::Refused(e) => SendFailure::Refused(masked(e, &d.recipient)),
-            SendFailure::Unknown(e) => SendFailure::Unknown(masked(e, &d.recipient)),
-        };
-        let kind = match &failure {
-            SendFailure::Refused(_) => FailureKind::Permanent,
-            SendFailure::Unknown(_) if after_unknown == AfterUnknown::GiveUp => {
-                FailureKind::Unknown
-            }
-            SendFailure::Retry(_) | SendFailure::Unknown(_) => FailureKind::Transient,
-        };
-        self.metrics.send_failed(d.channel, kind);
-        let text = format!("{failure}");
-        let (SendFailure::Retry(e) | SendFailure::Refused(e) | SendFailure::Unknown(e)) = failure;
-        (kind, text, e)
+    /// A failed send, counted, with the recipient masked in its cause (it goes to
+    /// the ledger, the logs and the dead letter).
+    fn failure(&self, d: &Delivery, sent: SendFailure) -> SendFailure {
+        self.metrics.send_failed(d.channel, sent.kind);
+        sent.masked(&d.recipient)
     }
 
     /// Records how the batch's attempts ended. A sent message is with the peer now, so
@@ -432,12 +432,7 @@ impl Notifier {
             .map(|end| Finished {
                 key: &end.delivery.key,
                 attempt: end.attempt,
-                outcome: match &end.failure {
-                    None => Outcome::Sent,
-                    Some((FailureKind::Permanent, text, _)) => Outcome::Failed(text),
-                    Some((FailureKind::Unknown, text, _)) => Outcome::Unknown(text),
-                    Some((FailureKind::Transient, text, _)) => Outcome::Released(text),
-                },
+                failure: end.failure.as_ref(),
             })
             .collect();
         let mut result = Ok(());
@@ -465,10 +460,16 @@ impl Notifier {
                 tracing::info!(to = %mask(&d.recipient), key = %d.key, reason = reason.as_str(), "reply suppressed");
                 Ok(None)
             }
-            Claim::Busy => Err(HandlerError::transient(anyhow::anyhow!(
-                "{} is being sent by another worker",
-                d.key
-            ))),
+            // Come back on the schedule (the holder may finish any moment), but no
+            // later than the lease's end (a little after, for the clocks): the holder
+            // has sent it by then, or died and the lease may be taken over.
+            Claim::Busy { remaining } => Err(HandlerError::RetryWithin {
+                within: remaining + LEASE_END_MARGIN,
+                error: anyhow::anyhow!(
+                    "{} is being sent by another worker for {remaining:.1?} more",
+                    d.key
+                ),
+            }),
             Claim::GaveUp => {
                 self.metrics.send_failed(d.channel, FailureKind::Unknown);
                 tracing::error!(to = %mask(&d.recipient), key = %d.key,
@@ -478,17 +479,19 @@ impl Notifier {
         }
     }
 
+    /// `send` within the send timeout; past it, unanswered, as the peer's `after` says.
     async fn bounded(
         &self,
         send: impl Future<Output = Result<(), SendFailure>>,
+        after: AfterUnknown,
     ) -> Result<(), SendFailure> {
         tokio::time::timeout(self.send_timeout, send)
             .await
             .unwrap_or_else(|_| {
-                Err(SendFailure::Unknown(anyhow::anyhow!(
-                    "no answer within {:?}",
-                    self.send_timeout
-                )))
+                Err(SendFailure::unanswered(
+                    after,
+                    anyhow::anyhow!("no answer within {:?}", self.send_timeout),
+                ))
             })
     }
 }

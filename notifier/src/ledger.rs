@@ -10,8 +10,11 @@
 //!   `sending` whose outcome nobody knows: the channel decides ([`AfterUnknown`]) —
 //!   resend with the same idempotency key / Message-ID, or give up rather than
 //!   answer twice;
-//! - two copies of one event in flight at once: one holds the lease, the other is
-//!   told to come back later ([`Claim::Busy`]) and then finds `sent`.
+//! - two copies of one event in flight at once, or a redelivery after the lease
+//!   holder died: one holds the lease, the other is told when it ends
+//!   ([`Claim::Busy`]) and comes back then — to find `sent`, or an expired lease it
+//!   may take over. A lease is never taken over while it runs: nothing tells a dead
+//!   holder from a slow one still sending.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -19,6 +22,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::PgPool;
 
+use crate::failure::{FailureKind, SendFailure};
 use crate::limits::{ReplyLimits, Suppressed};
 use shared::phone::PhoneNumber;
 
@@ -35,6 +39,64 @@ impl Channel {
             Channel::Sms => "sms",
             Channel::Email => "email",
         }
+    }
+}
+
+/// Where a delivery stands (the `state` column; the migration says what each means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Nothing known to have reached the peer: safe to send.
+    Pending,
+    /// An attempt is in flight until `lease_until`; after that, its outcome is unknown.
+    Sending,
+    /// The peer accepted it (terminal).
+    Sent,
+    /// A guard said no (terminal).
+    Suppressed,
+    /// The peer refused it; dead-lettered, a replay tries again.
+    Failed,
+    /// Sent without an answer on a channel that cannot deduplicate (terminal).
+    Unknown,
+}
+
+impl State {
+    const ALL: [State; 6] = [
+        State::Pending,
+        State::Sending,
+        State::Sent,
+        State::Suppressed,
+        State::Failed,
+        State::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Sending => "sending",
+            State::Sent => "sent",
+            State::Suppressed => "suppressed",
+            State::Failed => "failed",
+            State::Unknown => "unknown",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        State::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// Where a failed attempt leaves the row.
+    fn after(kind: FailureKind) -> Self {
+        match kind {
+            FailureKind::Transient => State::Pending,
+            FailureKind::Permanent => State::Failed,
+            FailureKind::Unknown => State::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -62,25 +124,13 @@ pub enum Claim {
     /// Send now; `attempt` fences this worker's outcome against a later takeover.
     Send { attempt: i32 },
     /// The effect is settled already (`sent`, `suppressed`, `unknown`): nothing to do.
-    Settled(String),
+    Settled(State),
     /// A guard refused it just now.
     Suppressed(Suppressed),
-    /// Another worker holds a live lease on it.
-    Busy,
+    /// Another worker holds a live lease on it, for `remaining` more (database time).
+    Busy { remaining: Duration },
     /// An earlier attempt's outcome is unknown and the channel cannot resend: now `unknown`.
     GaveUp,
-}
-
-/// How an attempt ended.
-#[derive(Debug)]
-pub enum Outcome<'a> {
-    Sent,
-    /// Not delivered (or resendable): back to `pending` for the next try.
-    Released(&'a str),
-    /// Refused by the peer.
-    Failed(&'a str),
-    /// Sent without an answer, on a channel that cannot resend.
-    Unknown(&'a str),
 }
 
 /// One effect to claim in a batch.
@@ -119,24 +169,12 @@ pub async fn claim_batch(
 
     // Every delivery's row, new ones `pending` (or `suppressed` when refused). A
     // concurrent insert of the same key waits here until the other transaction ends.
-    let mut rows: Vec<(&str, &str, &str, &str, Option<&str>)> = refused
+    let mut rows: Vec<(&Delivery, State, Option<&str>)> = refused
         .iter()
-        .map(|(d, why)| {
-            let (key, channel, to) = (d.key.as_str(), d.channel.as_str(), d.recipient.as_str());
-            (key, channel, to, "suppressed", Some(why.as_str()))
-        })
-        .chain(requests.iter().map(|r| {
-            let d = r.delivery;
-            (
-                d.key.as_str(),
-                d.channel.as_str(),
-                d.recipient.as_str(),
-                "pending",
-                None,
-            )
-        }))
+        .map(|(d, why)| (*d, State::Suppressed, Some(why.as_str())))
+        .chain(requests.iter().map(|r| (r.delivery, State::Pending, None)))
         .collect();
-    rows.sort_unstable_by_key(|r| r.0);
+    rows.sort_unstable_by(|a, b| a.0.key.cmp(&b.0.key));
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO deliveries (key, channel, recipient, state, detail)
          SELECT key, channel, recipient, state, detail
@@ -146,11 +184,19 @@ pub async fn claim_batch(
          ON CONFLICT (key) DO NOTHING
          RETURNING key",
     )
-    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.0.key.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.0.channel.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.0.recipient.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
     let fresh: HashSet<&str> = inserted.iter().map(String::as_str).collect();
@@ -182,20 +228,39 @@ pub async fn claim_batch(
         .filter(|k| !fresh.contains(k))
         .collect();
     seen.sort_unstable();
-    let states: HashMap<String, (String, bool)> = if seen.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as::<_, (String, String, bool)>(
-            "SELECT key, state, coalesce(lease_until > now(), false) FROM deliveries
+    #[derive(sqlx::FromRow)]
+    struct Held {
+        key: String,
+        state: String,
+        /// Seconds left on a live lease; `NULL` when there is none or it ran out.
+        lease_left: Option<f64>,
+    }
+    // (state, the lease's time left if it is live)
+    let mut states: HashMap<String, (State, Option<Duration>)> = HashMap::new();
+    if !seen.is_empty() {
+        let held: Vec<Held> = sqlx::query_as(
+            "SELECT key, state,
+                    CASE WHEN lease_until > now()
+                         THEN extract(epoch FROM lease_until - now())::float8 END AS lease_left
+             FROM deliveries
              WHERE key = ANY($1) ORDER BY key FOR UPDATE",
         )
         .bind(&seen)
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(key, state, leased)| (key, (state, leased)))
-        .collect()
-    };
+        .await?;
+        for row in held {
+            // The column's CHECK admits only these; another would be a newer schema's.
+            let state = State::parse(&row.state).ok_or_else(|| {
+                sqlx::Error::Decode(
+                    format!("delivery {}: unknown state {:?}", row.key, row.state).into(),
+                )
+            })?;
+            let left = row
+                .lease_left
+                .and_then(|s| Duration::try_from_secs_f64(s).ok());
+            states.insert(row.key, (state, left));
+        }
+    }
 
     enum Step {
         Lease,
@@ -203,33 +268,32 @@ pub async fn claim_batch(
     }
     let mut steps = Vec::with_capacity(requests.len());
     // (key, state, detail) rows to write.
-    let mut settle: Vec<(&str, &str, &str)> = Vec::new();
+    let mut settle: Vec<(&str, State, &str)> = Vec::new();
     for (i, r) in requests.iter().enumerate() {
         let key = r.delivery.key.as_str();
         if let Some(&reason) = refused_now.get(&i) {
-            settle.push((key, "suppressed", reason.as_str()));
+            settle.push((key, State::Suppressed, reason.as_str()));
             steps.push(Step::Decided(Claim::Suppressed(reason)));
             continue;
         }
-        let (state, leased) = match states.get(key) {
-            Some((state, leased)) => (state.as_str(), *leased),
-            None => ("pending", false),
-        };
-        steps.push(match state {
-            "pending" | "failed" => Step::Lease,
-            "sending" if leased => Step::Decided(Claim::Busy),
-            "sending" => match r.after_unknown {
+        let (state, leased) = states.get(key).copied().unwrap_or((State::Pending, None));
+        steps.push(match (state, leased) {
+            (State::Pending | State::Failed, _) => Step::Lease,
+            (State::Sending, Some(remaining)) => Step::Decided(Claim::Busy { remaining }),
+            (State::Sending, None) => match r.after_unknown {
                 AfterUnknown::Resend => Step::Lease,
                 AfterUnknown::GiveUp => {
                     settle.push((
                         key,
-                        "unknown",
+                        State::Unknown,
                         "an earlier attempt was interrupted; the peer may have it",
                     ));
                     Step::Decided(Claim::GaveUp)
                 }
             },
-            other => Step::Decided(Claim::Settled(other.to_owned())),
+            (settled @ (State::Sent | State::Suppressed | State::Unknown), _) => {
+                Step::Decided(Claim::Settled(settled))
+            }
         });
     }
 
@@ -240,21 +304,28 @@ pub async fn claim_batch(
         .map(|(r, _)| r.delivery.key.as_str())
         .collect();
     to_lease.sort_unstable();
+    #[derive(sqlx::FromRow)]
+    struct Leased {
+        key: String,
+        attempts: i32,
+    }
     let attempts: HashMap<String, i32> = if to_lease.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query_as::<_, (String, i32)>(
+        sqlx::query_as::<_, Leased>(
             "UPDATE deliveries
-             SET state = 'sending', attempts = attempts + 1,
+             SET state = $3, attempts = attempts + 1,
                  lease_until = now() + make_interval(secs => $2), updated_at = now()
              WHERE key = ANY($1)
              RETURNING key, attempts",
         )
         .bind(&to_lease)
         .bind(lease.as_secs_f64())
+        .bind(State::Sending.as_str())
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
+        .map(|l| (l.key, l.attempts))
         .collect()
     };
     if !settle.is_empty() {
@@ -270,7 +341,9 @@ pub async fn claim_batch(
             Step::Lease => match attempts.get(r.delivery.key.as_str()) {
                 Some(&attempt) => Claim::Send { attempt },
                 // The row was locked by this transaction: it cannot have gone.
-                None => Claim::Busy,
+                None => Claim::Busy {
+                    remaining: Duration::ZERO,
+                },
             },
         })
         .collect();
@@ -283,7 +356,7 @@ pub async fn claim_batch(
 /// Writes `(key, state, detail)` for each row, ending any lease.
 async fn set_states(
     tx: &mut sqlx::PgConnection,
-    rows: &[(&str, &str, &str)],
+    rows: &[(&str, State, &str)],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE deliveries d
@@ -292,7 +365,7 @@ async fn set_states(
          WHERE d.key = v.key",
     )
     .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
@@ -304,7 +377,9 @@ async fn set_states(
 pub struct Finished<'a> {
     pub key: &'a str,
     pub attempt: i32,
-    pub outcome: Outcome<'a>,
+    /// `None`: sent. Otherwise the failure's kind decides the row's state: `pending`
+    /// (to be sent again), `failed`, or `unknown`.
+    pub failure: Option<&'a SendFailure>,
 }
 
 /// Writes how each attempt ended, in one transaction. `Sent` is written whatever the
@@ -312,29 +387,27 @@ pub struct Finished<'a> {
 /// row, so a stale worker cannot undo a newer attempt's state.
 pub async fn finish_batch(pool: &PgPool, done: &[Finished<'_>]) -> Result<(), sqlx::Error> {
     let mut sent: Vec<&str> = Vec::new();
-    let mut ended: Vec<(&str, i32, &str, String)> = Vec::new();
+    let mut ended: Vec<(&str, i32, State, String)> = Vec::new();
     for f in done {
-        let (state, detail) = match f.outcome {
-            Outcome::Sent => {
-                sent.push(f.key);
-                continue;
-            }
-            Outcome::Released(d) => ("pending", d),
-            Outcome::Failed(d) => ("failed", d),
-            Outcome::Unknown(d) => ("unknown", d),
+        let Some(failure) = f.failure else {
+            sent.push(f.key);
+            continue;
         };
-        ended.push((f.key, f.attempt, state, detail.chars().take(500).collect()));
+        let state = State::after(failure.kind);
+        let detail = failure.to_string().chars().take(500).collect();
+        ended.push((f.key, f.attempt, state, detail));
     }
     sent.sort_unstable();
     ended.sort_unstable_by_key(|e| e.0);
     let mut tx = shared::db::begin_batch(pool).await?;
     if !sent.is_empty() {
         sqlx::query(
-            "UPDATE deliveries SET state = 'sent', sent_at = now(), lease_until = NULL,
+            "UPDATE deliveries SET state = $2, sent_at = now(), lease_until = NULL,
                  detail = NULL, updated_at = now()
              WHERE key = ANY($1)",
         )
         .bind(&sent)
+        .bind(State::Sent.as_str())
         .execute(&mut *tx)
         .await?;
     }
@@ -344,14 +417,34 @@ pub async fn finish_batch(pool: &PgPool, done: &[Finished<'_>]) -> Result<(), sq
              SET state = v.state, detail = v.detail, lease_until = NULL, updated_at = now()
              FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])
                   AS v(key, attempt, state, detail)
-             WHERE d.key = v.key AND d.state = 'sending' AND d.attempts = v.attempt",
+             WHERE d.key = v.key AND d.state = $5 AND d.attempts = v.attempt",
         )
         .bind(ended.iter().map(|e| e.0).collect::<Vec<_>>())
         .bind(ended.iter().map(|e| e.1).collect::<Vec<_>>())
-        .bind(ended.iter().map(|e| e.2).collect::<Vec<_>>())
+        .bind(ended.iter().map(|e| e.2.as_str()).collect::<Vec<_>>())
         .bind(ended.iter().map(|e| e.3.as_str()).collect::<Vec<_>>())
+        .bind(State::Sending.as_str())
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The states are the ones the migration's CHECK admits, each read back as itself.
+    #[test]
+    fn states_match_the_schema() {
+        let migration = include_str!("../migrations/0001_deliveries.sql");
+        for state in State::ALL {
+            assert_eq!(State::parse(state.as_str()), Some(state));
+            assert!(
+                migration.contains(&format!("'{}'", state.as_str())),
+                "{state} is not in the CHECK"
+            );
+        }
+        assert_eq!(State::parse("delivered"), None);
+    }
 }

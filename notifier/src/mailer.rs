@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::config::EmailConfig;
 use crate::failure::SendFailure;
+use crate::ledger::AfterUnknown;
 
 #[derive(Clone)]
 pub enum Mailer {
@@ -68,25 +69,24 @@ impl Mailer {
             Mailer::Smtp(smtp) => smtp.send(message.clone()).await.map(drop).map_err(classify),
             Mailer::Dir(dir) => write_eml(dir, message, reading_id)
                 .await
-                .map_err(SendFailure::Retry),
+                .map_err(SendFailure::retry),
         }
     }
 }
 
 /// SMTP's own split: 5xx is permanent, 4xx transient. Anything else (refused connection,
 /// TLS, timeout, a dropped line) may have happened before or after the server took the
-/// message; resending is acceptable for e-mail (same Message-ID), so it is `Unknown`,
-/// which the e-mail path retries.
+/// message: unanswered, and resending is acceptable for e-mail (same Message-ID).
 fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
     let permanent = e.is_permanent();
     let transient = e.is_transient();
     let e = anyhow::Error::new(e).context("SMTP delivery");
     if permanent {
-        SendFailure::Refused(e)
+        SendFailure::refused(e)
     } else if transient {
-        SendFailure::Retry(e)
+        SendFailure::retry(e)
     } else {
-        SendFailure::Unknown(e)
+        SendFailure::unanswered(AfterUnknown::Resend, e)
     }
 }
 

@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::failure::FailureKind;
 use crate::ledger::Channel;
 use crate::limits::Suppressed;
 
@@ -35,27 +36,6 @@ struct ChannelLabel {
 struct FailureLabel {
     channel: &'static str,
     kind: &'static str,
-}
-
-/// How a send failed, as counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Not delivered; retried through the shared retry path.
-    Transient,
-    /// Refused by the peer; dead-lettered.
-    Permanent,
-    /// Sent, answer lost, and the channel cannot resend safely.
-    Unknown,
-}
-
-impl FailureKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Transient => "transient",
-            FailureKind::Permanent => "permanent",
-            FailureKind::Unknown => "unknown",
-        }
-    }
 }
 
 #[derive(Clone)]

@@ -138,6 +138,56 @@ async fn a_copy_waits_while_another_worker_holds_the_lease() {
     env.cleanup().await;
 }
 
+/// After a `kill -9` the broker redelivers the dead worker's events at once, but their
+/// rows are still leased (up to a minute). The redelivery must come back when the lease
+/// ends — not on the back-off schedule (1, 5, 30, then 120 s: the reply would wait
+/// 2½ minutes) — and must not take the lease over while it runs.
+#[tokio::test]
+async fn a_dead_holders_lease_is_taken_over_when_it_ends() {
+    // Longer than the first three back-off delays together (36 s), so that without a
+    // retry at the lease's end the reply would wait for the 120 s one.
+    const LEASE: Duration = Duration::from_secs(45);
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut cfg = config(&env, &scratch);
+    use_http_gateway(&mut cfg, &server.uri());
+    let app = App::spawn(cfg).await;
+    let pool = ledger(&env);
+    leave_row(&pool, "reply:gw-dead", "sending", LEASE.as_secs_f64()).await;
+    let leased_at = tokio::time::Instant::now();
+
+    let broker = Broker::connect(&env).await;
+    broker
+        .publish(&rejected("gw-dead", "+79001234567", Some(REPLY)))
+        .await;
+    // The promise of docs/notifier.md: out within the lease plus 30 s.
+    shared::testing::eventually(
+        "reply:gw-dead is sent",
+        LEASE + Duration::from_secs(30),
+        || async {
+            (common::state(&pool, "reply:gw-dead").await.as_deref() == Some("sent")).then_some(())
+        },
+    )
+    .await;
+    let took = leased_at.elapsed();
+    assert!(
+        took >= LEASE,
+        "the live lease was taken over after {took:?}"
+    );
+    assert_eq!(attempts(&pool, "reply:gw-dead").await, 2);
+    server.verify().await;
+
+    broker.close().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn kannel_does_not_resend_an_attempt_whose_outcome_is_unknown() {
     let env = TestEnv::new().await;

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{App, Broker, accepted, config, ledger, rejected, use_http_gateway, wait_state};
 use shared::testing::TestEnv;
 use wiremock::matchers::{body_partial_json, header, header_exists, method, path};
@@ -175,6 +177,50 @@ async fn gateway_503_is_retried_and_the_reply_sent_once() {
         .await,
         1.0
     );
+    server.verify().await;
+
+    broker.close().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A gateway's `429` with `Retry-After` is retried when it said, not on the back-off
+/// schedule (whose first retry comes after 1 s).
+#[tokio::test]
+async fn gateway_429_is_retried_after_the_wait_it_asks_for() {
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "6"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut cfg = config(&env, &scratch);
+    use_http_gateway(&mut cfg, &gateway_url(&server));
+    let app = App::spawn(cfg).await;
+    let broker = Broker::connect(&env).await;
+
+    broker
+        .publish(&rejected("gw-429", "+79001234567", Some(REPLY)))
+        .await;
+    app.wait_metric(
+        "notifier_send_failures_total",
+        &[("channel", "sms"), ("kind", "transient")],
+        1.0,
+    )
+    .await;
+    let refused_at = tokio::time::Instant::now();
+    wait_state(&ledger(&env), "reply:gw-429", "sent").await;
+    let waited = refused_at.elapsed();
+    assert!(waited >= Duration::from_secs(5), "retried after {waited:?}");
     server.verify().await;
 
     broker.close().await;

@@ -5,16 +5,27 @@
 //! |----------------------------|-----------------------------------------------------|
 //! | `Ok(())`                   | acked (with its neighbours: one `multiple` ack)     |
 //! | `Err(Transient)`           | re-published to a TTL retry queue (delayed retry), then acked; dead-lettered once the attempts are spent |
+//! | `Err(RetryAfter)`          | the same, but back when the handler asked (a peer's `Retry-After`), not on the schedule (below) |
+//! | `Err(RetryWithin)`         | the same, on the schedule but never later than the handler asked (a lease that ends) |
 //! | `Err(Permanent)`           | re-published to the dead-letter queue with the reason, then acked |
 //!
 //! Nothing is ever requeued in a loop: a consumer that crashes before acking gets the
 //! message back from the broker, and the quorum queue's delivery limit dead-letters a
 //! message that keeps crashing it. The loop reconnects by itself and stops on shutdown
 //! after the messages in hand are finished and acked.
+//!
+//! `RetryAfter` and `RetryWithin` are for a handler that knows when trying again can
+//! help (a peer said `Retry-After`; another worker's lease ends): the back-off schedule
+//! alone would bring the message back too early (spending an attempt for nothing) or
+//! minutes too late. The retry queues have fixed delays, so a message whose delay is
+//! not one of them carries its due time ([`NOT_BEFORE_HEADER`]) and goes to the
+//! longest delay that does not pass it; one that comes back early is parked again for
+//! what is left (without calling the handler or spending an attempt), so it reaches
+//! the handler within the shortest delay (1 s) after its due time.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use lapin::Channel;
@@ -38,6 +49,9 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 pub const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 /// Header: the last error, on retried and dead-lettered messages.
 pub const ERROR_HEADER: &str = "x-last-error";
+/// Header: on a retry whose delay is not a retry queue's, when it is due (Unix time in
+/// milliseconds).
+pub const NOT_BEFORE_HEADER: &str = "x-not-before";
 
 /// How long in-flight messages may run on after the broker link was lost.
 const LINK_LOST_DRAIN: Duration = Duration::from_secs(5);
@@ -65,6 +79,21 @@ pub enum HandlerError {
     /// A peer or resource is unavailable now: retry later with back-off.
     #[error("retry later: {0:#}")]
     Transient(anyhow::Error),
+    /// As `Transient`, but trying again cannot help before `after` has passed (a peer
+    /// said `Retry-After`): retried then, not on the back-off schedule.
+    #[error("retry in {after:?}: {error:#}")]
+    RetryAfter {
+        after: Duration,
+        error: anyhow::Error,
+    },
+    /// As `Transient`, but no later than `within`: by then what blocks it is gone
+    /// (another worker's lease ends). Earlier tries on the schedule may still succeed
+    /// (the other worker finishes), so the schedule's delay is kept when it is shorter.
+    #[error("retry within {within:?}: {error:#}")]
+    RetryWithin {
+        within: Duration,
+        error: anyhow::Error,
+    },
     /// The message can never be processed (malformed, refused by the peer).
     #[error("never succeeds: {0:#}")]
     Permanent(anyhow::Error),
@@ -376,10 +405,38 @@ async fn process<H: BatchHandler>(
     deliveries: Vec<Delivery>,
 ) {
     let queue = config.queue.name.as_str();
+    let now = unix_millis(SystemTime::now());
+    let (deliveries, early): (Vec<Delivery>, Vec<(Delivery, Duration)>) = {
+        let mut due = Vec::with_capacity(deliveries.len());
+        let mut early = Vec::new();
+        for d in deliveries {
+            match parked_for(config, &d, now) {
+                Some(wait) => early.push((d, wait)),
+                None => due.push(d),
+            }
+        }
+        (due, early)
+    };
+    let parked = futures::future::join_all(
+        early
+            .iter()
+            .map(|(d, wait)| park(config, metrics, channels.publish, d, *wait)),
+    )
+    .await;
+    let parked: Vec<(u64, Settled)> = early
+        .iter()
+        .map(|(d, _)| d.delivery_tag)
+        .zip(parked)
+        .collect();
     let msgs: Vec<Incoming> = deliveries.iter().map(|d| incoming(d, queue)).collect();
-    metrics.observe_batch(queue, msgs.len());
     let started = Instant::now();
-    let mut outcomes = handler.handle_batch(&msgs).await;
+    // A batch of only early retries has nothing for the handler.
+    let mut outcomes = if msgs.is_empty() {
+        Vec::new()
+    } else {
+        metrics.observe_batch(queue, msgs.len());
+        handler.handle_batch(&msgs).await
+    };
     let elapsed = started.elapsed();
     if outcomes.len() < msgs.len() {
         tracing::error!(
@@ -408,7 +465,11 @@ async fn process<H: BatchHandler>(
         SETTLE_TIMEOUT,
         channels.acks.settled(
             channels.consume,
-            deliveries.iter().map(|d| d.delivery_tag).zip(settled),
+            deliveries
+                .iter()
+                .map(|d| d.delivery_tag)
+                .zip(settled)
+                .chain(parked),
         ),
     )
     .await;
@@ -538,18 +599,35 @@ async fn settle(
                 metrics.count(queue, "acked");
                 Ok::<_, lapin::Error>(Settled::Ack)
             }
-            Err(HandlerError::Transient(e)) if config.queue.retry.allows_retry_after(msg.attempt) => {
-                let delay = config.queue.retry.delay_for(msg.attempt).unwrap_or(Duration::from_secs(1));
+            Err(
+                e @ (HandlerError::Transient(_)
+                | HandlerError::RetryAfter { .. }
+                | HandlerError::RetryWithin { .. }),
+            ) if config.queue.retry.allows_retry_after(msg.attempt) => {
+                let scheduled = config.queue.retry.delay_for(msg.attempt).unwrap_or(Duration::from_secs(1));
+                let (delay, e) = match e {
+                    HandlerError::RetryAfter { after, error } => (after, error),
+                    HandlerError::RetryWithin { within, error } => (scheduled.min(within), error),
+                    HandlerError::Transient(error) | HandlerError::Permanent(error) => (scheduled, error),
+                };
+                // A delay that is not one of the queues' is reached in hops (see above).
+                let hop = config.queue.retry.hop_within(delay).unwrap_or(scheduled);
+                let due = (hop != delay).then(|| unix_millis(SystemTime::now() + delay));
                 tracing::warn!(error = %format!("{e:#}"), attempt = msg.attempt, ?delay, "retrying later");
-                let target = config.queue.retry_queue(delay);
-                let props = republished(delivery, msg, msg.attempt + 1, &e);
+                let target = config.queue.retry_queue(hop);
+                let props = republished(delivery, msg, msg.attempt + 1, &e, due);
                 forward(delivery, publish_channel, "", &target, props).await?;
                 metrics.count(queue, "retried");
                 Ok(Settled::Done)
             }
-            Err(HandlerError::Transient(e) | HandlerError::Permanent(e)) => {
+            Err(
+                HandlerError::Transient(e)
+                | HandlerError::RetryAfter { error: e, .. }
+                | HandlerError::RetryWithin { error: e, .. }
+                | HandlerError::Permanent(e),
+            ) => {
                 tracing::error!(error = %format!("{e:#}"), attempt = msg.attempt, "dead-lettering message");
-                let props = republished(delivery, msg, msg.attempt, &e);
+                let props = republished(delivery, msg, msg.attempt, &e, None);
                 forward(delivery, publish_channel, DEAD_LETTER_EXCHANGE, queue, props).await?;
                 metrics.count(queue, "dead_lettered");
                 Ok(Settled::Done)
@@ -573,14 +651,80 @@ async fn settle(
     }
 }
 
-/// A copy of the delivery's properties for a retry or dead-letter publish.
+/// How long a delivery with a due time must still wait, if it came back
+/// early (its due time is more than a few milliseconds away).
+fn parked_for(config: &ConsumerConfig, delivery: &Delivery, now: i64) -> Option<Duration> {
+    let headers = delivery.properties.headers().as_ref()?;
+    let due = header_int(headers, NOT_BEFORE_HEADER)?;
+    let wait = u64::try_from(due.checked_sub(now)?).ok()?;
+    // Shorter than this is not worth another trip through a retry queue.
+    (wait > 50 && !config.queue.retry.delays.is_empty()).then(|| Duration::from_millis(wait))
+}
+
+/// Sends an early delivery back to a retry queue for what is left of its wait, with
+/// its headers (attempt, due time) unchanged.
+async fn park(
+    config: &ConsumerConfig,
+    metrics: &ConsumerMetrics,
+    publish_channel: &Channel,
+    delivery: &Delivery,
+    wait: Duration,
+) -> Settled {
+    let queue = config.queue.name.as_str();
+    let Some(delay) = config.queue.retry.hop_within(wait) else {
+        return Settled::Unknown;
+    };
+    let target = config.queue.retry_queue(delay);
+    let props = delivery.properties.clone().with_delivery_mode(2);
+    match tokio::time::timeout(
+        SETTLE_TIMEOUT,
+        forward(delivery, publish_channel, "", &target, props),
+    )
+    .await
+    {
+        Ok(Ok(())) => {
+            metrics.count(queue, "deferred");
+            Settled::Done
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not park an early retry; the broker will redeliver it");
+            Settled::Unknown
+        }
+        Err(_) => {
+            tracing::warn!(
+                "parking an early retry did not finish in time; the broker will redeliver it"
+            );
+            Settled::Unknown
+        }
+    }
+}
+
+fn unix_millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A copy of the delivery's properties for a retry or dead-letter publish; `due` is
+/// when a retry is due, if its delay is not a retry queue's (any earlier due time is
+/// dropped).
 fn republished(
     delivery: &Delivery,
     msg: &Incoming,
     attempt: u32,
     error: &anyhow::Error,
+    due: Option<i64>,
 ) -> lapin::BasicProperties {
-    let mut headers = msg.headers.clone();
+    let mut headers: FieldTable = msg
+        .headers
+        .inner()
+        .iter()
+        .filter(|(k, _)| k.as_str() != NOT_BEFORE_HEADER)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into();
+    if let Some(due) = due {
+        headers.insert(NOT_BEFORE_HEADER.into(), AMQPValue::LongLongInt(due));
+    }
     headers.insert(
         ATTEMPT_HEADER.into(),
         AMQPValue::LongLongInt(i64::from(attempt)),

@@ -11,6 +11,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod phone;
+pub mod retry_after;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

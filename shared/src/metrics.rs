@@ -29,7 +29,7 @@ pub struct QueueLabel {
 }
 
 /// What the consumer loop counts: messages by outcome (acked, retried,
-/// dead_lettered) and processing latency.
+/// dead_lettered, deferred) and processing latency.
 #[derive(Clone)]
 pub struct ConsumerMetrics {
     messages: Family<QueueOutcome, Counter>,
@@ -45,7 +45,7 @@ impl ConsumerMetrics {
         });
         registry.register(
             "consumer_messages",
-            "Messages consumed, by queue and outcome (acked, retried, dead_lettered)",
+            "Messages consumed, by queue and outcome (acked, retried, dead_lettered, deferred)",
             messages.clone(),
         );
         registry.register(

@@ -81,6 +81,15 @@ impl RetryPolicy {
         self.delays.get(idx).copied()
     }
 
+    /// The retry queue's delay for a message that must wait `wait`: the longest delay
+    /// that does not pass it, or the shortest when `wait` is shorter than every delay.
+    /// A message parked again on return (see `consumer`) thus reaches its handler
+    /// within the shortest delay after it is due, in a few hops.
+    pub fn hop_within(&self, wait: Duration) -> Option<Duration> {
+        let fitting = self.delays.iter().filter(|d| **d <= wait).max();
+        fitting.or_else(|| self.delays.iter().min()).copied()
+    }
+
     /// Whether a message that has now failed `attempt` times gets another try.
     pub fn allows_retry_after(&self, attempt: u32) -> bool {
         !self.delays.is_empty() && self.max_attempts.is_none_or(|max| attempt < max)
@@ -453,6 +462,32 @@ mod tests {
     }
 
     #[test]
+    fn waits_are_covered_by_the_longest_delay_that_fits() {
+        let p = RetryPolicy::standard();
+        let hop = |ms| p.hop_within(Duration::from_millis(ms)).map(|d| d.as_secs());
+        assert_eq!(hop(45_000), Some(30));
+        assert_eq!(hop(30_000), Some(30));
+        assert_eq!(hop(29_999), Some(5));
+        assert_eq!(hop(4_000), Some(1));
+        assert_eq!(hop(300), Some(1));
+        assert_eq!(hop(3_600_000), Some(300));
+        // Hops one after another end within the shortest delay past the due time.
+        for wait in [300, 4_000, 29_999, 45_000, 61_500, 3_600_000] {
+            let mut left = i64::from(wait);
+            let mut hops = 0;
+            while left > 0 {
+                let d = p
+                    .hop_within(Duration::from_millis(left.unsigned_abs()))
+                    .expect("hop");
+                left -= i64::try_from(d.as_millis()).expect("ms");
+                hops += 1;
+            }
+            assert!(left > -1000, "{wait}: overshoot {left}");
+            assert!(hops <= 20, "{wait}: {hops} hops");
+        }
+    }
+
+    #[test]
     fn retry_schedule_repeats_last_delay_and_stops_at_max() {
         let p = RetryPolicy {
             delays: vec![Duration::from_millis(10), Duration::from_millis(50)],
@@ -475,5 +510,6 @@ mod tests {
         };
         assert!(!none.allows_retry_after(1));
         assert_eq!(none.delay_for(1), None);
+        assert_eq!(none.hop_within(Duration::from_secs(3)), None);
     }
 }

@@ -23,15 +23,21 @@ pub const COLUMNS: [&str; 5] = [
     "estimate_kwh",
 ];
 
-type Row = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<Vec<i64>>,
-    Option<Vec<String>>,
-    Option<String>,
-);
+/// One active meter without a reading in the period, with what the estimate needs.
+#[derive(sqlx::FromRow)]
+struct Row {
+    account: String,
+    meter: String,
+    /// The registry's consumption norm, as PostgreSQL writes the number.
+    normative_kwh: Option<String>,
+    /// The registry's last reading (`YYYY-MM` and its values), if it has one.
+    baseline_period: Option<String>,
+    baseline_values: Option<Vec<i64>>,
+    /// The periods with accepted readings before this one, oldest first, and their
+    /// values as a JSON array of arrays (in the same order).
+    periods: Option<Vec<String>>,
+    vals: Option<String>,
+}
 
 /// Writes the report for `period`.
 pub async fn write(
@@ -56,7 +62,7 @@ pub async fn write(
                     json_agg(vals ORDER BY period)::text AS vals
              FROM cur GROUP BY account, meter
          )
-         SELECT m.account, m.meter, m.normative_kwh::text, m.baseline_period, m.baseline_values,
+         SELECT m.account, m.meter, m.normative_kwh::text AS normative_kwh, m.baseline_period, m.baseline_values,
                 h.periods, h.vals
          FROM validator.registry_meters m
          LEFT JOIN hist h ON h.account = m.account AND h.meter = m.meter
@@ -68,8 +74,15 @@ pub async fn write(
     )
     .bind(period.to_string())
     .fetch(&mut *conn);
-    while let Some((account, meter, normative, baseline_period, baseline_values, periods, vals)) =
-        rows.try_next().await?
+    while let Some(Row {
+        account,
+        meter,
+        normative_kwh: normative,
+        baseline_period,
+        baseline_values,
+        periods,
+        vals,
+    }) = rows.try_next().await?
     {
         let accepted = accepted_points(&account, &meter, periods, vals.as_deref())?;
         let baseline = baseline_point(baseline_period.as_deref(), baseline_values);

@@ -27,15 +27,18 @@ pub const COLUMNS: [&str; 9] = [
     "reading_id",
 ];
 
-type Row = (
-    String,
-    String,
-    String,
-    Vec<i64>,
-    DateTime<Utc>,
-    String,
-    Uuid,
-);
+/// One line of the report: the latest reading of one meter in the period.
+#[derive(sqlx::FromRow)]
+struct Row {
+    account: String,
+    meter: String,
+    period: String,
+    /// One value per zone (T1, T2, T3).
+    vals: Vec<i64>,
+    received_at: DateTime<Utc>,
+    channel: String,
+    reading_id: Uuid,
+}
 
 /// Writes the report for `period`; `received_at` is written in `zone`.
 pub async fn write(
@@ -59,8 +62,15 @@ pub async fn write(
     )
     .bind(period.to_string())
     .fetch(&mut *conn);
-    while let Some((account, meter, period, vals, received_at, channel, reading_id)) =
-        rows.try_next().await?
+    while let Some(Row {
+        account,
+        meter,
+        period,
+        vals,
+        received_at,
+        channel,
+        reading_id,
+    }) = rows.try_next().await?
     {
         let zone_value = |i: usize| vals.get(i).map(i64::to_string).unwrap_or_default();
         let received = received_at

@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::Sms;
 use crate::failure::{SendFailure, excerpt, from_reqwest};
+use crate::ledger::AfterUnknown;
 
 #[derive(Clone)]
 pub struct HttpGateway {
@@ -61,13 +62,14 @@ impl HttpGateway {
             }))
             .send()
             .await
-            .map_err(from_reqwest)?;
+            .map_err(|e| from_reqwest(e, AfterUnknown::Resend))?;
         let status = response.status();
         if status.is_success() || status == StatusCode::CONFLICT {
             return Ok(());
         }
+        let retry_after = shared::retry_after::parse(response.headers(), chrono::Utc::now());
         let body = response.text().await.unwrap_or_default();
-        Err(classify(status, &body))
+        Err(classify(status, &body).not_before(retry_after))
     }
 }
 
@@ -77,25 +79,26 @@ impl HttpGateway {
 fn classify(status: StatusCode, body: &str) -> SendFailure {
     let what = || anyhow::anyhow!("SMS gateway answered {status}: {}", excerpt(body));
     match status {
-        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => SendFailure::Retry(what()),
-        s if s.is_server_error() => SendFailure::Retry(what()),
-        _ => SendFailure::Refused(what()),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => SendFailure::retry(what()),
+        s if s.is_server_error() => SendFailure::retry(what()),
+        _ => SendFailure::refused(what()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::FailureKind;
 
     #[test]
     fn answers_split_into_retry_and_refused() {
         for code in [500, 502, 503, 504, 429, 408] {
             let s = StatusCode::from_u16(code).expect("status");
-            assert!(matches!(classify(s, ""), SendFailure::Retry(_)), "{code}");
+            assert_eq!(classify(s, "").kind, FailureKind::Transient, "{code}");
         }
         for code in [400, 401, 403, 404, 422] {
             let s = StatusCode::from_u16(code).expect("status");
-            assert!(matches!(classify(s, ""), SendFailure::Refused(_)), "{code}");
+            assert_eq!(classify(s, "").kind, FailureKind::Permanent, "{code}");
         }
     }
 }

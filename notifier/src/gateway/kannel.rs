@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::Sms;
 use crate::failure::{SendFailure, excerpt, from_reqwest};
+use crate::ledger::AfterUnknown;
 
 #[derive(Clone)]
 pub struct KannelGateway {
@@ -76,7 +77,7 @@ impl KannelGateway {
             .query(&query)
             .send()
             .await
-            .map_err(from_reqwest)?;
+            .map_err(|e| from_reqwest(e, AfterUnknown::GiveUp))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -91,25 +92,26 @@ impl KannelGateway {
 fn classify(status: StatusCode, body: &str) -> SendFailure {
     let what = || anyhow::anyhow!("Kannel sendsms answered {status}: {}", excerpt(body));
     if status.is_server_error() {
-        SendFailure::Retry(what())
+        SendFailure::retry(what())
     } else {
-        SendFailure::Refused(what())
+        SendFailure::refused(what())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::FailureKind;
 
     #[test]
     fn kannel_answers() {
-        assert!(matches!(
-            classify(StatusCode::SERVICE_UNAVAILABLE, "Queue full"),
-            SendFailure::Retry(_)
-        ));
-        assert!(matches!(
-            classify(StatusCode::FORBIDDEN, "Authorization failed for sendsms"),
-            SendFailure::Refused(_)
-        ));
+        assert_eq!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, "Queue full").kind,
+            FailureKind::Transient
+        );
+        assert_eq!(
+            classify(StatusCode::FORBIDDEN, "Authorization failed for sendsms").kind,
+            FailureKind::Permanent
+        );
     }
 }

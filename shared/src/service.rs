@@ -28,6 +28,7 @@
 //! Steps 1–3 share the grace period (`SHUTDOWN_GRACE_SECONDS`); whatever is still
 //! unacked then is redelivered by the broker to another instance.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -294,18 +295,24 @@ impl Service {
 
         let outcome = async {
             if let Some((pool, schema)) = &database {
-                schema.apply(pool, &shutdown).await?;
+                match schema.apply(pool, &shutdown).await {
+                    Ok(()) => {}
+                    // SIGTERM while the database is still away: a stop, not a failure.
+                    Err(e) if shutdown.is_cancelled() => {
+                        tracing::warn!(error = %format!("{e:#}"), "shut down before the migrations were applied");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             if shutdown.is_cancelled() {
                 return Ok(());
             }
             let mut running = JoinSet::new();
+            let mut queues = HashMap::new();
             for (queue, start) in consumers {
-                let task = start(shutdown.clone());
-                running.spawn(async move {
-                    task.await;
-                    queue
-                });
+                let task = running.spawn(start(shutdown.clone()));
+                queues.insert(task.id(), queue);
             }
             let background = TaskTracker::new();
             for (task_name, start) in tasks {
@@ -328,12 +335,16 @@ impl Service {
             // Until shutdown, a consumer that ends, or the HTTP server failing.
             let ended = tokio::select! {
                 _ = shutdown.cancelled() => Ok(()),
-                Some(queue) = running.join_next() => {
-                    let queue = queue.unwrap_or_else(|e| format!("(panicked: {e})"));
+                Some(ended) = running.join_next_with_id() => {
                     failed.store(true, Ordering::Release);
-                    tracing::error!(queue = %queue, "a consumer stopped on its own; shutting down");
+                    let (id, cause) = match ended {
+                        Ok((id, ())) => (id, "returned".to_owned()),
+                        Err(e) => (e.id(), e.to_string()),
+                    };
+                    let queue = queues.get(&id).map_or("?", String::as_str);
+                    tracing::error!(queue, cause, "a consumer stopped on its own; shutting down");
                     shutdown.cancel();
-                    Err(anyhow::anyhow!("the consumer of `{queue}` stopped on its own"))
+                    Err(anyhow::anyhow!("the consumer of `{queue}` stopped on its own ({cause})"))
                 }
                 served = &mut http, if !http.is_terminated() => {
                     failed.store(true, Ordering::Release);

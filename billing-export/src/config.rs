@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use chrono_tz::Tz;
 use reqwest::Url;
 use secrecy::SecretString;
+use shared::calendar::Calendar;
 use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig, secret};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -25,15 +25,10 @@ pub struct Config {
     #[arg(long, env = "BILLING_TOKEN", hide_env_values = true, value_parser = secret)]
     pub billing_token: Option<SecretString>,
 
-    /// The company's time zone (IANA name): a period's window closes at the end of
-    /// WINDOW_END_DAY in it, and `received_at` is written in it.
-    #[arg(long, env = "TIMEZONE", default_value = "Asia/Yekaterinburg")]
-    pub timezone: Tz,
-
-    /// Last day of the reading window; the period's files are written after it ends.
-    #[arg(long, env = "WINDOW_END_DAY", default_value_t = 25,
-          value_parser = clap::value_parser!(u32).range(1..=31))]
-    pub window_end_day: u32,
+    /// The window's days and the company's time zone: a period's files are written
+    /// when its window closes, and `received_at` is written in the zone.
+    #[command(flatten)]
+    pub calendar: Calendar,
 
     /// Directory the period files are written to when a window closes. Unset: no files.
     #[arg(long, env = "EXPORT_DIR")]
@@ -91,8 +86,8 @@ mod tests {
         let probe = Probe::try_parse_from(["probe"]).expect("parses");
         let c = probe.config;
         assert_eq!(c.http_addr.to_string(), "0.0.0.0:8083");
-        assert_eq!(c.timezone, chrono_tz::Asia::Yekaterinburg);
-        assert_eq!(c.window_end_day, 25);
+        assert_eq!(c.calendar.timezone(), chrono_tz::Asia::Yekaterinburg);
+        assert_eq!(c.calendar.window_end_day, 25);
         assert!(c.billing_url.is_none() && c.export_dir.is_none());
         assert!(c.validate().is_ok());
     }

@@ -11,7 +11,6 @@ pub mod metrics;
 pub mod push;
 pub mod reading;
 pub mod store;
-pub mod window;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +31,6 @@ use crate::export::http::ExportState;
 use crate::metrics::BillingMetrics;
 use crate::push::Billing;
 use crate::reading::{CrashPoint, ReadingHandler};
-use crate::window::WindowClose;
 
 /// Deliveries stored and recorded in one statement each.
 const BATCH: usize = 64;
@@ -108,17 +106,14 @@ pub async fn run(
         let files = PeriodFiles {
             pool: pool.clone(),
             dir: dir.clone(),
-            window: WindowClose {
-                end_day: config.window_end_day,
-                zone: config.timezone,
-            },
+            window: config.calendar.window()?,
             metrics: metrics.clone(),
         };
         service.task("period files", move |stop| files.run(stop));
     }
     service.routes(export::http::router(ExportState {
         pool,
-        zone: config.timezone,
+        zone: config.calendar.timezone(),
         metrics,
         slots: Arc::new(Semaphore::new(export_slots(&config))),
     }));

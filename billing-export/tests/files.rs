@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use billing_export::export::files::{Outcome, PeriodFiles};
-use billing_export::window::WindowClose;
 use chrono::Utc;
 use common::{Events, Options, billing_pool, import_registry, reading, spawn_app, wait_stored};
+use shared::calendar::Calendar;
 use shared::testing::{TestEnv, eventually};
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -25,10 +25,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn closed_period_files_are_written_once() {
     let env = TestEnv::new().await;
-    let window = WindowClose {
-        end_day: 25,
-        zone: chrono_tz::Asia::Yekaterinburg,
-    };
+    let window = Calendar::default().window().expect("window");
     let period = window.latest_closed(Utc::now());
     let p = period.to_string();
     import_registry(
@@ -139,10 +136,7 @@ async fn concurrent_writers_write_a_period_once() {
     let files = PeriodFiles {
         pool: billing_pool(&env),
         dir: dir.path().to_owned(),
-        window: WindowClose {
-            end_day: 25,
-            zone: chrono_tz::Asia::Yekaterinburg,
-        },
+        window: Calendar::default().window().expect("window"),
         metrics: billing_export::metrics::BillingMetrics::register(&mut Default::default()),
     };
     let period = "2026-11".parse().expect("period");

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono_tz::Tz;
 use lettre::message::Mailbox;
 use secrecy::SecretString;
+use shared::calendar::CompanyZone;
 use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig, secret};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -23,8 +23,8 @@ pub struct Config {
 
     /// The company's time zone: the day of the per-number cap and the time of receipt
     /// shown in e-mails.
-    #[arg(long, env = "TIMEZONE", default_value = "Asia/Yekaterinburg", value_parser = parse_tz)]
-    pub timezone: Tz,
+    #[command(flatten)]
+    pub zone: CompanyZone,
 
     /// Longest one SMS gateway request or one SMTP delivery may take. A claimed
     /// delivery's lease is this plus a margin, so a slow attempt is never overtaken.
@@ -148,11 +148,6 @@ pub struct LimitsConfig {
     pub reply_hourly_budget: u32,
 }
 
-fn parse_tz(s: &str) -> Result<Tz, String> {
-    s.parse::<Tz>()
-        .map_err(|_| format!("`{s}` is not an IANA time zone (e.g. Asia/Yekaterinburg)"))
-}
-
 /// A set of country calling codes, e.g. `7` or `7,375`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountryCodes(BTreeSet<String>);
@@ -219,7 +214,7 @@ mod tests {
         let probe = Probe::try_parse_from(["notifier"]).expect("defaults parse");
         let c = probe.config;
         assert_eq!(c.http_addr.port(), 8082);
-        assert_eq!(c.timezone, chrono_tz::Asia::Yekaterinburg);
+        assert_eq!(c.zone.timezone, chrono_tz::Asia::Yekaterinburg);
         assert_eq!(c.sms.sms_gateway, GatewayKind::Log);
         assert!(c.email.smtp_url.is_none());
         assert_eq!(c.email.email_from.email.domain(), "localhost");

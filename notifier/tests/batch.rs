@@ -48,9 +48,9 @@ async fn notifier(env: &TestEnv, scratch: &tempfile::TempDir, gateway: &MockServ
         mailer: Mailer::from_config(&cfg.email, send_timeout)
             .await
             .expect("mailer"),
-        limits: ReplyLimits::new(&cfg.limits, cfg.timezone),
+        limits: ReplyLimits::new(&cfg.limits, cfg.zone.timezone),
         email_from: cfg.email.email_from.clone(),
-        timezone: cfg.timezone,
+        timezone: cfg.zone.timezone,
         send_timeout,
         metrics: NotifierMetrics::register(&mut Registry::default()),
     }

@@ -4,6 +4,7 @@
 //! telemetry, the operational HTTP endpoints and graceful shutdown.
 
 pub mod broker;
+pub mod calendar;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -13,11 +13,11 @@ pub mod rules;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chrono_tz::Tz;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use shared::calendar::Calendar;
 use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig};
 use shared::consumer::{BatchHandler, HandlerError, Incoming, Outcomes};
 use shared::events::{Event, SmsReceived};
@@ -28,7 +28,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::intake::{BatchItem, Outcome, Rules};
-use crate::rules::Window;
 
 /// The validator's migrations (schema `validator`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -40,17 +39,8 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,
 
-    /// First day of the month readings are taken (company time zone).
-    #[arg(long, env = "WINDOW_START_DAY", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=31))]
-    pub window_start_day: u32,
-
-    /// Last day of the month readings are taken, inclusive.
-    #[arg(long, env = "WINDOW_END_DAY", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=31))]
-    pub window_end_day: u32,
-
-    /// The company's time zone (IANA name): window days and periods are judged in it.
-    #[arg(long, env = "TIMEZONE", default_value = "Asia/Yekaterinburg")]
-    pub timezone: Tz,
+    #[command(flatten)]
+    pub calendar: Calendar,
 
     /// Shortest account number, in digits.
     #[arg(long, env = "ACCOUNT_DIGITS_MIN", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=32))]
@@ -81,13 +71,6 @@ pub struct Config {
 impl Config {
     /// Checks what clap cannot check field by field.
     pub fn rules(&self) -> anyhow::Result<Rules> {
-        if self.window_start_day > self.window_end_day {
-            anyhow::bail!(
-                "WINDOW_START_DAY ({}) is after WINDOW_END_DAY ({})",
-                self.window_start_day,
-                self.window_end_day
-            );
-        }
         if self.account_digits_min > self.account_digits_max {
             anyhow::bail!(
                 "ACCOUNT_DIGITS_MIN ({}) is above ACCOUNT_DIGITS_MAX ({})",
@@ -96,11 +79,7 @@ impl Config {
             );
         }
         Ok(Rules {
-            window: Window {
-                start_day: self.window_start_day,
-                end_day: self.window_end_day,
-                zone: self.timezone,
-            },
+            window: self.calendar.window()?,
             account_digits: self.account_digits_min as usize..=self.account_digits_max as usize,
             max_monthly_kwh: self.max_monthly_kwh,
             rate_limit_per_hour: self.rate_limit_per_hour,

@@ -1,31 +1,9 @@
-//! The reading checks of SPEC §3 that need no database: the reading window, register
-//! digits, decrease with rollover, and plausible consumption. Each is a pure function
-//! so that its edges are tested directly.
+//! The reading checks of SPEC §3 that need no database: register digits, decrease
+//! with rollover, and plausible consumption (the window is `shared::calendar`'s).
+//! Each is a pure function so that its edges are tested directly.
 
-use chrono::{DateTime, Datelike, FixedOffset};
-use chrono_tz::Tz;
+pub use shared::calendar::Window;
 use shared::events::Period;
-
-/// The days of the month readings are taken, in the company's time zone.
-#[derive(Debug, Clone, Copy)]
-pub struct Window {
-    pub start_day: u32,
-    pub end_day: u32,
-    pub zone: Tz,
-}
-
-impl Window {
-    /// Whether `at` falls on a window day, judged in the company zone.
-    pub fn contains(&self, at: DateTime<FixedOffset>) -> bool {
-        let day = at.with_timezone(&self.zone).day();
-        (self.start_day..=self.end_day).contains(&day)
-    }
-
-    /// The billing period of a message received at `at`.
-    pub fn period_of(&self, at: DateTime<FixedOffset>) -> Period {
-        Period::of(&at.with_timezone(&self.zone))
-    }
-}
 
 /// The last accepted reading a new one is compared with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,56 +89,6 @@ pub fn check_against(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(s: &str) -> DateTime<FixedOffset> {
-        DateTime::parse_from_rfc3339(s).expect("timestamp")
-    }
-
-    fn window() -> Window {
-        Window {
-            start_day: 15,
-            end_day: 25,
-            zone: chrono_tz::Asia::Yekaterinburg,
-        }
-    }
-
-    #[test]
-    fn window_edges_in_the_company_zone() {
-        let w = window();
-        assert!(
-            !w.contains(at("2026-11-14T23:59:59+05:00")),
-            "14th 23:59 is outside"
-        );
-        assert!(
-            w.contains(at("2026-11-15T00:00:00+05:00")),
-            "15th 00:00 is inside"
-        );
-        assert!(
-            w.contains(at("2026-11-25T23:59:59+05:00")),
-            "25th 23:59 is inside"
-        );
-        assert!(
-            !w.contains(at("2026-11-26T00:00:00+05:00")),
-            "26th 00:00 is outside"
-        );
-        // 19:30 UTC on the 14th is already 00:30 on the 15th in Yekaterinburg.
-        assert!(w.contains(at("2026-11-14T19:30:00Z")));
-        // 19:30 UTC on the 25th is the 26th there.
-        assert!(!w.contains(at("2026-11-25T19:30:00Z")));
-    }
-
-    #[test]
-    fn period_follows_the_company_zone() {
-        let w = window();
-        assert_eq!(
-            w.period_of(at("2026-11-30T20:00:00Z")).to_string(),
-            "2026-12"
-        );
-        assert_eq!(
-            w.period_of(at("2026-11-20T10:00:00+05:00")).to_string(),
-            "2026-11"
-        );
-    }
 
     #[test]
     fn rollover_needs_top_and_bottom_tenths() {

@@ -51,9 +51,7 @@ pub struct Harness {
 pub fn config(env: &TestEnv, addr: std::net::SocketAddr) -> validator::Config {
     validator::Config {
         http_addr: addr,
-        window_start_day: 15,
-        window_end_day: 25,
-        timezone: chrono_tz::Asia::Yekaterinburg,
+        calendar: shared::calendar::Calendar::default(),
         account_digits_min: 6,
         account_digits_max: 12,
         max_monthly_kwh: 10_000,

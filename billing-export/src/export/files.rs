@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CHUNKS_IN_FLIGHT, Chunk, Report};
 use crate::metrics::BillingMetrics;
-use crate::window::WindowClose;
+use shared::calendar::Window;
 
 /// How often the scheduler looks for a newly closed period.
 pub const CHECK_EVERY: Duration = Duration::from_secs(60);
@@ -50,7 +50,7 @@ pub enum Outcome {
 pub struct PeriodFiles {
     pub pool: PgPool,
     pub dir: PathBuf,
-    pub window: WindowClose,
+    pub window: Window,
     pub metrics: BillingMetrics,
 }
 

@@ -45,8 +45,7 @@ pub fn config(
             .as_deref()
             .map(|u| u.parse().expect("billing url")),
         billing_token: Some(TOKEN.to_owned().into()),
-        timezone: chrono_tz::Asia::Yekaterinburg,
-        window_end_day: 25,
+        calendar: shared::calendar::Calendar::default(),
         export_dir: options.export_dir.clone(),
         broker: BrokerConfig {
             amqp_url: env.amqp_url.clone().into(),

@@ -27,7 +27,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub fn config(env: &TestEnv, scratch: &tempfile::TempDir) -> notifier::Config {
     notifier::Config {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
-        timezone: chrono_tz::Asia::Yekaterinburg,
+        zone: shared::calendar::CompanyZone::default(),
         send_timeout_seconds: 5,
         sms: SmsConfig {
             sms_gateway: GatewayKind::Log,

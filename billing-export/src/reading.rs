@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use shared::consumer::{BatchHandler, HandlerError, Incoming, outcomes_or_retry};
+use shared::consumer::{BatchHandler, HandlerError, Incoming, Outcomes};
 use shared::events::{Event, ReadingAccepted};
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -112,14 +112,19 @@ fn decode(msg: &Incoming) -> Result<ReadingAccepted, HandlerError> {
     }
 }
 
-impl BatchHandler for ReadingHandler {
-    /// Looks up the batch's readings (one statement), posts those not yet delivered
-    /// (each reading once, however often it is in the batch), stores every reading
-    /// with its answer (one statement), then lets the consumer ack.
-    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
-        let mut results: Vec<Option<Result<(), HandlerError>>> =
-            msgs.iter().map(|_| None).collect();
-        let mut readings: Vec<(usize, ReadingAccepted)> = Vec::with_capacity(msgs.len());
+/// A batch's readings, each once: the messages that decoded (by their index in the
+/// batch) and, for each reading, the first message carrying it. Copies of a reading
+/// in one batch (a redelivery beside the original) share the first one's fate.
+struct Readings {
+    messages: Vec<(usize, ReadingAccepted)>,
+    /// Index into `messages` of the first message of each reading.
+    firsts: Vec<usize>,
+}
+
+impl Readings {
+    /// Decodes the batch; a message that can never be processed gets its outcome now.
+    fn decode(msgs: &[Incoming], results: &mut Outcomes) -> Readings {
+        let mut messages: Vec<(usize, ReadingAccepted)> = Vec::with_capacity(msgs.len());
         for (i, msg) in msgs.iter().enumerate() {
             match decode(msg).and_then(|r| match store::checked_values(&r) {
                 Ok(_) => Ok(r),
@@ -128,76 +133,115 @@ impl BatchHandler for ReadingHandler {
                     r.reading_id
                 ))),
             }) {
-                Ok(r) => readings.push((i, r)),
-                Err(e) => results[i] = Some(Err(e)),
+                Ok(r) => messages.push((i, r)),
+                Err(e) => results.set(i, Err(e)),
             }
         }
-        // Each reading once: the index (in `readings`) of its first message.
         let mut firsts: Vec<usize> = Vec::new();
-        for (k, (_, reading)) in readings.iter().enumerate() {
+        for (k, (_, reading)) in messages.iter().enumerate() {
             if !firsts
                 .iter()
-                .any(|&f| readings[f].1.reading_id == reading.reading_id)
+                .any(|&f| messages[f].1.reading_id == reading.reading_id)
             {
                 firsts.push(k);
             }
         }
-        let Some(billing) = &self.billing else {
-            let outcomes: Vec<store::Outcome<'_>> = firsts
-                .iter()
-                .map(|&k| store::Outcome {
-                    reading: &readings[k].1,
-                    delivery: Delivery::NotPushed,
-                    attempted: false,
-                    status: None,
-                    error: None,
-                })
-                .collect();
-            let stored = store::store(&self.pool, &outcomes).await.map_err(Arc::new);
-            for (i, _) in &readings {
-                results[*i] = Some(match &stored {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(HandlerError::Transient(
-                        anyhow::Error::new(Arc::clone(e)).context("storing the reading"),
-                    )),
-                });
+        Readings { messages, firsts }
+    }
+
+    fn first(&self, k: usize) -> &ReadingAccepted {
+        &self.messages[k].1
+    }
+
+    /// Every message carrying `reading` (not settled yet) gets `outcome`.
+    fn settle(
+        &self,
+        reading: uuid::Uuid,
+        results: &mut Outcomes,
+        outcome: impl Fn() -> Result<(), HandlerError>,
+    ) {
+        for (i, r) in &self.messages {
+            if r.reading_id == reading && !results.is_settled(*i) {
+                results.set(*i, outcome());
             }
-            return outcomes_or_retry(results);
-        };
-        let ids: Vec<uuid::Uuid> = firsts.iter().map(|&k| readings[k].1.reading_id).collect();
-        let known = match store::states(&self.pool, &ids).await {
-            Ok(known) => known,
-            Err(e) => {
-                let e = Arc::new(e);
-                for (i, _) in &readings {
-                    results[*i] = Some(Err(HandlerError::Transient(
-                        anyhow::Error::new(Arc::clone(&e)).context("looking up the reading"),
-                    )));
-                }
-                return outcomes_or_retry(results);
-            }
-        };
-        let mut to_post: Vec<usize> = Vec::with_capacity(firsts.len());
-        for &k in &firsts {
-            let reading = &readings[k].1;
+        }
+    }
+
+    /// Every message gets `outcome` (a failure of the whole batch).
+    fn settle_all(&self, results: &mut Outcomes, outcome: impl Fn() -> Result<(), HandlerError>) {
+        for (i, _) in &self.messages {
+            results.set(*i, outcome());
+        }
+    }
+}
+
+impl ReadingHandler {
+    /// Without `BILLING_URL`: stores the readings as not pushed.
+    async fn store_only(&self, readings: &Readings, results: &mut Outcomes) {
+        let outcomes: Vec<store::Outcome<'_>> = readings
+            .firsts
+            .iter()
+            .map(|&k| store::Outcome {
+                reading: readings.first(k),
+                delivery: Delivery::NotPushed,
+                attempted: false,
+                status: None,
+                error: None,
+            })
+            .collect();
+        let stored = store::store(&self.pool, &outcomes).await.map_err(Arc::new);
+        readings.settle_all(results, || match &stored {
+            Ok(()) => Ok(()),
+            Err(e) => Err(HandlerError::Transient(
+                anyhow::Error::new(Arc::clone(e)).context("storing the reading"),
+            )),
+        });
+    }
+
+    /// The readings not yet recorded as delivered (indexes into `readings.messages`);
+    /// the messages of those already delivered are settled as done.
+    async fn not_yet_delivered(
+        &self,
+        readings: &Readings,
+        results: &mut Outcomes,
+    ) -> Result<Vec<usize>, Arc<sqlx::Error>> {
+        let ids: Vec<uuid::Uuid> = readings
+            .firsts
+            .iter()
+            .map(|&k| readings.first(k).reading_id)
+            .collect();
+        let known = store::states(&self.pool, &ids).await.map_err(Arc::new)?;
+        let mut to_post = Vec::with_capacity(readings.firsts.len());
+        for &k in &readings.firsts {
+            let reading = readings.first(k);
             if known
                 .get(&reading.reading_id)
                 .is_some_and(|d| d.is_delivered())
             {
                 tracing::info!(reading_id = %reading.reading_id, "already delivered to billing; not posting again");
                 self.metrics.push(PushResult::AlreadyDelivered);
-                for (i, r) in &readings {
-                    if r.reading_id == reading.reading_id {
-                        results[*i] = Some(Ok(()));
-                    }
-                }
+                readings.settle(reading.reading_id, results, || Ok(()));
             } else {
                 to_post.push(k);
             }
         }
+        Ok(to_post)
+    }
+
+    /// Posts the readings (several at once), stores each with billing's answer in one
+    /// statement, and settles their messages by the answer.
+    async fn push_and_store(
+        &self,
+        billing: &Billing,
+        msgs: &[Incoming],
+        readings: &Readings,
+        to_post: &[usize],
+        results: &mut Outcomes,
+    ) {
+        // Collected first: a lazy `map` over borrowed indexes makes the future not `Send`.
         let mut posts = Vec::with_capacity(to_post.len());
-        for &k in &to_post {
-            let (i, reading) = &readings[k];
+        for &k in to_post {
+            let (i, reading) = &readings.messages[k];
             let msg = &msgs[*i];
             posts.push(async move {
                 let outcome = self
@@ -219,7 +263,7 @@ impl BatchHandler for ReadingHandler {
             .iter()
             .zip(&details)
             .map(|((k, o), detail)| store::Outcome {
-                reading: &readings[*k].1,
+                reading: readings.first(*k),
                 delivery: o.delivery(),
                 attempted: true,
                 status: o.status().map(|s| s.as_u16()),
@@ -228,20 +272,40 @@ impl BatchHandler for ReadingHandler {
             .collect();
         let recorded = store::store(&self.pool, &outcomes).await.map_err(Arc::new);
         for (k, outcome) in &pushed {
-            let reading = &readings[*k].1;
+            let reading = readings.first(*k);
             let delivery = outcome.delivery();
             if delivery.is_delivered() && recorded.is_ok() {
                 self.crash_if(CrashPoint::AfterRecord, reading);
                 tracing::info!(reading_id = %reading.reading_id, delivery = delivery.as_str(), "reading delivered to billing");
             }
             self.metrics.push(outcome.result());
-            // Every message of the batch carrying this reading shares its fate.
-            for (i, r) in &readings {
-                if r.reading_id == reading.reading_id && results[*i].is_none() {
-                    results[*i] = Some(verdict(outcome, &recorded));
-                }
-            }
+            readings.settle(reading.reading_id, results, || verdict(outcome, &recorded));
         }
-        outcomes_or_retry(results)
+    }
+}
+
+impl BatchHandler for ReadingHandler {
+    /// Looks up the batch's readings (one statement), posts those not yet delivered
+    /// (each reading once, however often it is in the batch), stores every reading
+    /// with its answer (one statement), then lets the consumer ack.
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Outcomes {
+        let mut results = Outcomes::new(msgs.len());
+        let readings = Readings::decode(msgs, &mut results);
+        let Some(billing) = &self.billing else {
+            self.store_only(&readings, &mut results).await;
+            return results;
+        };
+        match self.not_yet_delivered(&readings, &mut results).await {
+            Ok(to_post) => {
+                self.push_and_store(billing, msgs, &readings, &to_post, &mut results)
+                    .await
+            }
+            Err(e) => readings.settle_all(&mut results, || {
+                Err(HandlerError::Transient(
+                    anyhow::Error::new(Arc::clone(&e)).context("looking up the reading"),
+                ))
+            }),
+        }
+        results
     }
 }

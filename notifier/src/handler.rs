@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 use futures::StreamExt as _;
 use lettre::Message;
 use lettre::message::Mailbox;
-use shared::consumer::{BatchHandler, HandlerError, Incoming, outcomes_or_retry};
+use shared::consumer::{BatchHandler, HandlerError, Incoming, Outcomes};
 use shared::events::{Event, ReadingAccepted, ReadingRejected};
 use shared::phone::mask;
 use sqlx::PgPool;
@@ -51,9 +51,8 @@ pub struct Notifier {
 }
 
 impl BatchHandler for Notifier {
-    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
-        let mut outcomes: Vec<Option<Result<(), HandlerError>>> =
-            msgs.iter().map(|_| None).collect();
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Outcomes {
+        let mut outcomes = Outcomes::new(msgs.len());
         let mut refused: Vec<(usize, Delivery, Suppressed)> = Vec::new();
         let mut effects: Vec<(usize, Effect)> = Vec::new();
         // Copies of one event in the batch (a redelivery beside the original): the first
@@ -75,7 +74,7 @@ impl BatchHandler for Notifier {
                 first_copy.insert(key, i);
             }
             match planned {
-                Planned::Done(outcome) => outcomes[i] = Some(outcome),
+                Planned::Done(outcome) => outcomes.set(i, outcome),
                 Planned::Refuse(delivery, reason) => refused.push((i, delivery, reason)),
                 Planned::Send(effect) => effects.push((i, effect)),
             }
@@ -85,7 +84,7 @@ impl BatchHandler for Notifier {
                 .await;
         }
         for (i, first, channel) in copies {
-            outcomes[i] = Some(match outcomes[first] {
+            let outcome = match outcomes.get(first) {
                 Some(Ok(())) => {
                     self.metrics.duplicate(channel);
                     Ok(())
@@ -93,9 +92,10 @@ impl BatchHandler for Notifier {
                 _ => Err(HandlerError::transient(anyhow::anyhow!(
                     "a copy of this event in the same batch is not settled yet"
                 ))),
-            });
+            };
+            outcomes.set(i, outcome);
         }
-        outcomes_or_retry(outcomes)
+        outcomes
     }
 }
 
@@ -238,7 +238,7 @@ impl Notifier {
         msgs: &[Incoming],
         refused: &[(usize, Delivery, Suppressed)],
         effects: &[(usize, Effect)],
-        outcomes: &mut [Option<Result<(), HandlerError>>],
+        outcomes: &mut Outcomes,
     ) {
         let refusals: Vec<(&Delivery, Suppressed)> =
             refused.iter().map(|(_, d, why)| (d, *why)).collect();
@@ -272,9 +272,12 @@ impl Notifier {
                     .map(|r| r.0)
                     .chain(effects.iter().map(|e| e.0))
                 {
-                    outcomes[i] = Some(Err(HandlerError::Transient(
-                        anyhow::Error::new(Arc::clone(&e)).context("notifier database"),
-                    )));
+                    outcomes.set(
+                        i,
+                        Err(HandlerError::Transient(
+                            anyhow::Error::new(Arc::clone(&e)).context("notifier database"),
+                        )),
+                    );
                 }
                 return;
             }
@@ -287,7 +290,7 @@ impl Notifier {
             msgs[*i].span.in_scope(|| {
                 tracing::info!(to = %mask(&delivery.recipient), key = %delivery.key, reason = reason.as_str(), "reply suppressed");
             });
-            outcomes[*i] = Some(Ok(()));
+            outcomes.set(*i, Ok(()));
         }
 
         let mut claimed: Vec<(&(usize, Effect), i32)> = Vec::new();
@@ -298,8 +301,8 @@ impl Notifier {
                 .in_scope(|| self.settle_claim(&effect.delivery, claim))
             {
                 Ok(Some(attempt)) => claimed.push((item, attempt)),
-                Ok(None) => outcomes[*i] = Some(Ok(())),
-                Err(e) => outcomes[*i] = Some(Err(e)),
+                Ok(None) => outcomes.set(*i, Ok(())),
+                Err(e) => outcomes.set(*i, Err(e)),
             }
         }
         if claimed.is_empty() {
@@ -329,7 +332,7 @@ impl Notifier {
         for end in ended {
             let _in_span = msgs[end.msg].span.enter();
             let d = end.delivery;
-            outcomes[end.msg] = Some(match end.failure {
+            let outcome = match end.failure {
                 None => match &recorded {
                     Ok(()) => Ok(()),
                     Err(e) => Err(HandlerError::Transient(
@@ -366,7 +369,8 @@ impl Notifier {
                         }),
                     }
                 }
-            });
+            };
+            outcomes.set(end.msg, outcome);
         }
     }
 

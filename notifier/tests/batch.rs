@@ -149,7 +149,7 @@ async fn one_batch_keeps_the_guards_in_order_and_answers_a_copy_once() {
     events.push(accepted(Uuid::new_v4(), None, vec![45100]));
     let batch: Vec<Incoming> = events.iter().map(incoming).collect();
 
-    let outcomes = handler.handle_batch(&batch).await;
+    let outcomes = handler.handle_batch(&batch).await.into_results();
     assert_eq!(outcomes.len(), batch.len());
     for (event, outcome) in events.iter().zip(&outcomes) {
         assert!(outcome.is_ok(), "{}: {outcome:?}", event.message_id());
@@ -228,7 +228,7 @@ async fn one_batch_keeps_the_guards_in_order_and_answers_a_copy_once() {
     assert_eq!(first, Some(CAP as i32), "{used:?}");
 
     // The whole batch redelivered: nothing is sent again, nothing counted again.
-    let outcomes = handler.handle_batch(&batch).await;
+    let outcomes = handler.handle_batch(&batch).await.into_results();
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(sent(&server).await, expected_keys);
     assert_eq!(rows(&pool).await, ledger_rows);
@@ -254,13 +254,13 @@ async fn two_replicas_with_overlapping_batches_share_the_budget_without_deadlock
     let backward: Vec<Incoming> = events.iter().rev().map(incoming).collect();
     let run_one = async {
         for chunk in forward.chunks(16) {
-            let outcomes = one.handle_batch(chunk).await;
+            let outcomes = one.handle_batch(chunk).await.into_results();
             assert_eq!(outcomes.len(), chunk.len());
         }
     };
     let run_two = async {
         for chunk in backward.chunks(7) {
-            let outcomes = two.handle_batch(chunk).await;
+            let outcomes = two.handle_batch(chunk).await.into_results();
             assert_eq!(outcomes.len(), chunk.len());
         }
     };

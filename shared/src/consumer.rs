@@ -115,13 +115,10 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// A service's message logic, several deliveries at a time (one database transaction
-/// for many messages, say). Returns one outcome per message, in order; a shorter
-/// answer leaves the rest to be retried later.
+/// for many messages, say). Returns the outcome of each message ([`Outcomes`]); a
+/// message left without one is retried later.
 pub trait BatchHandler: Send + Sync + 'static {
-    fn handle_batch(
-        &self,
-        msgs: &[Incoming],
-    ) -> impl Future<Output = Vec<Result<(), HandlerError>>> + Send;
+    fn handle_batch(&self, msgs: &[Incoming]) -> impl Future<Output = Outcomes> + Send;
 }
 
 /// The outcome of each message of a batch, filled in as the handler decides them.
@@ -131,7 +128,8 @@ pub trait BatchHandler: Send + Sync + 'static {
 pub struct Outcomes(Vec<Option<Result<(), HandlerError>>>);
 
 impl Outcomes {
-    /// A batch of `n` messages, none decided yet.
+    /// A batch of `n` messages, none decided yet. (The handler is given the batch's
+    /// length: `Outcomes` never holds more or fewer answers than messages.)
     pub fn new(n: usize) -> Self {
         Outcomes((0..n).map(|_| None).collect())
     }
@@ -141,6 +139,16 @@ impl Outcomes {
         if let Some(slot) = self.0.get_mut(i) {
             *slot = Some(outcome);
         }
+    }
+
+    /// Whether the `i`-th message has its outcome.
+    pub fn is_settled(&self, i: usize) -> bool {
+        self.0.get(i).is_some_and(Option::is_some)
+    }
+
+    /// The `i`-th message's outcome, if it has one.
+    pub fn get(&self, i: usize) -> Option<&Result<(), HandlerError>> {
+        self.0.get(i).and_then(Option::as_ref)
     }
 
     /// The answers in order, a transient error for every message without one.
@@ -158,22 +166,21 @@ impl Outcomes {
     }
 }
 
-/// A batch handler's answers, with a transient error (retry later) for every message
-/// it did not come to.
-pub fn outcomes_or_retry(
-    results: Vec<Option<Result<(), HandlerError>>>,
-) -> Vec<Result<(), HandlerError>> {
-    Outcomes(results).into_results()
+impl From<Vec<Result<(), HandlerError>>> for Outcomes {
+    /// Every message's outcome, in order.
+    fn from(results: Vec<Result<(), HandlerError>>) -> Self {
+        Outcomes(results.into_iter().map(Some).collect())
+    }
 }
 
 /// A [`Handler`] run as batches of one.
 struct One<H>(Arc<H>);
 
 impl<H: Handler> BatchHandler for One<H> {
-    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
-        let mut outcomes = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            outcomes.push(self.0.handle(msg).instrument(msg.span.clone()).await);
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Outcomes {
+        let mut outcomes = Outcomes::new(msgs.len());
+        for (i, msg) in msgs.iter().enumerate() {
+            outcomes.set(i, self.0.handle(msg).instrument(msg.span.clone()).await);
         }
         outcomes
     }
@@ -431,26 +438,13 @@ async fn process<H: BatchHandler>(
     let msgs: Vec<Incoming> = deliveries.iter().map(|d| incoming(d, queue)).collect();
     let started = Instant::now();
     // A batch of only early retries has nothing for the handler.
-    let mut outcomes = if msgs.is_empty() {
+    let outcomes = if msgs.is_empty() {
         Vec::new()
     } else {
         metrics.observe_batch(queue, msgs.len());
-        handler.handle_batch(&msgs).await
+        handler.handle_batch(&msgs).await.into_results()
     };
     let elapsed = started.elapsed();
-    if outcomes.len() < msgs.len() {
-        tracing::error!(
-            got = outcomes.len(),
-            expected = msgs.len(),
-            "handler answered for fewer messages than it was given; retrying the rest"
-        );
-    }
-    outcomes.truncate(msgs.len());
-    while outcomes.len() < msgs.len() {
-        outcomes.push(Err(HandlerError::transient(anyhow::anyhow!(
-            "the handler gave no outcome for this message"
-        ))));
-    }
     let settles =
         deliveries
             .iter()

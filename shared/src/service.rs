@@ -334,6 +334,9 @@ impl Service {
 
             // Until shutdown, a consumer that ends, or the HTTP server failing.
             let ended = tokio::select! {
+                // Shutdown first: the HTTP server also ends at shutdown (its token is a
+                // child), and that is no failure.
+                biased;
                 _ = shutdown.cancelled() => Ok(()),
                 Some(ended) = running.join_next_with_id() => {
                     failed.store(true, Ordering::Release);
@@ -347,9 +350,11 @@ impl Service {
                     Err(anyhow::anyhow!("the consumer of `{queue}` stopped on its own ({cause})"))
                 }
                 served = &mut http, if !http.is_terminated() => {
-                    failed.store(true, Ordering::Release);
+                    let stopping = shutdown.is_cancelled();
+                    failed.store(!stopping, Ordering::Release);
                     shutdown.cancel();
                     match served {
+                        Ok(Ok(())) if stopping => Ok(()),
                         Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped on its own")),
                         Ok(Err(e)) => Err(anyhow::Error::new(e).context("HTTP server")),
                         Err(e) => Err(anyhow::Error::new(e).context("HTTP server task")),

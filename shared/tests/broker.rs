@@ -593,7 +593,7 @@ struct OutOfOrder {
 }
 
 impl consumer::BatchHandler for OutOfOrder {
-    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
+    async fn handle_batch(&self, msgs: &[Incoming]) -> consumer::Outcomes {
         let bodies: Vec<String> = msgs
             .iter()
             .map(|m| String::from_utf8_lossy(&m.body).to_string())
@@ -618,7 +618,8 @@ impl consumer::BatchHandler for OutOfOrder {
                 "m-050" => Err(HandlerError::permanent(anyhow::anyhow!("cannot parse"))),
                 _ => Ok(()),
             })
-            .collect()
+            .collect::<Vec<_>>()
+            .into()
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::routing::get;
 use shared::broker::Publisher;
 use shared::config::{BrokerConfig, DatabaseConfig, LogFormat, RuntimeConfig};
-use shared::consumer::{BatchHandler, HandlerError, Incoming};
+use shared::consumer::{BatchHandler, Incoming, Outcomes};
 use shared::events::{Channel, Event, SmsReceived};
 use shared::service::{Batching, Schema, Service};
 use shared::testing::{TestEnv, eventually};
@@ -38,7 +38,7 @@ fn broker(env: &TestEnv) -> BrokerConfig {
 struct Panics;
 
 impl BatchHandler for Panics {
-    async fn handle_batch(&self, _msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
+    async fn handle_batch(&self, _msgs: &[Incoming]) -> Outcomes {
         panic!("a bug in the handler");
     }
 }

@@ -217,7 +217,7 @@ impl Intake {
 struct StoringFailed(#[source] Arc<sqlx::Error>);
 
 impl BatchHandler for Intake {
-    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), HandlerError>> {
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Outcomes {
         let mut results = Outcomes::new(msgs.len());
         let mut decoded: Vec<(usize, SmsReceived)> = Vec::with_capacity(msgs.len());
         for (i, msg) in msgs.iter().enumerate() {
@@ -227,7 +227,7 @@ impl BatchHandler for Intake {
             }
         }
         if decoded.is_empty() {
-            return results.into_results();
+            return results;
         }
         let items: Vec<BatchItem<'_>> = decoded
             .iter()
@@ -252,7 +252,7 @@ impl BatchHandler for Intake {
             std::process::abort();
         }
         self.relay.hand_over(pending).await;
-        results.into_results()
+        results
     }
 }
 

@@ -54,7 +54,7 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 impl Settings {
     pub fn from_env() -> Settings {
         let outage = Duration::from_secs_f64(env_num("DRILL_OUTAGE_SECONDS", 5.0));
-        let deadline = Duration::from_secs(120) + outage * 3;
+        let deadline = Duration::from_secs(120) + outage * 3 + lease_recovery(SEND_TIMEOUT);
         Settings {
             messages: env_num("DRILL_MESSAGES", 1000),
             rate_per_sec: env_num("DRILL_RATE", 100.0),
@@ -70,6 +70,34 @@ impl Settings {
             accounts: env_num("DRILL_ACCOUNTS", 300),
         }
     }
+}
+
+/// The notifier's `SEND_TIMEOUT_SECONDS` in a drill (a killed notifier's leases run
+/// out sooner than with the default).
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a delivery leased by a killed notifier can hold its message back. The
+/// redelivered message finds the lease held and is retried on the consumer's
+/// back-off schedule (`RetryPolicy::standard`: 1, 5, 30, 120 s…), so it is sent at
+/// the first retry after the lease ran out — not when the lease runs out. The lease
+/// is the notifier's: `SEND_TIMEOUT` per round of 16 sends, four rounds for a batch of
+/// 64, plus a 20 s margin (notifier/src/handler.rs); with 5 s that is 40 s, and the
+/// first retry after it comes 156 s after the redelivery. A quiet deadline below that
+/// failed the `kill -9 notifier` drill whenever a kill left such a lease.
+pub fn lease_recovery(send_timeout: Duration) -> Duration {
+    let lease = send_timeout * 4 + Duration::from_secs(20);
+    let policy = shared::topology::RetryPolicy::standard();
+    let mut waited = Duration::ZERO;
+    for attempt in 1.. {
+        let Some(delay) = policy.delay_for(attempt) else {
+            break;
+        };
+        waited += delay;
+        if waited > lease {
+            break;
+        }
+    }
+    waited
 }
 
 /// A system under drill, its peers, and what it is sent.
@@ -114,8 +142,11 @@ impl Drill {
             env: vec![
                 // The stream's replies are not what the cost guards are for.
                 ("REPLY_HOURLY_BUDGET".into(), "1000000".into()),
-                // A killed notifier's lease runs out sooner (lease = this + 20 s).
-                ("SEND_TIMEOUT_SECONDS".into(), "5".into()),
+                // A killed notifier's lease runs out sooner (see `lease_recovery`).
+                (
+                    "SEND_TIMEOUT_SECONDS".into(),
+                    SEND_TIMEOUT.as_secs().to_string(),
+                ),
             ],
             work_in: None,
         };
@@ -384,5 +415,21 @@ impl Drop for ServerOutage {
         if !self.restored && !restore(self.what) {
             eprintln!("{:?} could not be restarted: start it by hand", self.what);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_outlasted_at_the_first_retry_after_it() {
+        // Lease 40 s; retries at 1, 6, 36, 156 s.
+        assert_eq!(lease_recovery(SEND_TIMEOUT), Duration::from_secs(156));
+        // Lease 24 s: the third retry, at 36 s.
+        assert_eq!(
+            lease_recovery(Duration::from_secs(1)),
+            Duration::from_secs(36)
+        );
     }
 }

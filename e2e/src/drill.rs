@@ -237,9 +237,11 @@ impl Drill {
     /// Copies the services' logs out of the work directory (removed at stop) for the
     /// evidence of a failed drill.
     fn keep_logs(&self) {
-        let dir = std::env::temp_dir()
-            .join("meter-drills")
-            .join(self.name.replace(' ', "_"));
+        let dir = std::env::temp_dir().join("meter-drills").join(format!(
+            "{}-{}",
+            self.name.replace(' ', "_"),
+            std::process::id()
+        ));
         if std::fs::create_dir_all(&dir).is_err() {
             return;
         }

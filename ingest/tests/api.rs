@@ -104,12 +104,16 @@ async fn without_id_and_time_a_stable_id_is_derived_and_time_stamped() {
             .expect("id")
             .to_owned()
     };
+    let minute = || chrono::Utc::now().timestamp().div_euclid(60);
+    let before = minute();
     let first = send().await;
     let second = send().await;
+    let after = minute();
     assert!(first.starts_with("sms-"), "{first}");
-    // Same minute, same content: a gateway retry is the same message.
-    let same_minute = chrono::Utc::now().timestamp() % 60 < 58;
-    if same_minute {
+    // Same minute, same content: a gateway retry is the same message. (Both requests
+    // fell in one minute when the clock read the same minute before and after them;
+    // the old check, `now % 60 < 58` after the fact, was true just after a boundary.)
+    if before == after {
         assert_eq!(first, second);
     }
     let event = body_event(&take_received(&env).await.expect("queued"));

@@ -54,7 +54,11 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 impl Settings {
     pub fn from_env() -> Settings {
         let outage = Duration::from_secs_f64(env_num("DRILL_OUTAGE_SECONDS", 5.0));
-        let deadline = Duration::from_secs(120) + outage * 3 + lease_recovery(SEND_TIMEOUT);
+        // A message that failed throughout the outage, or found a killed notifier's
+        // lease, is retried on the back-off schedule: the deadline covers the first
+        // retry after either.
+        let recovery = retried_past(outage).max(lease_recovery(SEND_TIMEOUT));
+        let deadline = Duration::from_secs(120) + outage * 3 + recovery;
         Settings {
             messages: env_num("DRILL_MESSAGES", 1000),
             rate_per_sec: env_num("DRILL_RATE", 100.0),
@@ -85,7 +89,12 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// first retry after it comes 156 s after the redelivery. A quiet deadline below that
 /// failed the `kill -9 notifier` drill whenever a kill left such a lease.
 pub fn lease_recovery(send_timeout: Duration) -> Duration {
-    let lease = send_timeout * 4 + Duration::from_secs(20);
+    retried_past(send_timeout * 4 + Duration::from_secs(20))
+}
+
+/// When the first retry after `busy` comes, for a message that fails from the start
+/// of it (`RetryPolicy::standard`, whose last delay repeats).
+pub fn retried_past(busy: Duration) -> Duration {
     let policy = shared::topology::RetryPolicy::standard();
     let mut waited = Duration::ZERO;
     for attempt in 1.. {
@@ -93,7 +102,7 @@ pub fn lease_recovery(send_timeout: Duration) -> Duration {
             break;
         };
         waited += delay;
-        if waited > lease {
+        if waited > busy {
             break;
         }
     }
@@ -433,5 +442,7 @@ mod tests {
             lease_recovery(Duration::from_secs(1)),
             Duration::from_secs(36)
         );
+        // A 5 s outage: the third retry, at 6 s.
+        assert_eq!(retried_past(Duration::from_secs(5)), Duration::from_secs(6));
     }
 }

@@ -21,7 +21,11 @@ pub fn config(env: &TestEnv, scratch: &tempfile::TempDir) -> notifier::Config {
     notifier::Config {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         timezone: chrono_tz::Asia::Yekaterinburg,
-        send_timeout_seconds: 5,
+        // The longest one gateway or SMTP request may take: generous, since the peers
+        // are local doubles and a timeout on a busy machine would mean a second
+        // attempt that the tests' `expect(1)` counts. No test here waits out a lease
+        // the notifier took itself (that would be send timeout + 20 s per round).
+        send_timeout_seconds: 30,
         sms: SmsConfig {
             sms_gateway: GatewayKind::Log,
             sms_sender: Some("7377".into()),

@@ -119,7 +119,7 @@ async fn streamed_export_of_a_million_rows_keeps_memory_flat() {
         started.elapsed().as_secs_f64()
     );
 
-    measure(&format!("{}/v1/exports/2026-11.csv", app.base), rows).await;
+    measure(&format!("{}/v1/exports/2026-11.csv", app.base()), rows).await;
     app.stop().await;
     env.cleanup().await;
 }
@@ -205,7 +205,7 @@ async fn streamed_missing_report_of_a_million_meters_keeps_memory_flat() {
     );
 
     measure(
-        &format!("{}/v1/exports/2026-11/missing.csv", app.base),
+        &format!("{}/v1/exports/2026-11/missing.csv", app.base()),
         rows,
     )
     .await;

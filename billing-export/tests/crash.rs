@@ -10,11 +10,10 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::billing::{Behaviour, BillingDouble};
 use common::{Events, Options, TOKEN, billing_pool, delivery_of, reading, spawn_app};
-use shared::testing::{TestEnv, eventually};
+use shared::testing::{STOP_WAIT, TestEnv, WAIT, eventually};
 
 /// Runs the binary with the crash hook until it aborts.
 async fn run_until_crash(env: &TestEnv, billing: &BillingDouble, point: &str) {
@@ -37,7 +36,7 @@ async fn run_until_crash(env: &TestEnv, billing: &BillingDouble, point: &str) {
         .kill_on_drop(true)
         .spawn()
         .expect("billing-export binary starts");
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+    let status = tokio::time::timeout(STOP_WAIT, child.wait())
         .await
         .expect("the child crashes at the hook")
         .expect("wait");
@@ -128,14 +127,14 @@ async fn crash_after_recording_the_delivery_but_before_the_ack() {
     .await;
     app.wait_acked(1).await;
     assert_eq!(
-        app.metric(r#"billing_pushes_total{result="already_delivered"}"#)
+        app.metric("billing_pushes_total", &[("result", "already_delivered")])
             .await,
         Some(1.0)
     );
     assert_eq!(billing.posts_for(&key).len(), 1);
     assert_eq!(billing.successes_for(&key), 1);
     // Nothing left in the queue either.
-    eventually("queue drained", Duration::from_secs(20), || async {
+    eventually("queue drained", WAIT, || async {
         (env.queue_depth("billing-export").await == Some(0)).then_some(())
     })
     .await;

@@ -105,7 +105,7 @@ async fn period_export_lists_the_latest_reading_per_meter_with_proper_quoting() 
         "account,meter,period,t1,t2,t3,received_at,channel,reading_id\n"
     );
     let served = app
-        .metric(r#"billing_exports_served_total{report="readings"}"#)
+        .metric("billing_exports_served_total", &[("report", "readings")])
         .await;
     assert_eq!(served, Some(2.0));
     app.stop().await;
@@ -268,7 +268,7 @@ async fn missing_report_counts_months_and_switches_to_the_norm_in_the_seventh() 
         "a single point: no average"
     );
     assert_eq!(
-        app.metric(r#"billing_exports_served_total{report="missing"}"#)
+        app.metric("billing_exports_served_total", &[("report", "missing")])
             .await,
         Some(2.0)
     );

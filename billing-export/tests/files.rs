@@ -5,13 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use billing_export::export::files::{Outcome, PeriodFiles};
 use chrono::Utc;
 use common::{Events, Options, billing_pool, import_registry, reading, spawn_app, wait_stored};
 use shared::calendar::Calendar;
-use shared::testing::{TestEnv, eventually};
+use shared::testing::{TestEnv, WAIT, eventually};
 
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -61,7 +60,7 @@ async fn closed_period_files_are_written_once() {
     let app = spawn_app(&env, options.clone()).await;
     let readings_file = dir.path().join(format!("readings-{p}.csv"));
     let missing_file = dir.path().join(format!("missing-{p}.csv"));
-    eventually("period recorded", Duration::from_secs(30), || async {
+    eventually("period recorded", WAIT, || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM period_exports WHERE period = $1")
             .bind(&p)
             .fetch_one(&pool)
@@ -90,7 +89,7 @@ async fn closed_period_files_are_written_once() {
         "account,meter,months_missing,method,estimate_kwh\n1000002,M-2,,normative,70\n"
     );
     assert_eq!(
-        app.metric(r#"billing_files_written_total{report="readings"}"#)
+        app.metric("billing_files_written_total", &[("report", "readings")])
             .await,
         Some(1.0)
     );
@@ -113,7 +112,7 @@ async fn closed_period_files_are_written_once() {
     assert!(names_in(dir.path()).is_empty());
     assert_eq!(
         again
-            .metric(r#"billing_files_written_total{report="readings"}"#)
+            .metric("billing_files_written_total", &[("report", "readings")])
             .await,
         None
     );

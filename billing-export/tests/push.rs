@@ -8,10 +8,8 @@ use std::time::Duration;
 use axum::response::IntoResponse as _;
 use common::billing::{Behaviour, BillingDouble};
 use common::{Events, Options, billing_pool, delivery_of, reading, spawn_app, wait_stored};
-use lapin::options::BasicGetOptions;
-use lapin::{Connection, ConnectionProperties};
 use shared::events::Event;
-use shared::testing::{TestEnv, eventually};
+use shared::testing::{Broker, TestEnv, WAIT, eventually};
 
 fn options(billing: &BillingDouble) -> Options {
     Options {
@@ -21,16 +19,11 @@ fn options(billing: &BillingDouble) -> Options {
 }
 
 /// Takes one message from a queue of the test's vhost, if any.
-async fn take(env: &TestEnv, queue: &str) -> Option<lapin::message::BasicGetMessage> {
-    let conn = Connection::connect(&env.amqp_url, ConnectionProperties::default())
-        .await
-        .ok()?;
-    let ch = conn.create_channel().await.ok()?;
-    let got = ch
-        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-        .await
-        .ok()?;
-    conn.close(200, "bye".into()).await.ok();
+/// A message in `queue` now, if any (a connection of its own).
+async fn take(env: &TestEnv, queue: &str) -> Option<shared::testing::Taken> {
+    let broker = Broker::connect(env).await;
+    let got = broker.take(queue).await;
+    broker.close().await;
     got
 }
 
@@ -58,7 +51,7 @@ async fn billing_down_is_retried_until_delivered_once() {
         [503, 503, 200]
     );
     let pool = billing_pool(&env);
-    eventually("delivery recorded", Duration::from_secs(10), || async {
+    eventually("delivery recorded", WAIT, || async {
         (delivery_of(&pool, r.reading_id).await.as_deref() == Some("delivered")).then_some(())
     })
     .await;
@@ -78,12 +71,12 @@ async fn billing_down_is_retried_until_delivered_once() {
     assert_eq!(billing.successes_for(&key), 1);
     billing.assert_each_key_succeeded_at_most_once();
     assert_eq!(
-        app.metric(r#"billing_pushes_total{result="retried"}"#)
+        app.metric("billing_pushes_total", &[("result", "retried")])
             .await,
         Some(2.0)
     );
     assert_eq!(
-        app.metric(r#"billing_pushes_total{result="delivered"}"#)
+        app.metric("billing_pushes_total", &[("result", "delivered")])
             .await,
         Some(1.0)
     );
@@ -94,7 +87,7 @@ async fn billing_down_is_retried_until_delivered_once() {
     app.wait_acked(2).await;
     assert_eq!(billing.posts_for(&key).len(), 3);
     assert_eq!(
-        app.metric(r#"billing_pushes_total{result="already_delivered"}"#)
+        app.metric("billing_pushes_total", &[("result", "already_delivered")])
             .await,
         Some(1.0)
     );
@@ -145,7 +138,7 @@ async fn conflict_means_billing_already_has_it() {
         Some("conflict")
     );
     assert_eq!(
-        app.metric(r#"billing_pushes_total{result="conflict"}"#)
+        app.metric("billing_pushes_total", &[("result", "conflict")])
             .await,
         Some(1.0)
     );
@@ -179,33 +172,31 @@ async fn other_client_errors_are_dead_lettered_and_counted() {
     let key = r.reading_id.to_string();
     billing.wait_posts(&key, 1).await;
 
-    let dead = eventually("dead letter", Duration::from_secs(20), || {
-        take(&env, "billing-export.dead")
-    })
-    .await;
-    let event = Event::from_json(&dead.delivery.data).expect("the event, unchanged");
+    let broker = Broker::connect(&env).await;
+    let dead = broker.wait_take("billing-export.dead").await;
+    broker.close().await;
+    let event = Event::from_json(&dead.body).expect("the event, unchanged");
     assert_eq!(event, Event::ReadingAccepted(r.clone()));
-    let headers = dead
-        .delivery
-        .properties
-        .headers()
-        .clone()
+    let reason = dead
+        .header(shared::consumer::ERROR_HEADER)
         .unwrap_or_default();
-    let reason = shared::tracecontext::header_str(&headers, shared::consumer::ERROR_HEADER)
-        .unwrap_or_default()
-        .to_owned();
     assert!(reason.contains("422"), "{reason}");
 
     let metrics = app.metrics().await;
-    assert!(
-        metrics.contains(r#"billing_pushes_total{result="dead_lettered"} 1"#),
-        "{metrics}"
+    assert_eq!(
+        metrics.exact("billing_pushes_total", &[("result", "dead_lettered")]),
+        Some(1.0),
+        "{}",
+        metrics.text
     );
-    assert!(
-        metrics.contains(
-            r#"billing_consumer_messages_total{queue="billing-export",outcome="dead_lettered"} 1"#
+    assert_eq!(
+        metrics.exact(
+            "billing_consumer_messages_total",
+            &[("queue", "billing-export"), ("outcome", "dead_lettered")]
         ),
-        "{metrics}"
+        Some(1.0),
+        "{}",
+        metrics.text
     );
     let pool = billing_pool(&env);
     assert_eq!(
@@ -237,19 +228,25 @@ async fn refused_credentials_are_retried_and_raise_the_alerting_metric() {
     let key = r.reading_id.to_string();
     // The first post and its retry after 1 s.
     billing.wait_posts(&key, 2).await;
-    eventually("both refusals counted", Duration::from_secs(20), || async {
-        let n = app.metric("billing_credentials_refused_total").await?;
+    eventually("both refusals counted", WAIT, || async {
+        let n = app.metric("billing_credentials_refused_total", &[]).await?;
         (n >= 2.0).then_some(())
     })
     .await;
     let metrics = app.metrics().await;
     assert!(
-        metrics.contains(r#"billing_pushes_total{result="retried"}"#),
-        "{metrics}"
+        metrics
+            .exact("billing_pushes_total", &[("result", "retried")])
+            .is_some(),
+        "{}",
+        metrics.text
     );
     assert!(
-        !metrics.contains(r#"billing_pushes_total{result="dead_lettered"}"#),
-        "{metrics}"
+        metrics
+            .exact("billing_pushes_total", &[("result", "dead_lettered")])
+            .is_none(),
+        "{}",
+        metrics.text
     );
     let pool = billing_pool(&env);
     assert_eq!(
@@ -279,12 +276,11 @@ async fn undecodable_events_are_dead_lettered_without_a_post() {
     );
     four_zones.message_id = "four-zones".into();
     events.publish(&four_zones).await;
+    let broker = Broker::connect(&env).await;
     for _ in 0..2 {
-        eventually("dead letter", Duration::from_secs(20), || {
-            take(&env, "billing-export.dead")
-        })
-        .await;
+        broker.wait_take("billing-export.dead").await;
     }
+    broker.close().await;
     assert!(billing.posts().is_empty());
     assert_eq!(common::stored_count(&billing_pool(&env)).await, 0);
     app.stop().await;
@@ -339,9 +335,9 @@ async fn unreachable_billing_is_retried_not_dead_lettered() {
         "2026-11-20T10:00:00+05:00",
     );
     events.publish(&r).await;
-    eventually("a second attempt", Duration::from_secs(20), || async {
+    eventually("a second attempt", WAIT, || async {
         let n = app
-            .metric(r#"billing_pushes_total{result="retried"}"#)
+            .metric("billing_pushes_total", &[("result", "retried")])
             .await?;
         (n >= 2.0).then_some(())
     })

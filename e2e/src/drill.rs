@@ -54,7 +54,11 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 impl Settings {
     pub fn from_env() -> Settings {
         let outage = Duration::from_secs_f64(env_num("DRILL_OUTAGE_SECONDS", 5.0));
-        let deadline = Duration::from_secs(120) + outage * 3;
+        // A message that failed throughout the outage, or found a killed notifier's
+        // lease, is retried on the back-off schedule: the deadline covers the first
+        // retry after either.
+        let recovery = retried_past(outage).max(lease_recovery(SEND_TIMEOUT));
+        let deadline = Duration::from_secs(120) + outage * 3 + recovery;
         Settings {
             messages: env_num("DRILL_MESSAGES", 1000),
             rate_per_sec: env_num("DRILL_RATE", 100.0),
@@ -70,6 +74,39 @@ impl Settings {
             accounts: env_num("DRILL_ACCOUNTS", 300),
         }
     }
+}
+
+/// The notifier's `SEND_TIMEOUT_SECONDS` in a drill (a killed notifier's leases run
+/// out sooner than with the default).
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a delivery leased by a killed notifier can hold its message back. The
+/// redelivered message finds the lease held and is retried on the consumer's
+/// back-off schedule (`RetryPolicy::standard`: 1, 5, 30, 120 s…), so it is sent at
+/// the first retry after the lease ran out — not when the lease runs out. The lease
+/// is the notifier's: `SEND_TIMEOUT` per round of 16 sends, four rounds for a batch of
+/// 64, plus a 20 s margin (notifier/src/handler.rs); with 5 s that is 40 s, and the
+/// first retry after it comes 156 s after the redelivery. A quiet deadline below that
+/// failed the `kill -9 notifier` drill whenever a kill left such a lease.
+pub fn lease_recovery(send_timeout: Duration) -> Duration {
+    retried_past(send_timeout * 4 + Duration::from_secs(20))
+}
+
+/// When the first retry after `busy` comes, for a message that fails from the start
+/// of it (`RetryPolicy::standard`, whose last delay repeats).
+pub fn retried_past(busy: Duration) -> Duration {
+    let policy = shared::topology::RetryPolicy::standard();
+    let mut waited = Duration::ZERO;
+    for attempt in 1.. {
+        let Some(delay) = policy.delay_for(attempt) else {
+            break;
+        };
+        waited += delay;
+        if waited > busy {
+            break;
+        }
+    }
+    waited
 }
 
 /// A system under drill, its peers, and what it is sent.
@@ -114,8 +151,11 @@ impl Drill {
             env: vec![
                 // The stream's replies are not what the cost guards are for.
                 ("REPLY_HOURLY_BUDGET".into(), "1000000".into()),
-                // A killed notifier's lease runs out sooner (lease = this + 20 s).
-                ("SEND_TIMEOUT_SECONDS".into(), "5".into()),
+                // A killed notifier's lease runs out sooner (see `lease_recovery`).
+                (
+                    "SEND_TIMEOUT_SECONDS".into(),
+                    SEND_TIMEOUT.as_secs().to_string(),
+                ),
             ],
             work_in: None,
         };
@@ -206,9 +246,11 @@ impl Drill {
     /// Copies the services' logs out of the work directory (removed at stop) for the
     /// evidence of a failed drill.
     fn keep_logs(&self) {
-        let dir = std::env::temp_dir()
-            .join("meter-drills")
-            .join(self.name.replace(' ', "_"));
+        let dir = std::env::temp_dir().join("meter-drills").join(format!(
+            "{}-{}",
+            self.name.replace(' ', "_"),
+            std::process::id()
+        ));
         if std::fs::create_dir_all(&dir).is_err() {
             return;
         }
@@ -384,5 +426,23 @@ impl Drop for ServerOutage {
         if !self.restored && !restore(self.what) {
             eprintln!("{:?} could not be restarted: start it by hand", self.what);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_outlasted_at_the_first_retry_after_it() {
+        // Lease 40 s; retries at 1, 6, 36, 156 s.
+        assert_eq!(lease_recovery(SEND_TIMEOUT), Duration::from_secs(156));
+        // Lease 24 s: the third retry, at 36 s.
+        assert_eq!(
+            lease_recovery(Duration::from_secs(1)),
+            Duration::from_secs(36)
+        );
+        // A 5 s outage: the third retry, at 6 s.
+        assert_eq!(retried_past(Duration::from_secs(5)), Duration::from_secs(6));
     }
 }

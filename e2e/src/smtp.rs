@@ -1,9 +1,10 @@
 //! A real SMTP server process (scripts/smtp-sink.py, aiosmtpd) that saves each message
-//! as an `.eml` file, and a reader that parses them for assertions.
+//! as an `.eml` file, and a reader that parses them for assertions. It binds port 0
+//! the first time (the port is read from /proc) and the same port when restarted
+//! after an outage, since the notifier's `SMTP_URL` names it.
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use mail_parser::MessageParser;
 
@@ -29,7 +30,7 @@ impl SmtpSink {
     /// Starts the sink; `extra` are flags such as `["--fail-with", "451"]`.
     pub async fn start(extra: &[&str]) -> SmtpSink {
         let mut sink = SmtpSink {
-            port: crate::free_port(),
+            port: 0,
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
@@ -56,19 +57,10 @@ impl SmtpSink {
             .kill_on_drop(true)
             .spawn()
             .expect("python3 scripts/smtp-sink.py (pip install aiosmtpd)");
+        let pid = child.id().expect("smtp-sink pid");
         self.child = Some(child);
-        let port = self.port;
-        shared::testing::eventually(
-            "SMTP sink listening",
-            Duration::from_secs(20),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
+        // On a restart this is the port asked for; the first time, the one it got.
+        self.port = shared::testing::listening_port(pid, "smtp-sink").await;
     }
 
     /// Stops the server (an outage) until `restart`.

@@ -1,15 +1,23 @@
 //! The four services as processes, on one test's vhost and database.
+//!
+//! Ports: a service is first started with `HTTP_ADDR=127.0.0.1:0` and the harness
+//! reads the port it bound from `/proc` (`shared::testing::listening_port`), so no
+//! port is ever chosen for it and released; a restart (`kill -9`, SIGTERM) asks for
+//! the same port again, because clients (a drill's gateway stream, Kannel's get-url)
+//! hold its URL. Kannel needs its four ports in its config file: they are leased
+//! (`shared::testing::PortLease`) and held while it runs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use shared::testing::{TestEnv, eventually};
+use shared::testing::{
+    Metrics, PortLease, READY_WAIT, STOP_WAIT, TestEnv, listening_port, with_leases,
+};
 
 pub const TOKEN: &str = "e2e-token-123";
 pub const SERVICES: [&str; 4] = ["ingest", "validator", "notifier", "billing-export"];
-const WAIT: Duration = Duration::from_secs(30);
 
 /// How the notifier sends SMS.
 #[derive(Debug, Clone)]
@@ -39,29 +47,19 @@ pub struct Kannel {
     pub dir: tempfile::TempDir,
     pub smsc_port: u16,
     pub sendsms_port: u16,
+    /// Held while Kannel runs, so no parallel test is given its ports.
+    _ports: Vec<PortLease>,
 }
 
 pub struct System {
     pub env: TestEnv,
+    /// Each service's HTTP port, known once it listened.
     pub ports: HashMap<&'static str, u16>,
     procs: HashMap<&'static str, tokio::process::Child>,
     pub kannel: Option<Kannel>,
     pub work: tempfile::TempDir,
     opts: SystemOptions,
     http: reqwest::Client,
-}
-
-/// `n` free loopback ports, all different: each is held bound until all are chosen.
-/// (`free_port` twice in a row may return the same port, and two services of one
-/// system then fight over it: the loser exits, and the winner answers its probes.)
-pub fn distinct_free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .filter_map(|_| std::net::TcpListener::bind("127.0.0.1:0").ok())
-        .collect();
-    held.iter()
-        .filter_map(|l| l.local_addr().ok())
-        .map(|a| a.port())
-        .collect()
 }
 
 /// Where cargo put the service binaries: `$E2E_BIN_DIR`, else next to the running
@@ -94,110 +92,73 @@ impl System {
             None => tempfile::tempdir(),
         }
         .expect("work dir");
-        let ports = SERVICES
-            .iter()
-            .copied()
-            .zip(distinct_free_ports(SERVICES.len()))
-            .collect();
         let mut system = System {
             env,
-            ports,
+            ports: HashMap::new(),
             procs: HashMap::new(),
             kannel: None,
             work,
             opts,
             http: reqwest::Client::new(),
         };
+        system.import_registry().await;
+        // ingest first: Kannel's get-url names its port, and the notifier's
+        // configuration names Kannel's.
+        system.spawn("ingest").await;
         if matches!(system.opts.gateway, Gateway::Kannel) {
             system.kannel = Some(system.start_kannel().await);
         }
-        system.import_registry().await;
-        for s in SERVICES {
+        for s in &SERVICES[1..] {
             system.spawn(s).await;
         }
         for s in SERVICES {
-            system.wait_started(s).await;
+            system.wait_ready(s).await;
         }
         system
     }
 
-    /// Waits until `service` answers its readiness probe. A service that exited
-    /// because its port was taken — another test bound it between our choosing it and
-    /// the service binding it (seen in CI: `Address already in use`) — is started
-    /// again on a new port, up to four times. (Not ingest with Kannel: Kannel's
-    /// configuration already names ingest's port.)
-    async fn wait_started(&mut self, service: &'static str) {
-        let movable = !(service == "ingest" && self.kannel.is_some());
-        for _ in 0..5 {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            let url = format!("{}/readyz", self.base(service));
-            loop {
-                if let Ok(r) = self.http.get(&url).send().await
-                    && r.status() == 200
-                {
-                    return;
-                }
-                let exited = self
-                    .procs
-                    .get_mut(service)
-                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-                if exited {
-                    let log_path = self.log_path(service);
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    if movable && log.contains("Address already in use") {
-                        // Keep the evidence, start again on another port.
-                        let _ =
-                            std::fs::rename(&log_path, log_path.with_extension("port-taken.log"));
-                        self.ports.insert(service, crate::free_port());
-                        self.spawn(service).await;
-                        break;
-                    }
-                    panic!(
-                        "{service} exited while starting; its log: {}",
-                        log_path.display()
-                    );
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{service} not ready within {WAIT:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        panic!("{service}: no free port after five tries");
-    }
-
     async fn start_kannel(&self) -> Kannel {
-        let dir = tempfile::tempdir().expect("kannel dir");
-        let smsc_port = crate::free_port();
-        let sendsms_port = crate::free_port();
         let get_url = format!(
             "http://127.0.0.1:{}/v1/sms/kannel?token={TOKEN}&id=%I&from=%p&to=%P&ts=%T&text=%a",
             self.ports["ingest"]
         );
-        let out = tokio::process::Command::new("bash")
-            .arg(crate::repo_root().join("scripts/kannel.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .env("KANNEL_ADMIN_PORT", crate::free_port().to_string())
-            .env("KANNEL_SMSBOX_PORT", crate::free_port().to_string())
-            .env("KANNEL_SMSC_PORT", smsc_port.to_string())
-            .env("KANNEL_SENDSMS_PORT", sendsms_port.to_string())
-            .env("KANNEL_GET_URL", get_url)
-            .env("KANNEL_LOG_LEVEL", "1")
-            .output()
-            .await
-            .expect("scripts/kannel.sh runs");
-        assert!(
-            out.status.success(),
-            "Kannel did not start (scripts/kannel.sh install): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Kannel {
-            dir,
-            smsc_port,
-            sendsms_port,
-        }
+        // Leased ports, held by us: a failure is something outside the lease scheme
+        // listening on one of them, and only then is Kannel tried on new ones.
+        with_leases(4, 3, |ports| {
+            let get_url = get_url.clone();
+            async move {
+                let dir = tempfile::tempdir().expect("kannel dir");
+                let [admin, smsbox, smsc, sendsms] = [0, 1, 2, 3].map(|i| ports[i].port());
+                let out = tokio::process::Command::new("bash")
+                    .arg(crate::repo_root().join("scripts/kannel.sh"))
+                    .arg("start")
+                    .arg(dir.path())
+                    .env("KANNEL_ADMIN_PORT", admin.to_string())
+                    .env("KANNEL_SMSBOX_PORT", smsbox.to_string())
+                    .env("KANNEL_SMSC_PORT", smsc.to_string())
+                    .env("KANNEL_SENDSMS_PORT", sendsms.to_string())
+                    .env("KANNEL_GET_URL", get_url)
+                    .env("KANNEL_LOG_LEVEL", "1")
+                    // A busy machine: the script's default (20 s) is for a quiet one.
+                    .env("KANNEL_START_TIMEOUT", "60")
+                    .output()
+                    .await
+                    .expect("scripts/kannel.sh runs");
+                if !out.status.success() {
+                    return Err(format!(
+                        "Kannel did not start (scripts/kannel.sh install): {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                Ok(Kannel {
+                    dir,
+                    smsc_port: smsc,
+                    sendsms_port: sendsms,
+                    _ports: ports,
+                })
+            }
+        })
+        .await
     }
 
     async fn import_registry(&self) {
@@ -245,12 +206,13 @@ impl System {
             ("AMQP_URL".into(), self.env.amqp_url.clone()),
             ("DATABASE_URL".into(), self.env.database_url.clone()),
             ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
+            // Port 0 the first time; the same port again on a restart.
             (
                 "HTTP_ADDR".into(),
-                format!("127.0.0.1:{}", self.ports[service]),
+                format!("127.0.0.1:{}", self.ports.get(service).unwrap_or(&0)),
             ),
             ("RUST_LOG".into(), "info".into()),
-            ("SHUTDOWN_GRACE_SECONDS".into(), "10".into()),
+            ("SHUTDOWN_GRACE_SECONDS".into(), "30".into()),
             ("INGEST_TOKEN".into(), TOKEN.into()),
             ("EXPORT_DIR".into(), self.export_dir().display().to_string()),
             ("SMS_SENDER".into(), "7377".into()),
@@ -289,7 +251,9 @@ impl System {
         env
     }
 
-    /// Starts (or restarts) one service process.
+    /// Starts (or restarts) one service process and returns once it listens. The
+    /// first start binds port 0 and the port is read from `/proc`; a restart asks
+    /// for the same port, which the clients of the system already hold.
     pub async fn spawn(&mut self, service: &'static str) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -305,21 +269,41 @@ impl System {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {service} ({}): {e}", bin(service).display()));
+        let pid = child.id().expect("a started child has a pid");
         self.procs.insert(service, child);
+        if !self.ports.contains_key(service) {
+            let port = listening_port(pid, service).await;
+            self.ports.insert(service, port);
+        }
     }
 
-    pub async fn wait_ready(&self, service: &str) {
+    /// Waits until `service` answers its readiness probe; panics with where its log
+    /// is if it exits first (on a restart: its port taken meanwhile, say).
+    pub async fn wait_ready(&mut self, service: &'static str) {
         let url = format!("{}/readyz", self.base(service));
-        let http = self.http.clone();
-        eventually(&format!("{service} ready"), WAIT, || {
-            let http = http.clone();
-            let url = url.clone();
-            async move {
-                let r = http.get(&url).send().await.ok()?;
-                (r.status() == 200).then_some(())
+        let deadline = tokio::time::Instant::now() + READY_WAIT;
+        loop {
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status() == 200
+            {
+                return;
             }
-        })
-        .await;
+            let exited = self
+                .procs
+                .get_mut(service)
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            assert!(
+                !exited,
+                "{service} exited while starting; its log: {}",
+                self.log_path(service).display()
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service} not ready within {READY_WAIT:?}; its log: {}",
+                self.log_path(service).display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// `kill -9`: no shutdown, nothing acked.
@@ -339,7 +323,10 @@ impl System {
             .arg(pid.to_string())
             .status()
             .await;
-        tokio::time::timeout(WAIT, child.wait()).await.ok()?.ok()
+        tokio::time::timeout(STOP_WAIT, child.wait())
+            .await
+            .ok()?
+            .ok()
     }
 
     pub async fn restart(&mut self, service: &'static str) {
@@ -379,8 +366,8 @@ impl System {
         }
     }
 
-    /// A value from a service's `/metrics` (sum of the series whose line starts with `prefix`).
-    pub async fn metric(&self, service: &str, prefix: &str) -> f64 {
+    /// A service's `/metrics`, parsed (empty when it cannot be read).
+    pub async fn metrics(&self, service: &str) -> Metrics {
         let text = match self
             .http
             .get(format!("{}/metrics", self.base(service)))
@@ -390,10 +377,12 @@ impl System {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        Metrics::parse(&text)
+    }
+
+    /// The sum of a service's samples called `name` that carry `labels`.
+    pub async fn metric(&self, service: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metrics(service).await.sum(name, labels)
     }
 
     /// Panics unless every service answers `GET /healthz` with 200 (`after`: what

@@ -6,7 +6,7 @@ use std::time::Duration;
 use e2e::{BillingDouble, Gateway, System, fixtures};
 use shared::testing::eventually;
 
-const WAIT: Duration = Duration::from_secs(30);
+use shared::testing::WAIT;
 
 #[tokio::test]
 async fn sigterm_mid_send_finishes_acks_and_exits_zero() {

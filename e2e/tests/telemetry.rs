@@ -8,14 +8,14 @@
 //!   shows exactly the counters that traffic must have moved, and `/healthz`,
 //!   `/readyz` answer 200.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::{BillingDouble, Gateway, System, fixtures};
 use serde_json::Value;
-use shared::testing::eventually;
+use shared::testing::{Metrics, eventually, listening_port};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -31,11 +31,11 @@ impl OtlpReceiver {
     async fn start() -> OtlpReceiver {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = dir.path().join("spans.jsonl");
-        let port = e2e::free_port();
+        // Port 0: the receiver binds its own, and we read it from /proc.
         let child = tokio::process::Command::new("python3")
             .arg(e2e::repo_root().join("scripts/otlp-receiver.py"))
             .arg("--port")
-            .arg(port.to_string())
+            .arg("0")
             .arg("--out")
             .arg(&out)
             .stdout(Stdio::null())
@@ -43,24 +43,14 @@ impl OtlpReceiver {
             .kill_on_drop(true)
             .spawn()
             .expect("python3 scripts/otlp-receiver.py (pip install opentelemetry-proto)");
-        let receiver = OtlpReceiver {
+        let pid = child.id().expect("receiver pid");
+        let port = listening_port(pid, "OTLP receiver").await;
+        OtlpReceiver {
             port,
             out,
             _dir: dir,
             child: Some(child),
-        };
-        eventually(
-            "OTLP receiver listening",
-            Duration::from_secs(20),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
-        receiver
+        }
     }
 
     fn endpoint(&self) -> String {
@@ -84,7 +74,7 @@ impl OtlpReceiver {
                 .status()
                 .await;
         }
-        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        let status = tokio::time::timeout(shared::testing::STOP_WAIT, child.wait()).await;
         assert!(
             matches!(status, Ok(Ok(s)) if s.success()),
             "the OTLP receiver exits 0 on SIGTERM: {status:?}"
@@ -439,51 +429,15 @@ async fn one_sms_is_one_trace_across_the_services() {
     sms.stop();
 }
 
-/// A scraped `/metrics`: (name, sorted labels) → value.
-type Samples = HashMap<(String, BTreeMap<String, String>), f64>;
-
-fn parse_metrics(text: &str) -> Samples {
-    let mut out = Samples::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(pair) => pair,
-            None => continue,
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => (name, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let labels: BTreeMap<String, String> = labels
-            .split("\",")
-            .filter(|l| !l.is_empty())
-            .filter_map(|l| {
-                let (k, v) = l.split_once('=')?;
-                Some((k.trim().to_owned(), v.trim_matches('"').to_owned()))
-            })
-            .collect();
-        out.insert((name.to_owned(), labels), value);
-    }
-    out
-}
-
-fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let key: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    samples.get(&(name.to_owned(), key)).copied().unwrap_or(0.0)
+/// The sample with exactly these labels; `0` while it was never counted.
+fn sample(samples: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples.exact(name, labels).unwrap_or(0.0)
 }
 
 struct Scrape {
     content_type: String,
     text: String,
-    samples: Samples,
+    samples: Metrics,
 }
 
 async fn scrape(http: &reqwest::Client, system: &System, service: &str) -> Scrape {
@@ -500,7 +454,7 @@ async fn scrape(http: &reqwest::Client, system: &System, service: &str) -> Scrap
         .unwrap_or("")
         .to_owned();
     let text = r.text().await.unwrap_or_default();
-    let samples = parse_metrics(&text);
+    let samples = Metrics::parse(&text);
     Scrape {
         content_type,
         text,
@@ -551,21 +505,21 @@ async fn metrics_move_with_traffic_and_probes_answer() {
     assert_eq!(r.status(), 401);
 
     // Wait for the effects to be counted (each counter moves after its effect).
-    let counted = |service: &'static str, prefix: &'static str, n: f64| {
+    let counted = |service: &'static str, name: &'static str, n: f64| {
         let system = &system;
         async move {
-            eventually(&format!("{service} {prefix} ≥ {n}"), WAIT, || async {
-                (system.metric(service, prefix).await >= n).then_some(())
+            eventually(&format!("{service} {name} ≥ {n}"), WAIT, || async {
+                (system.metric(service, name, &[]).await >= n).then_some(())
             })
             .await
         }
     };
-    counted("validator", "validator_consumer_messages_total{", 6.0).await;
-    counted("notifier", "notifier_consumer_messages_total{", 4.0).await;
-    counted("notifier", "notifier_replies_sent_total{", 3.0).await;
-    counted("notifier", "notifier_emails_sent_total{", 1.0).await;
-    counted("billing-export", "billing_consumer_messages_total{", 3.0).await;
-    counted("billing-export", "billing_pushes_total{", 3.0).await;
+    counted("validator", "validator_consumer_messages_total", 6.0).await;
+    counted("notifier", "notifier_consumer_messages_total", 4.0).await;
+    counted("notifier", "notifier_replies_sent_total", 3.0).await;
+    counted("notifier", "notifier_emails_sent_total", 1.0).await;
+    counted("billing-export", "billing_consumer_messages_total", 3.0).await;
+    counted("billing-export", "billing_pushes_total", 3.0).await;
 
     let ingest = scrape(&http, &system, "ingest").await;
     let validator = scrape(&http, &system, "validator").await;
@@ -645,7 +599,7 @@ async fn metrics_move_with_traffic_and_probes_answer() {
         "{}",
         validator.text
     );
-    let acked = |s: &Samples, prefix: &str, queue: &str| {
+    let acked = |s: &Metrics, prefix: &str, queue: &str| {
         sample(
             s,
             &format!("{prefix}_consumer_messages_total"),
@@ -690,11 +644,7 @@ async fn metrics_move_with_traffic_and_probes_answer() {
         "{}",
         notifier.text
     );
-    let failures: f64 = n
-        .iter()
-        .filter(|((name, _), _)| name == "notifier_send_failures_total")
-        .map(|(_, v)| v)
-        .sum();
+    let failures = n.sum("notifier_send_failures_total", &[]);
     assert_eq!(failures, 0.0, "{}", notifier.text);
 
     // billing-export: three acked, three pushes delivered.
@@ -716,14 +666,10 @@ async fn metrics_move_with_traffic_and_probes_answer() {
     // Nothing was retried or dead-lettered anywhere.
     for (name, s) in [("validator", v), ("notifier", n), ("billing", b)] {
         for outcome in ["retried", "dead_lettered"] {
-            let total: f64 = s
-                .iter()
-                .filter(|((m, l), _)| {
-                    m == &format!("{name}_consumer_messages_total")
-                        && l.get("outcome").map(String::as_str) == Some(outcome)
-                })
-                .map(|(_, v)| v)
-                .sum();
+            let total = s.sum(
+                &format!("{name}_consumer_messages_total"),
+                &[("outcome", outcome)],
+            );
             assert_eq!(total, 0.0, "{name} {outcome}");
         }
     }
@@ -733,7 +679,8 @@ async fn metrics_move_with_traffic_and_probes_answer() {
         system
             .metric(
                 "ingest",
-                "ingest_requests_total{endpoint=\"sms\",status=\"202\"}"
+                "ingest_requests_total",
+                &[("endpoint", "sms"), ("status", "202")]
             )
             .await,
         6.0

@@ -1,84 +1,39 @@
 //! ingest's HTTP contract (SPEC §4.1) against the real RabbitMQ.
 
-use std::time::Duration;
-
-use lapin::options::BasicGetOptions;
-use lapin::{Connection, ConnectionProperties};
 use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
 use shared::events::Event;
-use shared::testing::{TestEnv, eventually};
-use shared::tracecontext::header_str;
-use tokio_util::sync::CancellationToken;
+use shared::testing::{Broker, Service, Taken, TestEnv};
 
 const TOKEN: &str = "test-token-123";
 
-struct App {
-    base: String,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn spawn_app(amqp_url: &str, max_body: u32) -> App {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let config = ingest::Config {
-        http_addr: listener.local_addr().expect("addr"),
+/// ingest on port 0 against `amqp_url`, not yet awaited ready.
+async fn spawn_app(amqp_url: &str, max_body: u32) -> Service {
+    let amqp_url = amqp_url.to_owned();
+    let config = move |http_addr| ingest::Config {
+        http_addr,
         ingest_token: TOKEN.to_owned().into(),
         max_body_bytes: max_body,
         broker: BrokerConfig {
-            amqp_url: amqp_url.to_owned().into(),
+            amqp_url: amqp_url.into(),
         },
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 5,
         },
     };
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(ingest::run(config, listener, shutdown.clone()));
-    App {
-        base,
-        shutdown,
-        task,
-    }
+    Service::spawn("ingest", config, ingest::run).await
 }
 
-impl App {
-    async fn ready(&self) {
-        let client = reqwest::Client::new();
-        eventually("ingest ready", Duration::from_secs(20), || async {
-            let r = client
-                .get(format!("{}/readyz", self.base))
-                .send()
-                .await
-                .ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("no panic").expect("clean exit");
-    }
-}
-
-async fn take_received(env: &TestEnv) -> Option<lapin::message::BasicGetMessage> {
-    let conn = Connection::connect(&env.amqp_url, ConnectionProperties::default())
-        .await
-        .ok()?;
-    let ch = conn.create_channel().await.ok()?;
-    let got = ch
-        .basic_get("validator".into(), BasicGetOptions { no_ack: true })
-        .await
-        .ok()?;
-    conn.close(200, "bye".into()).await.ok();
+/// The next message in the validator's queue, if any.
+async fn take_received(env: &TestEnv) -> Option<Taken> {
+    let broker = Broker::connect(env).await;
+    let got = broker.take("validator").await;
+    broker.close().await;
     got
 }
 
-fn body_event(msg: &lapin::message::BasicGetMessage) -> shared::events::SmsReceived {
-    match Event::from_json(&msg.delivery.data).expect("event json") {
+fn body_event(msg: &Taken) -> shared::events::SmsReceived {
+    match msg.event() {
         Event::SmsReceived(e) => e,
         other => panic!("unexpected {other:?}"),
     }
@@ -116,23 +71,13 @@ async fn accepted_sms_is_in_the_queue_when_202_is_answered() {
     assert_eq!(event.from, "+79001234567", "normalised to E.164");
     assert_eq!(event.text, "1234567 12345");
     assert_eq!(event.received_at.to_rfc3339(), "2026-11-20T10:00:00+05:00");
-    let headers = msg
-        .delivery
-        .properties
-        .headers()
-        .clone()
-        .unwrap_or_default();
-    let tp = header_str(&headers, "traceparent").expect("traceparent header");
+    let tp = msg.header("traceparent").expect("traceparent header");
     assert!(
         tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
         "same trace: {tp}"
     );
     assert_eq!(
-        msg.delivery
-            .properties
-            .content_type()
-            .as_ref()
-            .map(|c| c.as_str()),
+        msg.properties.content_type().as_ref().map(|c| c.as_str()),
         Some("application/json")
     );
     app.stop().await;
@@ -159,12 +104,16 @@ async fn without_id_and_time_a_stable_id_is_derived_and_time_stamped() {
             .expect("id")
             .to_owned()
     };
+    let minute = || chrono::Utc::now().timestamp().div_euclid(60);
+    let before = minute();
     let first = send().await;
     let second = send().await;
+    let after = minute();
     assert!(first.starts_with("sms-"), "{first}");
-    // Same minute, same content: a gateway retry is the same message.
-    let same_minute = chrono::Utc::now().timestamp() % 60 < 58;
-    if same_minute {
+    // Same minute, same content: a gateway retry is the same message. (Both requests
+    // fell in one minute when the clock read the same minute before and after them;
+    // the old check, `now % 60 < 58` after the fact, was true just after a boundary.)
+    if before == after {
         assert_eq!(first, second);
     }
     let event = body_event(&take_received(&env).await.expect("queued"));
@@ -324,17 +273,15 @@ async fn metrics_count_requests_by_status() {
         .send()
         .await
         .expect("request");
-    let text = client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        text.contains(r#"ingest_requests_total{endpoint="sms",status="401"} 1"#),
-        "{text}"
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.exact(
+            "ingest_requests_total",
+            &[("endpoint", "sms"), ("status", "401")]
+        ),
+        Some(1.0),
+        "{}",
+        metrics.text
     );
     app.stop().await;
     env.cleanup().await;

@@ -3,28 +3,21 @@
 //! published message starts a trace of its own.
 
 use std::process::Stdio;
-use std::time::Duration;
 
-use lapin::options::BasicGetOptions;
-use lapin::{Connection, ConnectionProperties};
-use shared::testing::{TestEnv, eventually};
-use shared::tracecontext::header_str;
+use shared::testing::{Broker, READY_WAIT, TestEnv, eventually, listening_port};
 
 const TOKEN: &str = "test-token-123";
 
 /// Runs the ingest binary with `otel_sdk_disabled` (if any), posts one SMS without a
 /// `traceparent` and returns the `traceparent` of the message it published.
 async fn published_traceparent(env: &TestEnv, otel_sdk_disabled: Option<&str>) -> Option<String> {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"));
     cmd.arg("serve")
         .env_clear()
         .env("AMQP_URL", &env.amqp_url)
         .env("INGEST_TOKEN", TOKEN)
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        // The kernel picks the port; the harness reads it from /proc.
+        .env("HTTP_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -33,9 +26,11 @@ async fn published_traceparent(env: &TestEnv, otel_sdk_disabled: Option<&str>) -
         cmd.env("OTEL_SDK_DISABLED", v);
     }
     let mut child = cmd.spawn().expect("ingest binary starts");
+    let pid = child.id().expect("ingest pid");
+    let port = listening_port(pid, "ingest").await;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    eventually("ingest ready", Duration::from_secs(20), || async {
+    eventually("ingest ready", READY_WAIT, || async {
         let r = http.get(format!("{base}/readyz")).send().await.ok()?;
         (r.status() == 200).then_some(())
     })
@@ -51,24 +46,14 @@ async fn published_traceparent(env: &TestEnv, otel_sdk_disabled: Option<&str>) -
         .await
         .expect("request");
     assert_eq!(resp.status(), 202);
-    let conn = Connection::connect(&env.amqp_url, ConnectionProperties::default())
+    let broker = Broker::connect(env).await;
+    let msg = broker
+        .take("validator")
         .await
-        .expect("broker");
-    let ch = conn.create_channel().await.expect("channel");
-    let msg = ch
-        .basic_get("validator".into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("basic.get")
         .expect("the message is in the validator queue");
-    conn.close(200, "bye".into()).await.ok();
+    broker.close().await;
     child.kill().await.ok();
-    let headers = msg
-        .delivery
-        .properties
-        .headers()
-        .clone()
-        .unwrap_or_default();
-    header_str(&headers, "traceparent").map(str::to_owned)
+    msg.header("traceparent")
 }
 
 #[tokio::test]

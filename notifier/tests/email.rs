@@ -1,15 +1,15 @@
 //! Confirmation e-mails (SPEC §4.4) against a real SMTP server process:
-//! `scripts/smtp-sink.py` (Python + aiosmtpd) on a free port, saving each message as a
-//! file. Also the `EMAIL_DIR` mode.
+//! `scripts/smtp-sink.py` (Python + aiosmtpd) on a port of its own (it binds port 0;
+//! the test reads the port from /proc), saving each message as a file. Also the `EMAIL_DIR` mode.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{App, Broker, WAIT, accepted, config, free_port, ledger, wait_state};
+use common::{App, Broker, WAIT, accepted, config, ledger, wait_state};
 use mail_parser::{MessageParser, MimeHeaders};
-use shared::testing::{TestEnv, eventually};
+use shared::testing::{TestEnv, eventually, listening_port};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
@@ -23,26 +23,12 @@ struct SmtpSink {
 }
 
 impl SmtpSink {
-    /// Starts the sink on a free port; another test may take the port between the
-    /// probe and the bind, so a taken port means another try on a new one.
+    /// Starts the sink on port 0 and reads the port it bound.
     async fn start(dir: &Path, extra: &[&str]) -> SmtpSink {
-        let mut last = None;
-        for _ in 0..5 {
-            match Self::try_start(dir, extra).await {
-                Ok(sink) => return sink,
-                Err(first_line) => last = first_line,
-            }
-        }
-        panic!("smtp-sink did not start (is aiosmtpd installed? `pip install aiosmtpd`): {last:?}")
-    }
-
-    /// The running sink, or what it printed first instead of `listening`.
-    async fn try_start(dir: &Path, extra: &[&str]) -> Result<SmtpSink, Option<String>> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/smtp-sink.py");
-        let port = free_port();
         let mut child = tokio::process::Command::new("python3")
             .arg(script)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--host", "127.0.0.1", "--port", "0"])
             .arg("--dir")
             .arg(dir)
             .args(extra)
@@ -57,24 +43,23 @@ impl SmtpSink {
             .await
             .expect("smtp-sink started in time")
             .expect("smtp-sink stdout");
-        match first {
-            Some(line) if line.contains("listening") => {}
-            other => {
-                let _ = child.kill().await;
-                return Err(other);
-            }
-        }
+        assert!(
+            first.as_deref().is_some_and(|l| l.contains("listening")),
+            "smtp-sink did not start (is aiosmtpd installed? `pip install aiosmtpd`): {first:?}"
+        );
+        let pid = child.id().expect("smtp-sink pid");
+        let port = listening_port(pid, "smtp-sink").await;
         // Keep draining its output so it never blocks on a full pipe.
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("{line}");
             }
         });
-        Ok(SmtpSink {
+        SmtpSink {
             child,
             port,
             dir: dir.to_owned(),
-        })
+        }
     }
 
     fn url(&self) -> String {
@@ -331,7 +316,7 @@ async fn smtp_5xx_is_dead_lettered_and_counted() {
     broker
         .publish(&accepted(reading_id, Some(RESIDENT), vec![7]))
         .await;
-    let dead = broker.dead_letter().await;
+    let dead = common::dead_letter(&broker).await;
     let reason = dead.header("x-last-error").unwrap_or_default();
     assert!(reason.contains("550"), "{reason}");
     app.wait_settled("dead_lettered", 1.0).await;

@@ -1,5 +1,5 @@
 //! SMS replies through a real Kannel (SPEC §4.3): bearerbox + smsbox started by
-//! `scripts/kannel.sh` on free loopback ports, with the test itself playing the phone
+//! `scripts/kannel.sh` on leased loopback ports (`shared::testing::PortLease`), with the test itself playing the phone
 //! network on the fake SMSC port (one line per message, see `scripts/fake-phone.py`).
 //! The reply must come out as UCS-2 that decodes to the Cyrillic text; an accepted
 //! reading must produce nothing.
@@ -10,9 +10,9 @@
 
 mod common;
 
-use common::{App, Broker, WAIT, accepted, config, free_port, rejected};
+use common::{App, Broker, WAIT, accepted, config, rejected};
 use notifier::config::GatewayKind;
-use shared::testing::TestEnv;
+use shared::testing::{PortLease, TestEnv, with_leases};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::TcpStream;
@@ -26,23 +26,25 @@ struct Kannel {
     dir: PathBuf,
     smsc_port: u16,
     sendsms_port: u16,
+    /// Bearerbox and smsbox need fixed ports in their config: held for as long as
+    /// Kannel runs, so that no parallel test is given them.
+    _ports: Vec<PortLease>,
 }
 
 impl Kannel {
-    fn start(dir: &Path) -> Kannel {
+    /// Starts Kannel on four leased ports; on the rare failure (a port of the range
+    /// taken by something outside the lease scheme) once more on new ones.
+    async fn start(dir: &Path) -> Kannel {
         assert!(
             Path::new(BEARERBOX).exists(),
             "Kannel is not installed ({BEARERBOX} missing): run `scripts/kannel.sh install` \
              as root (Debian packages kannel and kannel-extras); .ci/run does this"
         );
-        let mut ports: Vec<u16> = Vec::new();
-        while ports.len() < 4 {
-            let p = free_port();
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
-        }
-        let (admin, smsbox, smsc, sendsms) = (ports[0], ports[1], ports[2], ports[3]);
+        with_leases(4, 3, |ports| async move { Kannel::try_start(dir, ports) }).await
+    }
+
+    fn try_start(dir: &Path, ports: Vec<PortLease>) -> Result<Kannel, String> {
+        let [admin, smsbox, smsc, sendsms] = [0, 1, 2, 3].map(|i| ports[i].port());
         let out = std::process::Command::new(SCRIPT)
             .args(["start"])
             .arg(dir)
@@ -54,19 +56,23 @@ impl Kannel {
             .env("KANNEL_PASSWORD", "secret")
             .env("KANNEL_SENDER", "7377")
             .env("KANNEL_LOG_LEVEL", "1")
+            // A busy machine: the script's own default (20 s) is for a quiet one.
+            .env("KANNEL_START_TIMEOUT", "60")
             .output()
             .expect("run scripts/kannel.sh");
-        assert!(
-            out.status.success(),
-            "kannel.sh start failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Kannel {
+        if !out.status.success() {
+            return Err(format!(
+                "kannel.sh start failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(Kannel {
             dir: dir.to_owned(),
             smsc_port: smsc,
             sendsms_port: sendsms,
-        }
+            _ports: ports,
+        })
     }
 }
 
@@ -184,7 +190,7 @@ fn ucs2(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn cyrillic_reply_leaves_kannel_as_ucs2_and_accepted_readings_send_nothing() {
     let scratch = tempfile::tempdir().expect("tmp");
-    let kannel = Kannel::start(&scratch.path().join("kannel"));
+    let kannel = Kannel::start(&scratch.path().join("kannel")).await;
     let mut phones = Phones::connect(kannel.smsc_port).await;
     let env = TestEnv::new().await;
 

@@ -246,7 +246,7 @@ async fn gateway_400_is_dead_lettered_and_counted() {
     broker
         .publish(&rejected("gw-400", "+79001234567", Some(REPLY)))
         .await;
-    let dead = broker.dead_letter().await;
+    let dead = common::dead_letter(&broker).await;
     let event = shared::events::Event::from_json(&dead.body).expect("the event itself");
     assert_eq!(event.message_id(), "gw-400");
     let reason = dead.header("x-last-error").unwrap_or_default();
@@ -455,7 +455,7 @@ async fn undecodable_events_are_dead_lettered() {
     broker
         .publish_raw("reading.rejected", br#"{"schema":"reading.rejected/v9"}"#)
         .await;
-    let dead = broker.dead_letter().await;
+    let dead = common::dead_letter(&broker).await;
     let reason = dead.header("x-last-error").unwrap_or_default();
     assert!(reason.contains("undecodable"), "{reason}");
 

@@ -6,6 +6,28 @@
 //! Servers come from `TEST_AMQP_BASE` (default `amqp://guest:guest@127.0.0.1:5672`),
 //! `TEST_RABBITMQ_API` (default `http://127.0.0.1:15672`, the management plugin) and
 //! `TEST_POSTGRES_BASE` (default `postgres://postgres@127.0.0.1:5432`).
+//!
+//! Beside the environment, one way of doing what every service's tests do:
+//! [`Service`] runs a service's `run(config, listener, shutdown)` in-process on
+//! port 0, waits for `/readyz`, reads `/metrics` ([`Metrics`], the one parser of
+//! the text format) and stops it; [`Broker`] publishes with confirms and takes
+//! from queues; [`PortLease`] and [`listening_port`] give peers that run as
+//! processes their ports without a bind-and-release race.
+//!
+//! Deadlines are for a busy machine (CI runs every test binary in parallel on two
+//! cores): they bound how long a failing test hangs, and a passing test never waits
+//! for them, so they are generous. Wait on a condition with [`eventually`], never
+//! on a fixed sleep.
+
+mod broker;
+mod metrics;
+mod ports;
+mod service;
+
+pub use broker::{Broker, Taken};
+pub use metrics::{Metrics, Sample};
+pub use ports::{PortLease, listening_port, listening_ports, with_leases};
+pub use service::Service;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -14,6 +36,15 @@ use sqlx::{Connection, Executor, PgConnection};
 use tokio::sync::OnceCell;
 
 use crate::config::DatabaseConfig;
+
+/// How long a test waits for a condition that crosses the broker or the database.
+pub const WAIT: Duration = Duration::from_secs(60);
+/// How long a service (in-process or a child process) may take to become ready.
+pub const READY_WAIT: Duration = Duration::from_secs(60);
+/// How long a service may take to finish after its shutdown started.
+pub const STOP_WAIT: Duration = Duration::from_secs(60);
+/// How long a test publish waits for the broker's confirm.
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static SWEPT: OnceCell<()> = OnceCell::const_new();

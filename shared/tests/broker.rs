@@ -13,14 +13,12 @@ use lapin::{Connection, ConnectionProperties};
 use shared::broker::{Publisher, ReadyFlag, persistent_json, publish_confirmed};
 use shared::consumer::{self, ConsumerConfig, Handler, HandlerError, Incoming};
 use shared::metrics::ConsumerMetrics;
-use shared::testing::{TestEnv, eventually};
+use shared::testing::{CONFIRM_WAIT, TestEnv, WAIT, eventually};
 use shared::topology::{self, QueueSpec, RetryPolicy};
 use shared::tracecontext::header_str;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-const WAIT: Duration = Duration::from_secs(20);
 
 fn spec() -> QueueSpec {
     QueueSpec::new(
@@ -91,7 +89,7 @@ async fn publish_raw(conn: &Connection, body: &str, headers: FieldTable) {
         "sms.received",
         body.as_bytes(),
         persistent_json(body, headers),
-        Duration::from_secs(5),
+        CONFIRM_WAIT,
     )
     .await
     .expect("confirmed");
@@ -230,7 +228,7 @@ async fn notifier_filter_drops_only_accepted_events_marked_as_nothing_for_it() {
             key,
             body.as_bytes(),
             persistent_json(body, headers),
-            Duration::from_secs(5),
+            CONFIRM_WAIT,
         )
         .await
         .expect("routed and confirmed");

@@ -1,21 +1,19 @@
-//! Test harness for the validator: a registry, the validator running in-process on
-//! its own vhost and database, and a queue of our own bound to `meter.events` that
-//! captures every reading event (as a third party would).
+//! The validator's part of the test harness: a registry, the validator in-process
+//! (`shared::testing::Service`) on its own vhost and database, and a queue of our own
+//! bound to `meter.events` (`shared::testing::Broker::capture`) that captures every
+//! reading event, as a third party would.
 
 #![allow(dead_code)]
 
-use std::time::Duration;
-
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
-use shared::broker::Publisher;
 use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
 use shared::events::{Channel, Event, SmsReceived};
-use shared::testing::{TestEnv, eventually};
+pub use shared::testing::WAIT;
+use shared::testing::{Broker, Service, TestEnv, eventually};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+/// Our own queue of every `reading.*` event.
+const CAPTURE: &str = "capture";
 
 pub const REGISTRY: &str = "\
 account,meter,zones,digits,status,last_period,last_t1,last_t2,last_t3,normative_kwh
@@ -30,21 +28,13 @@ account,meter,zones,digits,status,last_period,last_t1,last_t2,last_t3,normative_
 ";
 
 pub const IN_WINDOW: &str = "2026-11-20T10:00:00+05:00";
-pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct Harness {
     pub env: TestEnv,
     pub pool: PgPool,
-    pub publisher: Publisher,
-    tracker: TaskTracker,
-    publisher_stop: CancellationToken,
-    pub capture: lapin::Channel,
-    capture_conn: Connection,
-    app: Option<(
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    )>,
-    pub base: String,
+    /// Publishes with confirms; reads the capture queue and the dead letters.
+    pub broker: Broker,
+    app: Option<Service>,
     aside: tokio::sync::Mutex<Vec<Event>>,
 }
 
@@ -62,7 +52,7 @@ pub fn config(env: &TestEnv, addr: std::net::SocketAddr) -> validator::Config {
         database: env.database(),
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
-            shutdown_grace_seconds: 5,
+            shutdown_grace_seconds: 30,
         },
     }
 }
@@ -81,58 +71,13 @@ impl Harness {
             .expect("import");
         assert_eq!(report.rows_rejected, 0, "{:?}", report.errors);
 
-        let capture_conn = Connection::connect(&env.amqp_url, ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let capture = capture_conn.create_channel().await.expect("channel");
-        shared::topology::declare(&capture, &shared::topology::system_queues())
-            .await
-            .expect("topology");
-        capture
-            .queue_declare(
-                "capture".into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("capture queue");
-        capture
-            .queue_bind(
-                "capture".into(),
-                "meter.events".into(),
-                "reading.*".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-
-        let tracker = TaskTracker::new();
-        let publisher_stop = CancellationToken::new();
-        let publisher = Publisher::start(
-            env.amqp_url.clone(),
-            "test".into(),
-            vec![],
-            &tracker,
-            publisher_stop.clone(),
-        );
-        eventually("test publisher", WAIT, || async {
-            publisher.ready().get().then_some(())
-        })
-        .await;
+        let broker = Broker::connect(&env).await;
+        broker.capture(CAPTURE, "reading.*").await;
         Harness {
             env,
             pool,
-            publisher,
-            tracker,
-            publisher_stop,
-            capture,
-            capture_conn,
+            broker,
             app: None,
-            base: String::new(),
             aside: Default::default(),
         }
     }
@@ -144,31 +89,14 @@ impl Harness {
     }
 
     pub async fn start(&mut self) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        self.base = format!("http://{addr}");
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(validator::run(
-            config(&self.env, addr),
-            listener,
-            stop.clone(),
-        ));
-        self.app = Some((stop, task));
-        let client = reqwest::Client::new();
-        let url = format!("{}/readyz", self.base);
-        eventually("validator ready", WAIT, || async {
-            let r = client.get(&url).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
+        let env = &self.env;
+        let app = Service::start("validator", |addr| config(env, addr), validator::run).await;
+        self.app = Some(app);
     }
 
     pub async fn stop_app(&mut self) {
-        if let Some((stop, task)) = self.app.take() {
-            stop.cancel();
-            task.await.expect("no panic").expect("clean exit");
+        if let Some(app) = self.app.take() {
+            app.stop().await;
         }
     }
 
@@ -181,21 +109,13 @@ impl Harness {
             received_at: chrono::DateTime::parse_from_rfc3339(at).expect("time"),
             channel: Channel::Sms,
         };
-        self.publisher
-            .publish(&Event::SmsReceived(sms))
-            .await
-            .expect("published");
+        self.broker.publish(&Event::SmsReceived(sms)).await;
     }
 
     /// The next captured event, waiting up to the deadline.
     pub async fn next_event(&self) -> Event {
         eventually("an event", WAIT, || async {
-            let got = self
-                .capture
-                .basic_get("capture".into(), BasicGetOptions { no_ack: true })
-                .await
-                .ok()??;
-            Some(Event::from_json(&got.delivery.data).expect("valid event"))
+            Some(self.broker.take(CAPTURE).await?.event())
         })
         .await
     }
@@ -205,12 +125,8 @@ impl Harness {
     pub async fn event_for(&self, id: &str) -> Event {
         eventually(&format!("the event of {id}"), WAIT, || async {
             let mut aside = self.aside.lock().await;
-            while let Ok(Some(got)) = self
-                .capture
-                .basic_get("capture".into(), BasicGetOptions { no_ack: true })
-                .await
-            {
-                aside.push(Event::from_json(&got.delivery.data).expect("valid event"));
+            while let Some(got) = self.broker.take(CAPTURE).await {
+                aside.push(got.event());
             }
             let pos = aside.iter().position(|e| e.message_id() == id)?;
             Some(aside.remove(pos))
@@ -220,12 +136,8 @@ impl Harness {
 
     pub async fn captured_now(&self) -> Vec<Event> {
         let mut out = std::mem::take(&mut *self.aside.lock().await);
-        while let Ok(Some(got)) = self
-            .capture
-            .basic_get("capture".into(), BasicGetOptions { no_ack: true })
-            .await
-        {
-            out.push(Event::from_json(&got.delivery.data).expect("valid event"));
+        while let Some(got) = self.broker.take(CAPTURE).await {
+            out.push(got.event());
         }
         out
     }
@@ -240,10 +152,7 @@ impl Harness {
 
     pub async fn finish(mut self) {
         self.stop_app().await;
-        self.publisher_stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-        self.capture_conn.close(200, "bye".into()).await.ok();
+        self.broker.close().await;
         self.pool.close().await;
         self.env.cleanup().await;
     }

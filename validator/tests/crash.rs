@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Harness, IN_WINDOW, WAIT};
-use shared::testing::eventually;
+use shared::testing::{Metrics, eventually, listening_port};
 
 fn validator_process(h: &Harness, crash: bool) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_validator"));
@@ -62,7 +62,28 @@ async fn crash_between_commit_and_publish_publishes_once_after_restart() {
     .await;
     let event = h.event_for("crash-1").await;
     assert!(matches!(event, shared::events::Event::ReadingAccepted(_)));
-    // The message itself was redelivered to the new process and recognised as a duplicate.
+    // The message itself was redelivered to the new process and recognised as a
+    // duplicate: acked by it (its own count, not the management API's statistics,
+    // which lag by seconds)...
+    let port = listening_port(revived.id().expect("pid"), "validator").await;
+    let http = reqwest::Client::new();
+    eventually("the redelivery acked", WAIT, || async {
+        let text = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let acked = Metrics::parse(&text).sum(
+            "validator_consumer_messages_total",
+            &[("queue", "validator"), ("outcome", "acked")],
+        );
+        (acked >= 1.0).then_some(())
+    })
+    .await;
+    // ...and the queue is empty.
     eventually("redelivery settled", WAIT, || async {
         let depth = h.env.queue_depth("validator").await?;
         (depth == 0).then_some(())

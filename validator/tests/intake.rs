@@ -267,33 +267,14 @@ async fn window_edges_in_the_company_zone() {
 #[tokio::test]
 async fn poison_and_foreign_messages_are_dead_lettered_without_blocking() {
     let h = Harness::started().await;
-    let ch = h.capture.clone();
-    ch.confirm_select(Default::default()).await.ok();
-    shared::broker::publish_confirmed(
-        &ch,
-        "meter.events",
-        "sms.received",
-        b"{not json",
-        shared::broker::persistent_json("poison-1", Default::default()),
-        std::time::Duration::from_secs(5),
-    )
-    .await
-    .expect("published");
+    h.broker.publish_raw("sms.received", b"{not json").await;
     h.send("after-poison", "+79003000001", "0000007 5", IN_WINDOW)
         .await;
     assert!(matches!(
         h.event_for("after-poison").await,
         Event::ReadingAccepted(_)
     ));
-    let dead = shared::testing::eventually("poison dead-lettered", common::WAIT, || async {
-        ch.basic_get(
-            "validator.dead".into(),
-            lapin::options::BasicGetOptions { no_ack: true },
-        )
-        .await
-        .ok()?
-    })
-    .await;
-    assert_eq!(dead.delivery.data, b"{not json");
+    let dead = h.broker.wait_take("validator.dead").await;
+    assert_eq!(dead.body, b"{not json");
     h.finish().await;
 }

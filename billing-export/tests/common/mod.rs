@@ -1,31 +1,26 @@
-//! Test harness: billing-export in-process on port 0 against the test's own vhost
-//! and database, a publisher for `reading.accepted`, the registry set up through the
-//! validator's own migrations and import, and a billing double.
+//! billing-export's part of the test harness: its configuration, the service
+//! in-process through `shared::testing::Service`, `reading.accepted` published through
+//! `shared::testing::Broker`, the registry set up through the validator's own
+//! migrations and import, and a billing double.
 
 #![allow(dead_code)] // each test binary uses part of the harness
 
 pub mod billing;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use shared::broker::Publisher;
 use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
 use shared::events::{Channel, Event, ReadingAccepted};
-use shared::testing::{TestEnv, eventually};
+use shared::testing::{Broker, Service, TestEnv, WAIT, eventually};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub const TOKEN: &str = "billing-test-token";
 
-pub struct App {
-    pub base: String,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
+/// A running billing-export.
+pub struct App(Service);
 
 #[derive(Default, Clone)]
 pub struct Options {
@@ -53,156 +48,83 @@ pub fn config(
         database: env.database(),
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
-            shutdown_grace_seconds: 5,
+            shutdown_grace_seconds: 30,
         },
     }
 }
 
+/// Starts billing-export on port 0 and waits until it is ready.
 pub async fn spawn_app(env: &TestEnv, options: Options) -> App {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(billing_export::run(
-        config(env, addr, &options),
-        listener,
-        shutdown.clone(),
-    ));
-    let app = App {
-        base: format!("http://{addr}"),
-        shutdown,
-        task,
-    };
-    app.ready().await;
-    app
+    let config = |addr| config(env, addr, &options);
+    App(Service::start("billing-export", config, billing_export::run).await)
 }
 
 impl App {
-    async fn ready(&self) {
-        let client = reqwest::Client::new();
-        eventually("billing-export ready", Duration::from_secs(30), || async {
-            let r = client
-                .get(format!("{}/readyz", self.base))
-                .send()
-                .await
-                .ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
+    pub async fn stop(self) {
+        self.0.stop().await;
     }
 
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("no panic").expect("clean exit");
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> &str {
+        &self.0.base
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::get(format!("{}{path}", self.base))
-            .await
-            .expect("request")
+        self.0.get(path).await
     }
 
-    pub async fn metrics(&self) -> String {
-        self.get("/metrics")
-            .await
-            .text()
-            .await
-            .expect("metrics text")
+    pub async fn metrics(&self) -> shared::testing::Metrics {
+        self.0.metrics().await
     }
 
-    /// The value of one sample, e.g. `billing_pushes_total{result="delivered"}`.
-    pub async fn metric(&self, sample: &str) -> Option<f64> {
-        let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+    /// The sample with exactly these labels, e.g. `billing_pushes_total` with
+    /// `result="delivered"`; `None` while it was never counted.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.metrics().await.exact(name, labels)
     }
 
     /// Waits until the consumer has acked `n` messages.
     pub async fn wait_acked(&self, n: u64) {
-        eventually("messages acked", Duration::from_secs(30), || async {
-            let v = self
-                .metric(
-                    r#"billing_consumer_messages_total{queue="billing-export",outcome="acked"}"#,
-                )
-                .await?;
-            (v as u64 >= n).then_some(())
-        })
-        .await;
+        self.0
+            .wait_metric(
+                "billing_consumer_messages_total",
+                &[("queue", "billing-export"), ("outcome", "acked")],
+                n as f64,
+            )
+            .await;
     }
 }
 
-/// Publishes events onto `meter.events` with confirms, like the validator's outbox.
-pub struct Events {
-    publisher: Publisher,
-    shutdown: CancellationToken,
-}
+/// Publishes readings onto `meter.events` with confirms, like the validator's outbox.
+pub struct Events(Broker);
 
 impl Events {
     pub async fn connect(env: &TestEnv) -> Events {
-        let shutdown = CancellationToken::new();
-        let publisher = Publisher::start(
-            env.amqp_url.clone(),
-            "test-publisher".into(),
-            shared::topology::system_queues(),
-            &TaskTracker::new(),
-            shutdown.clone(),
-        );
-        let ready = publisher.ready();
-        eventually("publisher connected", Duration::from_secs(20), || async {
-            ready.get().then_some(())
-        })
-        .await;
-        Events {
-            publisher,
-            shutdown,
-        }
+        Events(Broker::connect(env).await)
     }
 
     pub async fn publish(&self, reading: &ReadingAccepted) {
-        self.publisher
+        self.0
             .publish(&Event::ReadingAccepted(reading.clone()))
-            .await
-            .expect("published");
+            .await;
     }
 
     /// Publishes with a given W3C `traceparent` header, as the validator's relay does.
     pub async fn publish_traced(&self, reading: &ReadingAccepted, traceparent: &str) {
         let mut headers = lapin::types::FieldTable::default();
         headers.insert(
-            "traceparent".into(),
+            shared::tracecontext::TRACEPARENT.into(),
             lapin::types::AMQPValue::LongString(traceparent.into()),
         );
-        let event = Event::ReadingAccepted(reading.clone());
-        self.publisher
-            .publish_to(
-                shared::events::EXCHANGE,
-                event.routing_key(),
-                &event.to_json(),
-                event.message_id(),
-                headers,
-            )
-            .await
-            .expect("published");
+        self.0
+            .publish_with_headers(&Event::ReadingAccepted(reading.clone()), headers)
+            .await;
     }
 
     pub async fn publish_raw(&self, body: &[u8]) {
-        self.publisher
-            .publish_to(
-                shared::events::EXCHANGE,
-                shared::events::READING_ACCEPTED,
-                body,
-                "raw",
-                Default::default(),
-            )
-            .await
-            .expect("published");
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.0
+            .publish_raw(shared::events::READING_ACCEPTED, body)
+            .await;
     }
 }
 
@@ -246,7 +168,7 @@ pub async fn stored_count(pool: &PgPool) -> i64 {
 }
 
 pub async fn wait_stored(pool: &PgPool, n: i64) {
-    eventually("readings stored", Duration::from_secs(30), || async {
+    eventually("readings stored", WAIT, || async {
         (stored_count(pool).await >= n).then_some(())
     })
     .await;

@@ -250,10 +250,10 @@ pub async fn account(
     replies(&mut t, plan, o.sms);
     emails(&mut t, plan, o.smtp);
 
-    let http = reqwest::Client::new();
     for service in crate::system::SERVICES {
-        t.consumer_retries += consumer_retries(&http, &o.system.base(service)).await;
+        t.consumer_retries += consumer_retries(&o.system.metrics(service).await);
     }
+    let http = reqwest::Client::new();
     t.peer_5xx = [o.billing, o.sms]
         .iter()
         .flat_map(|d| d.posts())
@@ -279,14 +279,15 @@ pub async fn account(
 }
 
 /// `*_consumer_messages_total{…outcome="retried"}` of one service.
-async fn consumer_retries(http: &reqwest::Client, base: &str) -> u64 {
-    let Ok(resp) = http.get(format!("{base}/metrics")).send().await else {
-        return 0;
-    };
-    let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.contains("consumer_messages_total{") && l.contains("outcome=\"retried\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+fn consumer_retries(metrics: &shared::testing::Metrics) -> u64 {
+    metrics
+        .samples
+        .iter()
+        .filter(|s| {
+            s.name.ends_with("_consumer_messages_total")
+                && s.labels.get("outcome").is_some_and(|o| o == "retried")
+        })
+        .map(|s| s.value)
         .sum::<f64>() as u64
 }
 

@@ -86,6 +86,19 @@ start_rabbitmq() {
             sleep 0.5
         done
     fi
+    set_rabbitmq_policies /
+}
+
+# The broker policies of the system's queues, on vhost $1 (default /): the same
+# names, patterns and values as shared::topology::policies and
+# deploy/base/infra/rabbitmq-policies.yaml (a shared unit test compares them).
+# Idempotent; docs/operations.md, "Broker policies".
+set_rabbitmq_policies() { # [vhost]
+    local vhost="${1:-/}"
+    $SUDO rabbitmqctl -q set_policy -p "$vhost" --apply-to queues --priority 10 \
+        meter-consumers '^(validator|notifier|billing-export)$' '{"delivery-limit":20}' >/dev/null
+    $SUDO rabbitmqctl -q set_policy -p "$vhost" --apply-to queues --priority 10 \
+        meter-dead-letters '^(validator|notifier|billing-export)\.dead$' '{"message-ttl":1209600000}' >/dev/null
 }
 
 pip_install() { # modules to import… -- pip packages…

@@ -2,9 +2,10 @@
 # Runs the whole test suite on a Debian/Ubuntu machine: installs what is missing,
 # starts PostgreSQL, RabbitMQ (with its management API), builds, and runs
 #   1. every test in parallel (one vhost and one database per test),
-#   2. the tests that restart the broker, alone,
-#   3. the README's local run, end to end (--check),
-#   4. the offline validation of the Kubernetes manifests.
+#   2. the crash drills, with the test hooks compiled in (feature crash-hooks),
+#   3. the tests that restart the broker, alone,
+#   4. the README's local run, end to end (--check),
+#   5. the offline validation of the Kubernetes manifests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -28,6 +29,15 @@ cargo build --workspace --all-targets --locked
 
 log "tests (parallel)"
 cargo nextest run --workspace --locked --no-fail-fast
+
+# The crash drills need test hooks that release builds leave out (the `crash-hooks`
+# feature): their `crash` targets are skipped above (required-features) and built
+# here with the feature named on the command line. No Cargo.toml enables it, so the
+# binaries the other steps run stay hook-free (the next cargo command without the
+# feature links those back into target/debug/).
+log "crash drills (feature crash-hooks)"
+cargo nextest run --locked --no-fail-fast -p validator -p billing-export \
+    --features validator/crash-hooks,billing-export/crash-hooks --test crash
 
 # Tests that restart the broker are #[ignore]d and named *broker_restart*: they take
 # the broker away from every other test, so they run after the others, one at a time.

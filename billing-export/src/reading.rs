@@ -23,7 +23,8 @@ use crate::store::{self, Delivery};
 
 /// Test hook for crash drills: the process aborts at this point of a successful
 /// push, as `kill -9` would. Read from `BILLING_EXPORT_CRASH_AT` by `run` (with
-/// `std::env`, on purpose not a configuration setting); never set in production.
+/// `std::env`, on purpose not a configuration setting), and only in a build with the
+/// `crash-hooks` feature: a release image ignores the variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
     /// Billing answered 2xx; nothing stored, nothing acked.
@@ -34,6 +35,9 @@ pub enum CrashPoint {
 
 impl CrashPoint {
     pub fn from_env() -> Option<Self> {
+        if !cfg!(feature = "crash-hooks") {
+            return None;
+        }
         match std::env::var("BILLING_EXPORT_CRASH_AT").ok()?.as_str() {
             "after_post" => Some(CrashPoint::AfterPost),
             "after_record" => Some(CrashPoint::AfterRecord),

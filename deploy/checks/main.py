@@ -8,7 +8,7 @@ import unittest
 from pathlib import Path
 
 from . import contract as contract_mod
-from . import envscan, rules, schemas
+from . import alerts, envscan, rules, schemas
 from .render import TARGETS, RenderError, ref, render
 from .report import Report
 
@@ -37,6 +37,8 @@ def run(deploy_dir: Path, repo_root: Path, report: Report, k8s_version: str = sc
                  | {r.name for r in envscan.scan_tree(repo_root, envscan.ENV_CALL)}
                  | {"RUST_LOG"})
 
+    exported = alerts.exported_metrics(repo_root)
+    print(f"metrics scan: {len(exported)} metrics registered by the services", file=report.out)
     crds = schemas.CrdSchemas(deploy_dir / "crds")
     examples = rules.load_secret_examples(deploy_dir)
 
@@ -66,6 +68,7 @@ def run(deploy_dir: Path, repo_root: Path, report: Report, k8s_version: str = sc
         rules.check_secret_references(objs, report, target, examples)
         rules.check_references(objs, report, target)
         rules.check_shutdown(objs, report, target, contract)
+        alerts.check_alerts(objs, report, target, exported, deploy_dir.parent / "docs" / "operations.md")
 
 
 def self_test() -> int:

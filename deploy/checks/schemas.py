@@ -19,7 +19,9 @@ K8S_VERSION = "1.31"
 #: (apiVersion, kind) -> vendored CRD file under deploy/crds/.
 CRD_FILES = {
     ("rabbitmq.com/v1beta1", "RabbitmqCluster"): "rabbitmq.com_rabbitmqclusters.yaml",
+    ("rabbitmq.com/v1beta1", "Policy"): "rabbitmq.com_policies.yaml",
     ("postgresql.cnpg.io/v1", "Cluster"): "postgresql.cnpg.io_clusters.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
 }
 
 # kubernetes-validate re-reads its (large) definitions file for every object.

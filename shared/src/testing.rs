@@ -114,6 +114,8 @@ impl TestEnv {
             resp.status()
         );
 
+        set_policies(&http, &name).await;
+
         let mut admin = PgConnection::connect(&format!("{}/postgres", pg_base()))
             .await
             .expect("PostgreSQL reachable");
@@ -235,5 +237,36 @@ where
             "timed out after {deadline:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The broker policies production has (`topology::policies`, as deploy/ and
+/// scripts/lib.sh set them), on a test's vhost, so tests run against the same
+/// effective queue settings.
+async fn set_policies(http: &reqwest::Client, vhost: &str) {
+    let queues = crate::topology::system_queues();
+    for policy in crate::topology::policies(&queues) {
+        let resp = http
+            .put(format!(
+                "{}/api/policies/{vhost}/{}",
+                rabbit_api(),
+                policy.name
+            ))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({
+                "pattern": policy.pattern,
+                "definition": policy.definition,
+                "priority": crate::topology::POLICY_PRIORITY,
+                "apply-to": "queues",
+            }))
+            .send()
+            .await
+            .expect("set policy");
+        assert!(
+            resp.status().is_success(),
+            "set policy {}: {}",
+            policy.name,
+            resp.status()
+        );
     }
 }

@@ -42,8 +42,23 @@ pub const SKIP: &str = "yes";
 pub const NOTIFIER_QUEUE: &str = "notifier";
 
 /// Redeliveries the broker allows a message (crash loops: a consumer that dies before
-/// acking) before it dead-letters it by itself.
-const DELIVERY_LIMIT: i64 = 20;
+/// acking) before it dead-letters it by itself. Declared on every consumer queue as
+/// the ceiling, and frozen: RabbitMQ refuses a declaration whose `x-delivery-limit`
+/// differs from, or lacks, the existing queue's (PRECONDITION_FAILED, measured on
+/// 3.10.8), and on 3.x a quorum queue without one redelivers without end. Where both
+/// are set the broker takes the lower of argument and policy (measured), so the
+/// [`policies`] may tighten it, never lift it, and a missing policy leaves 20 in force.
+pub const DELIVERY_LIMIT: i64 = 20;
+
+/// How long a dead letter stays in its `<queue>.dead` (SPEC §4.7: 14 days). A broker
+/// policy, not a queue argument: adding `x-message-ttl` to an existing dead-letter
+/// queue's declaration fails with PRECONDITION_FAILED.
+pub const DEAD_LETTER_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// The priority of [`policies`]. RabbitMQ applies one policy per queue (the highest
+/// priority that matches), so another policy matching these queues must be above
+/// it and carry these keys too (docs/operations.md, "Broker policies").
+pub const POLICY_PRIORITY: i64 = 10;
 
 /// One consumer's queue with its bindings and retry schedule.
 #[derive(Debug, Clone)]
@@ -155,6 +170,48 @@ pub fn system_queues() -> Vec<QueueSpec> {
         .filtering(&[READING_ACCEPTED]),
         QueueSpec::new("billing-export", &[READING_ACCEPTED], billing_retry),
     ]
+}
+
+/// A RabbitMQ policy (apply-to `queues`) that the system's queues expect: the settings
+/// that may change while queues exist, where a queue argument could not. Applied by
+/// deploy/ (messaging-topology-operator `Policy`), scripts/lib.sh (`rabbitmqctl
+/// set_policy`) and the test harness, all with these values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerPolicy {
+    pub name: &'static str,
+    /// Anchored regular expression over queue names.
+    pub pattern: String,
+    pub definition: serde_json::Value,
+}
+
+/// The policies for `queues`: the delivery limit on the consumer queues (never above
+/// [`DELIVERY_LIMIT`], see there) and the 14-day expiry of their dead letters. The
+/// retry queues match neither: their delay is in their name and their arguments.
+pub fn policies(queues: &[QueueSpec]) -> Vec<BrokerPolicy> {
+    let names: Vec<String> = queues.iter().map(|q| regex_escape(&q.name)).collect();
+    let alternatives = names.join("|");
+    let ttl_ms = u64::try_from(DEAD_LETTER_TTL.as_millis()).unwrap_or(u64::MAX);
+    vec![
+        BrokerPolicy {
+            name: "meter-consumers",
+            pattern: format!("^({alternatives})$"),
+            definition: serde_json::json!({ "delivery-limit": DELIVERY_LIMIT }),
+        },
+        BrokerPolicy {
+            name: "meter-dead-letters",
+            pattern: format!("^({alternatives})\\.dead$"),
+            definition: serde_json::json!({ "message-ttl": ttl_ms }),
+        },
+    ]
+}
+
+fn regex_escape(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let special = r"\.^$|?*+()[]{}".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
 }
 
 /// The header that keeps an event from `queue`'s consumer when it is [`SKIP`]. Not
@@ -484,6 +541,64 @@ mod tests {
             }
             assert!(left > -1000, "{wait}: overshoot {left}");
             assert!(hops <= 20, "{wait}: {hops} hops");
+        }
+    }
+
+    #[test]
+    fn policies_cover_the_consumer_queues_and_their_dead_letters_only() {
+        let policies = policies(&system_queues());
+        let pattern = |name: &str| {
+            policies
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| (p.pattern.clone(), p.definition.clone()))
+        };
+        assert_eq!(
+            pattern("meter-consumers"),
+            Some((
+                r"^(validator|notifier|billing-export)$".to_owned(),
+                serde_json::json!({"delivery-limit": 20})
+            ))
+        );
+        assert_eq!(
+            pattern("meter-dead-letters"),
+            Some((
+                r"^(validator|notifier|billing-export)\.dead$".to_owned(),
+                serde_json::json!({"message-ttl": 1_209_600_000_u64})
+            ))
+        );
+    }
+
+    /// deploy/ and scripts/ write the policies out by hand: they must say the same.
+    #[test]
+    fn deploy_and_scripts_set_the_same_policies() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let read = |path: &str| {
+            std::fs::read_to_string(format!("{root}/{path}"))
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        let deploy = read("deploy/base/infra/rabbitmq-policies.yaml");
+        let scripts = read("scripts/lib.sh");
+        for p in policies(&system_queues()) {
+            let definition = p.definition.to_string();
+            for (file, text, expected) in [
+                ("deploy", &deploy, format!("  name: {}\n", p.name)),
+                ("deploy", &deploy, format!("  pattern: '{}'\n", p.pattern)),
+                (
+                    "deploy",
+                    &deploy,
+                    format!("  priority: {POLICY_PRIORITY}\n"),
+                ),
+                ("deploy", &deploy, format!("  definition: {definition}\n")),
+                ("scripts", &scripts, format!("--priority {POLICY_PRIORITY}")),
+                (
+                    "scripts",
+                    &scripts,
+                    format!("{} '{}' '{definition}'", p.name, p.pattern),
+                ),
+            ] {
+                assert!(text.contains(&expected), "{file} lacks {expected:?}");
+            }
         }
     }
 

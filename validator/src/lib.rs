@@ -136,7 +136,8 @@ struct Intake {
     metrics: ValidatorMetrics,
     relay: outbox::Handoff,
     /// Test hook (crash drills): abort right after a commit, before the relay
-    /// publishes. Read from `VALIDATOR_CRASH_AFTER_COMMIT`; never set in production.
+    /// publishes. Read from `VALIDATOR_CRASH_AFTER_COMMIT`, and only in a build with
+    /// the `crash-hooks` feature (never a release image).
     crash_after_commit: bool,
 }
 
@@ -291,7 +292,9 @@ pub async fn run(
             rules,
             metrics,
             relay: relay_handoff,
-            crash_after_commit: std::env::var_os("VALIDATOR_CRASH_AFTER_COMMIT").is_some(),
+            // Off in release images: the hook exists only with the `crash-hooks` feature.
+            crash_after_commit: cfg!(feature = "crash-hooks")
+                && std::env::var_os("VALIDATOR_CRASH_AFTER_COMMIT").is_some(),
         },
     )?;
     service.drain("outbox relay", move |stop| {

@@ -32,10 +32,11 @@ use crate::metrics::BillingMetrics;
 use crate::push::Billing;
 use crate::reading::{CrashPoint, ReadingHandler};
 
-/// Deliveries stored and recorded in one statement each.
-const BATCH: usize = 64;
-/// Batches in flight at once.
-const BATCHES: usize = 2;
+/// Deliveries stored and recorded in one statement each, and batches in flight at once.
+const BATCHING: Batching = Batching {
+    batch: 64,
+    batches: 2,
+};
 
 /// billing-export's migrations (schema `billing`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -89,10 +90,7 @@ pub async fn run(
     service.consume(
         &config.broker,
         QUEUE,
-        Batching {
-            batch: BATCH,
-            batches: BATCHES,
-        },
+        BATCHING,
         ReadingHandler {
             pool: pool.clone(),
             billing,

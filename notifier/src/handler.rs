@@ -305,12 +305,21 @@ impl Notifier {
                 Err(e) => outcomes.set(*i, Err(e)),
             }
         }
-        if claimed.is_empty() {
-            return;
+        if !claimed.is_empty() {
+            self.send_and_record(msgs, &claimed, outcomes).await;
         }
+    }
 
+    /// Sends the claimed effects side by side ([`SENDS_AT_ONCE`] at a time), records
+    /// how every attempt ended in one transaction, and settles their messages.
+    async fn send_and_record(
+        &self,
+        msgs: &[Incoming],
+        claimed: &[(&(usize, Effect), i32)],
+        outcomes: &mut Outcomes,
+    ) {
         let mut sends = Vec::with_capacity(claimed.len());
-        for ((i, effect), _) in &claimed {
+        for ((i, effect), _) in claimed {
             sends.push(self.send(effect).instrument(msgs[*i].span.clone()));
         }
         let results: Vec<Result<(), SendFailure>> = futures::stream::iter(sends)
@@ -331,46 +340,8 @@ impl Notifier {
         let recorded = self.record(&ended).await.map_err(Arc::new);
         for end in ended {
             let _in_span = msgs[end.msg].span.enter();
-            let d = end.delivery;
-            let outcome = match end.failure {
-                None => match &recorded {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(HandlerError::Transient(
-                        anyhow::Error::new(Arc::clone(e))
-                            .context(format!("sent {}, but cannot record it", d.key)),
-                    )),
-                },
-                Some(failure) => {
-                    if let Err(e) = &recorded {
-                        // The lease runs out and the next attempt takes over.
-                        tracing::warn!(key = %d.key, error = %e, "cannot record the failed attempt");
-                    }
-                    let SendFailure {
-                        kind,
-                        retry_after,
-                        cause,
-                    } = failure;
-                    match kind {
-                        FailureKind::Permanent => {
-                            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{cause:#}"), "refused by the peer; dead-lettering");
-                            Err(HandlerError::Permanent(cause))
-                        }
-                        FailureKind::Unknown => {
-                            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{cause:#}"),
-                                "sent without an answer; not resending, so as never to answer twice");
-                            Ok(())
-                        }
-                        FailureKind::Transient => Err(match retry_after {
-                            Some(after) => HandlerError::RetryAfter {
-                                after,
-                                error: cause,
-                            },
-                            None => HandlerError::Transient(cause),
-                        }),
-                    }
-                }
-            };
-            outcomes.set(end.msg, outcome);
+            let msg = end.msg;
+            outcomes.set(msg, settled(end, &recorded));
         }
     }
 
@@ -497,5 +468,45 @@ impl Notifier {
                     anyhow::anyhow!("no answer within {:?}", self.send_timeout),
                 ))
             })
+    }
+}
+
+/// A message's outcome from how its attempt ended and whether that was recorded.
+fn settled(end: Ended<'_>, recorded: &Result<(), Arc<sqlx::Error>>) -> Result<(), HandlerError> {
+    let d = end.delivery;
+    let Some(failure) = end.failure else {
+        return recorded.as_ref().map(|_| ()).map_err(|e| {
+            HandlerError::Transient(
+                anyhow::Error::new(Arc::clone(e))
+                    .context(format!("sent {}, but cannot record it", d.key)),
+            )
+        });
+    };
+    if let Err(e) = recorded {
+        // The lease runs out and the next attempt takes over.
+        tracing::warn!(key = %d.key, error = %e, "cannot record the failed attempt");
+    }
+    let SendFailure {
+        kind,
+        retry_after,
+        cause,
+    } = failure;
+    match kind {
+        FailureKind::Permanent => {
+            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{cause:#}"), "refused by the peer; dead-lettering");
+            Err(HandlerError::Permanent(cause))
+        }
+        FailureKind::Unknown => {
+            tracing::error!(to = %mask(&d.recipient), key = %d.key, error = %format!("{cause:#}"),
+                "sent without an answer; not resending, so as never to answer twice");
+            Ok(())
+        }
+        FailureKind::Transient => Err(match retry_after {
+            Some(after) => HandlerError::RetryAfter {
+                after,
+                error: cause,
+            },
+            None => HandlerError::Transient(cause),
+        }),
     }
 }

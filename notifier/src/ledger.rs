@@ -166,9 +166,63 @@ pub async fn claim_batch(
     lease: Duration,
 ) -> Result<Claims, sqlx::Error> {
     let mut tx = shared::db::begin_batch(pool).await?;
+    let fresh = insert_rows(&mut tx, refused, requests).await?;
+    let refused_new = refused
+        .iter()
+        .map(|(d, _)| fresh.contains(d.key.as_str()))
+        .collect();
 
-    // Every delivery's row, new ones `pending` (or `suppressed` when refused). A
-    // concurrent insert of the same key waits here until the other transaction ends.
+    // The guards, once per event: only for deliveries seen for the first time.
+    let counted: Vec<usize> = (0..requests.len())
+        .filter(|&i| {
+            requests[i].quota.is_some() && fresh.contains(requests[i].delivery.key.as_str())
+        })
+        .collect();
+    let numbers: Vec<&PhoneNumber> = counted.iter().filter_map(|&i| requests[i].quota).collect();
+    let verdicts = limits.reserve_batch(&mut tx, &numbers, Utc::now()).await?;
+    let mut refused_now: HashMap<usize, Suppressed> = HashMap::new();
+    for (&i, verdict) in counted.iter().zip(verdicts) {
+        if let Err(reason) = verdict {
+            refused_now.insert(i, reason);
+        }
+    }
+
+    let states = held_states(&mut tx, requests, &fresh).await?;
+    let (steps, settle) = next_steps(requests, &refused_now, &states);
+    let attempts = take_leases(&mut tx, requests, &steps, lease).await?;
+    if !settle.is_empty() {
+        set_states(&mut tx, &settle).await?;
+    }
+    tx.commit().await?;
+
+    let claims = requests
+        .iter()
+        .zip(steps)
+        .map(|(r, step)| match step {
+            Step::Decided(claim) => claim,
+            Step::Lease => match attempts.get(r.delivery.key.as_str()) {
+                Some(&attempt) => Claim::Send { attempt },
+                // The row was locked by this transaction: it cannot have gone.
+                None => Claim::Busy {
+                    remaining: Duration::ZERO,
+                },
+            },
+        })
+        .collect();
+    Ok(Claims {
+        refused_new,
+        claims,
+    })
+}
+
+/// Every delivery's row, new ones `pending` (or `suppressed` when refused); returns
+/// the keys inserted now (seen for the first time). A concurrent insert of the same
+/// key waits here until the other transaction ends.
+async fn insert_rows(
+    tx: &mut sqlx::PgConnection,
+    refused: &[(&Delivery, Suppressed)],
+    requests: &[ClaimRequest<'_>],
+) -> Result<HashSet<String>, sqlx::Error> {
     let mut rows: Vec<(&Delivery, State, Option<&str>)> = refused
         .iter()
         .map(|(d, why)| (*d, State::Suppressed, Some(why.as_str())))
@@ -199,76 +253,76 @@ pub async fn claim_batch(
     .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
-    let fresh: HashSet<&str> = inserted.iter().map(String::as_str).collect();
-    let refused_new = refused
-        .iter()
-        .map(|(d, _)| fresh.contains(d.key.as_str()))
-        .collect();
+    Ok(inserted.into_iter().collect())
+}
 
-    // The guards, once per event: only for deliveries seen for the first time.
-    let counted: Vec<usize> = (0..requests.len())
-        .filter(|&i| {
-            requests[i].quota.is_some() && fresh.contains(requests[i].delivery.key.as_str())
-        })
-        .collect();
-    let numbers: Vec<&PhoneNumber> = counted.iter().filter_map(|&i| requests[i].quota).collect();
-    let verdicts = limits.reserve_batch(&mut tx, &numbers, Utc::now()).await?;
-    let mut refused_now: HashMap<usize, Suppressed> = HashMap::new();
-    for (&i, verdict) in counted.iter().zip(verdicts) {
-        if let Err(reason) = verdict {
-            refused_now.insert(i, reason);
-        }
-    }
+/// A delivery's state as a claim finds it, and the time left on its lease if live.
+type Held = (State, Option<Duration>);
 
-    // The state of deliveries seen before (a redelivery, a retry); new ones are
-    // `pending` and this transaction holds them already.
+/// The state of the deliveries seen before (a redelivery, a retry), locked for the
+/// rest of the transaction; new ones are `pending` and this transaction holds them.
+async fn held_states(
+    tx: &mut sqlx::PgConnection,
+    requests: &[ClaimRequest<'_>],
+    fresh: &HashSet<String>,
+) -> Result<HashMap<String, Held>, sqlx::Error> {
     let mut seen: Vec<&str> = requests
         .iter()
         .map(|r| r.delivery.key.as_str())
-        .filter(|k| !fresh.contains(k))
+        .filter(|k| !fresh.contains(*k))
         .collect();
     seen.sort_unstable();
+    let mut states = HashMap::new();
+    if seen.is_empty() {
+        return Ok(states);
+    }
     #[derive(sqlx::FromRow)]
-    struct Held {
+    struct HeldRow {
         key: String,
         state: String,
         /// Seconds left on a live lease; `NULL` when there is none or it ran out.
         lease_left: Option<f64>,
     }
-    // (state, the lease's time left if it is live)
-    let mut states: HashMap<String, (State, Option<Duration>)> = HashMap::new();
-    if !seen.is_empty() {
-        let held: Vec<Held> = sqlx::query_as(
-            "SELECT key, state,
-                    CASE WHEN lease_until > now()
-                         THEN extract(epoch FROM lease_until - now())::float8 END AS lease_left
-             FROM deliveries
-             WHERE key = ANY($1) ORDER BY key FOR UPDATE",
-        )
-        .bind(&seen)
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in held {
-            // The column's CHECK admits only these; another would be a newer schema's.
-            let state = State::parse(&row.state).ok_or_else(|| {
-                sqlx::Error::Decode(
-                    format!("delivery {}: unknown state {:?}", row.key, row.state).into(),
-                )
-            })?;
-            let left = row
-                .lease_left
-                .and_then(|s| Duration::try_from_secs_f64(s).ok());
-            states.insert(row.key, (state, left));
-        }
+    let held: Vec<HeldRow> = sqlx::query_as(
+        "SELECT key, state,
+                CASE WHEN lease_until > now()
+                     THEN extract(epoch FROM lease_until - now())::float8 END AS lease_left
+         FROM deliveries
+         WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+    )
+    .bind(&seen)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in held {
+        // The column's CHECK admits only these; another would be a newer schema's.
+        let state = State::parse(&row.state).ok_or_else(|| {
+            sqlx::Error::Decode(
+                format!("delivery {}: unknown state {:?}", row.key, row.state).into(),
+            )
+        })?;
+        let left = row
+            .lease_left
+            .and_then(|s| Duration::try_from_secs_f64(s).ok());
+        states.insert(row.key, (state, left));
     }
+    Ok(states)
+}
 
-    enum Step {
-        Lease,
-        Decided(Claim),
-    }
+/// What a claim does with one request.
+enum Step {
+    Lease,
+    Decided(Claim),
+}
+
+/// Each request's step, by the guards' verdict and the state the row is in; and the
+/// `(key, state, detail)` rows to write for those decided without a send.
+fn next_steps<'a>(
+    requests: &'a [ClaimRequest<'_>],
+    refused_now: &HashMap<usize, Suppressed>,
+    states: &HashMap<String, Held>,
+) -> (Vec<Step>, Vec<(&'a str, State, &'static str)>) {
     let mut steps = Vec::with_capacity(requests.len());
-    // (key, state, detail) rows to write.
-    let mut settle: Vec<(&str, State, &str)> = Vec::new();
+    let mut settle = Vec::new();
     for (i, r) in requests.iter().enumerate() {
         let key = r.delivery.key.as_str();
         if let Some(&reason) = refused_now.get(&i) {
@@ -296,61 +350,47 @@ pub async fn claim_batch(
             }
         });
     }
+    (steps, settle)
+}
 
+/// Leases the rows whose step is a send (`sending`, one more attempt, `lease` long);
+/// returns each one's attempt number.
+async fn take_leases(
+    tx: &mut sqlx::PgConnection,
+    requests: &[ClaimRequest<'_>],
+    steps: &[Step],
+    lease: Duration,
+) -> Result<HashMap<String, i32>, sqlx::Error> {
     let mut to_lease: Vec<&str> = requests
         .iter()
-        .zip(&steps)
+        .zip(steps)
         .filter(|(_, s)| matches!(s, Step::Lease))
         .map(|(r, _)| r.delivery.key.as_str())
         .collect();
+    if to_lease.is_empty() {
+        return Ok(HashMap::new());
+    }
     to_lease.sort_unstable();
     #[derive(sqlx::FromRow)]
     struct Leased {
         key: String,
         attempts: i32,
     }
-    let attempts: HashMap<String, i32> = if to_lease.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as::<_, Leased>(
-            "UPDATE deliveries
-             SET state = $3, attempts = attempts + 1,
-                 lease_until = now() + make_interval(secs => $2), updated_at = now()
-             WHERE key = ANY($1)
-             RETURNING key, attempts",
-        )
-        .bind(&to_lease)
-        .bind(lease.as_secs_f64())
-        .bind(State::Sending.as_str())
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|l| (l.key, l.attempts))
-        .collect()
-    };
-    if !settle.is_empty() {
-        set_states(&mut tx, &settle).await?;
-    }
-    tx.commit().await?;
-
-    let claims = requests
-        .iter()
-        .zip(steps)
-        .map(|(r, step)| match step {
-            Step::Decided(claim) => claim,
-            Step::Lease => match attempts.get(r.delivery.key.as_str()) {
-                Some(&attempt) => Claim::Send { attempt },
-                // The row was locked by this transaction: it cannot have gone.
-                None => Claim::Busy {
-                    remaining: Duration::ZERO,
-                },
-            },
-        })
-        .collect();
-    Ok(Claims {
-        refused_new,
-        claims,
-    })
+    Ok(sqlx::query_as::<_, Leased>(
+        "UPDATE deliveries
+         SET state = $3, attempts = attempts + 1,
+             lease_until = now() + make_interval(secs => $2), updated_at = now()
+         WHERE key = ANY($1)
+         RETURNING key, attempts",
+    )
+    .bind(&to_lease)
+    .bind(lease.as_secs_f64())
+    .bind(State::Sending.as_str())
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|l| (l.key, l.attempts))
+    .collect())
 }
 
 /// Writes `(key, state, detail)` for each row, ending any lease.

@@ -29,11 +29,13 @@ pub const QUEUE: &str = "notifier";
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Events handled together: one claiming transaction, sends side by side
-/// ([`handler::SENDS_AT_ONCE`] at a time), one recording transaction.
-const BATCH: usize = 64;
-/// Batches in flight at once.
-const BATCHES: usize = 4;
+/// Events handled together (one claiming transaction, sends side by side
+/// ([`handler::SENDS_AT_ONCE`] at a time), one recording transaction), and batches in
+/// flight at once.
+const BATCHING: Batching = Batching {
+    batch: 64,
+    batches: 4,
+};
 /// How often spent reply-quota windows are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -64,10 +66,7 @@ pub async fn run(
     service.consume(
         &config.broker,
         QUEUE,
-        Batching {
-            batch: BATCH,
-            batches: BATCHES,
-        },
+        BATCHING,
         handler::Notifier {
             pool: pool.clone(),
             gateway,

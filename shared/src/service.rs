@@ -262,120 +262,31 @@ impl Service {
             routes,
             topology: _,
         } = self;
-        let started = Arc::new(AtomicBool::new(false));
-        let failed = Arc::new(AtomicBool::new(false));
+        let state = State::default();
         let ops = crate::http::Ops {
             registry: Arc::new(registry),
             broker_links: links,
             database: database.as_ref().map(|(pool, _)| pool.clone()),
-            started: started.clone(),
-            failed: failed.clone(),
+            started: state.started.clone(),
+            failed: state.failed.clone(),
         };
-        let gate = started.clone();
-        let app = routes
-            .layer(axum::middleware::from_fn(
-                move |req: Request, next: Next| {
-                    let open = gate.load(Ordering::Acquire);
-                    async move {
-                        if open {
-                            next.run(req).await
-                        } else {
-                            starting()
-                        }
-                    }
-                },
-            ))
-            .merge(crate::http::router(ops));
+        let app = gated(routes, state.started.clone()).merge(crate::http::router(ops));
         let addr = listener
             .local_addr()
             .context("the HTTP listener's address")?;
         tracing::info!(%addr, "{name} listening");
-        let http_stop = shutdown.child_token();
-        let mut http = tokio::spawn(crate::http::serve(listener, app, http_stop)).fuse();
+        let mut http =
+            tokio::spawn(crate::http::serve(listener, app, shutdown.child_token())).fuse();
 
         let outcome = async {
-            if let Some((pool, schema)) = &database {
-                match schema.apply(pool, &shutdown).await {
-                    Ok(()) => {}
-                    // SIGTERM while the database is still away: a stop, not a failure.
-                    Err(e) if shutdown.is_cancelled() => {
-                        tracing::warn!(error = %format!("{e:#}"), "shut down before the migrations were applied");
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            if shutdown.is_cancelled() {
+            if !migrated(database.as_ref(), &shutdown).await? {
                 return Ok(());
             }
-            let mut running = JoinSet::new();
-            let mut queues = HashMap::new();
-            for (queue, start) in consumers {
-                let task = running.spawn(start(shutdown.clone()));
-                queues.insert(task.id(), queue);
-            }
-            let background = TaskTracker::new();
-            for (task_name, start) in tasks {
-                let task = start(shutdown.clone());
-                background.spawn(async move {
-                    task.await;
-                    tracing::debug!(task = task_name, "background task ended");
-                });
-            }
-            background.close();
-            let drain_stop = CancellationToken::new();
-            let drains_running = TaskTracker::new();
-            for (_, start) in drains {
-                drains_running.spawn(start(drain_stop.clone()));
-            }
-            drains_running.close();
-            started.store(true, Ordering::Release);
+            let mut running = Running::start(consumers, tasks, drains, &shutdown);
+            state.started.store(true, Ordering::Release);
             tracing::info!("{name} started");
-
-            // Until shutdown, a consumer that ends, or the HTTP server failing.
-            let ended = tokio::select! {
-                // Shutdown first: the HTTP server also ends at shutdown (its token is a
-                // child), and that is no failure.
-                biased;
-                _ = shutdown.cancelled() => Ok(()),
-                Some(ended) = running.join_next_with_id() => {
-                    failed.store(true, Ordering::Release);
-                    let (id, cause) = match ended {
-                        Ok((id, ())) => (id, "returned".to_owned()),
-                        Err(e) => (e.id(), e.to_string()),
-                    };
-                    let queue = queues.get(&id).map_or("?", String::as_str);
-                    tracing::error!(queue, cause, "a consumer stopped on its own; shutting down");
-                    shutdown.cancel();
-                    Err(anyhow::anyhow!("the consumer of `{queue}` stopped on its own ({cause})"))
-                }
-                served = &mut http, if !http.is_terminated() => {
-                    let stopping = shutdown.is_cancelled();
-                    failed.store(!stopping, Ordering::Release);
-                    shutdown.cancel();
-                    match served {
-                        Ok(Ok(())) if stopping => Ok(()),
-                        Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped on its own")),
-                        Ok(Err(e)) => Err(anyhow::Error::new(e).context("HTTP server")),
-                        Err(e) => Err(anyhow::Error::new(e).context("HTTP server task")),
-                    }
-                }
-            };
-
-            let grace = tokio::time::sleep(runtime.grace());
-            tokio::pin!(grace);
-            let in_hand = async {
-                while running.join_next().await.is_some() {}
-                background.wait().await;
-                drain_stop.cancel();
-                drains_running.wait().await;
-            };
-            tokio::select! {
-                _ = in_hand => {}
-                _ = &mut grace => tracing::warn!(
-                    "in-flight messages not finished within the grace period; the broker will redeliver them"
-                ),
-            }
+            let ended = running.until_stopped(&mut http, &state, &shutdown).await;
+            running.finish(runtime.grace()).await;
             ended
         }
         .await;
@@ -405,6 +316,149 @@ impl Service {
         }
         tracing::info!("{name} stopped");
         Ok(())
+    }
+}
+
+/// What `/readyz` and the gate read.
+#[derive(Default)]
+struct State {
+    /// Start-up has finished: the service's own routes are open.
+    started: Arc<AtomicBool>,
+    /// Something the service cannot run without has stopped: never ready again.
+    failed: Arc<AtomicBool>,
+}
+
+/// The service's own routes, answering [`starting`] until `open`.
+fn gated(routes: Router, open: Arc<AtomicBool>) -> Router {
+    routes.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let open = open.load(Ordering::Acquire);
+            async move {
+                if open {
+                    next.run(req).await
+                } else {
+                    starting()
+                }
+            }
+        },
+    ))
+}
+
+/// Applies the migrations, if the service owns a schema. `Ok(false)`: shutdown came
+/// first (a SIGTERM while the database is still away is a stop, not a failure).
+async fn migrated(
+    database: Option<&(PgPool, Schema)>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    if let Some((pool, schema)) = database {
+        match schema.apply(pool, shutdown).await {
+            Ok(()) => {}
+            Err(e) if shutdown.is_cancelled() => {
+                tracing::warn!(error = %format!("{e:#}"), "shut down before the migrations were applied");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(!shutdown.is_cancelled())
+}
+
+type Http = futures::future::Fuse<tokio::task::JoinHandle<std::io::Result<()>>>;
+
+/// The consumers, background tasks and drains of a started service.
+struct Running {
+    consumers: JoinSet<()>,
+    queues: HashMap<tokio::task::Id, String>,
+    background: TaskTracker,
+    drains: TaskTracker,
+    drain_stop: CancellationToken,
+}
+
+impl Running {
+    fn start(
+        consumers: Vec<(String, TaskFn)>,
+        tasks: Vec<(&'static str, TaskFn)>,
+        drains: Vec<(&'static str, TaskFn)>,
+        shutdown: &CancellationToken,
+    ) -> Running {
+        let mut running = Running {
+            consumers: JoinSet::new(),
+            queues: HashMap::new(),
+            background: TaskTracker::new(),
+            drains: TaskTracker::new(),
+            drain_stop: CancellationToken::new(),
+        };
+        for (queue, start) in consumers {
+            let task = running.consumers.spawn(start(shutdown.clone()));
+            running.queues.insert(task.id(), queue);
+        }
+        for (task_name, start) in tasks {
+            let task = start(shutdown.clone());
+            running.background.spawn(async move {
+                task.await;
+                tracing::debug!(task = task_name, "background task ended");
+            });
+        }
+        running.background.close();
+        for (_, start) in drains {
+            running.drains.spawn(start(running.drain_stop.clone()));
+        }
+        running.drains.close();
+        running
+    }
+
+    /// Until shutdown — or a consumer that ends, or the HTTP server failing: then
+    /// readiness fails for good, shutdown begins, and the cause is the error.
+    async fn until_stopped(
+        &mut self,
+        http: &mut Http,
+        state: &State,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        tokio::select! {
+            // Shutdown first: the HTTP server also ends at shutdown (its token is a
+            // child), and that is no failure.
+            biased;
+            _ = shutdown.cancelled() => Ok(()),
+            Some(ended) = self.consumers.join_next_with_id() => {
+                state.failed.store(true, Ordering::Release);
+                let (id, cause) = match ended {
+                    Ok((id, ())) => (id, "returned".to_owned()),
+                    Err(e) => (e.id(), e.to_string()),
+                };
+                let queue = self.queues.get(&id).map_or("?", String::as_str);
+                tracing::error!(queue, cause, "a consumer stopped on its own; shutting down");
+                shutdown.cancel();
+                Err(anyhow::anyhow!("the consumer of `{queue}` stopped on its own ({cause})"))
+            }
+            served = &mut *http, if !http.is_terminated() => {
+                let stopping = shutdown.is_cancelled();
+                state.failed.store(!stopping, Ordering::Release);
+                shutdown.cancel();
+                match served {
+                    Ok(Ok(())) if stopping => Ok(()),
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped on its own")),
+                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("HTTP server")),
+                    Err(e) => Err(anyhow::Error::new(e).context("HTTP server task")),
+                }
+            }
+        }
+    }
+
+    /// Consumers finish what they hold and tasks stop, then the drains run out — all
+    /// within `grace`; what is unacked then is redelivered by the broker.
+    async fn finish(mut self, grace: Duration) {
+        let in_hand = async {
+            while self.consumers.join_next().await.is_some() {}
+            self.background.wait().await;
+            self.drain_stop.cancel();
+            self.drains.wait().await;
+        };
+        if tokio::time::timeout(grace, in_hand).await.is_err() {
+            tracing::warn!(
+                "in-flight messages not finished within the grace period; the broker will redeliver them"
+            );
+        }
     }
 }
 

@@ -141,10 +141,12 @@ struct Intake {
     crash_after_commit: bool,
 }
 
-/// Deliveries the validator takes into one database transaction.
-const BATCH: usize = 64;
-/// Batches in flight at once (each holds one pooled connection).
-const BATCHES: usize = 4;
+/// Deliveries the validator takes into one database transaction (`batch`), and batches
+/// in flight at once (each holds one pooled connection).
+const BATCHING: Batching = Batching {
+    batch: 64,
+    batches: 4,
+};
 
 impl Intake {
     /// Logs and counts one stored outcome.
@@ -283,10 +285,7 @@ pub async fn run(
     service.consume(
         &config.broker,
         QUEUE,
-        Batching {
-            batch: BATCH,
-            batches: BATCHES,
-        },
+        BATCHING,
         Intake {
             pool: pool.clone(),
             rules,

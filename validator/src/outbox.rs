@@ -100,7 +100,12 @@ pub async fn enqueue(
     let ids: Vec<&str> = pending.iter().map(|p| p.message_id.as_str()).collect();
     let bodies: Vec<&str> = pending.iter().map(|p| p.body.as_str()).collect();
     let traces: Vec<Option<&str>> = pending.iter().map(|p| p.traceparent.as_deref()).collect();
-    let rows: Vec<(i64, String)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Inserted {
+        id: i64,
+        message_id: String,
+    }
+    let rows: Vec<Inserted> = sqlx::query_as(
         "INSERT INTO outbox (routing_key, message_id, body, traceparent)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
          RETURNING id, message_id",
@@ -117,7 +122,7 @@ pub async fn enqueue(
         && rows
             .iter()
             .zip(&pending)
-            .all(|((_, message_id), p)| *message_id == p.message_id);
+            .all(|(row, p)| row.message_id == p.message_id);
     if !in_order {
         tracing::warn!(
             events = pending.len(),
@@ -125,8 +130,8 @@ pub async fn enqueue(
         );
         return Ok(Vec::new());
     }
-    for ((id, _), p) in rows.into_iter().zip(&mut pending) {
-        p.id = id;
+    for (row, p) in rows.into_iter().zip(&mut pending) {
+        p.id = row.id;
     }
     Ok(pending)
 }
@@ -246,12 +251,22 @@ async fn publish(
     (confirmed, failed)
 }
 
+/// An `outbox` row as the sweep reads it.
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    routing_key: String,
+    message_id: String,
+    body: String,
+    traceparent: Option<String>,
+}
+
 /// Publishes every row at least `age` old; returns how many were published.
 pub async fn sweep_old(pool: &PgPool, publisher: &Publisher, age: Duration) -> anyhow::Result<u64> {
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let rows: Vec<(i64, String, String, String, Option<String>)> = sqlx::query_as(
+        let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT id, routing_key, message_id, body, traceparent FROM outbox
              WHERE created_at <= now() - make_interval(secs => $2)
              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -266,12 +281,12 @@ pub async fn sweep_old(pool: &PgPool, publisher: &Publisher, age: Duration) -> a
         }
         let rows: Vec<Pending> = rows
             .into_iter()
-            .map(|(id, routing_key, message_id, body, traceparent)| Pending {
-                id,
-                routing_key,
-                message_id,
-                body,
-                traceparent,
+            .map(|row| Pending {
+                id: row.id,
+                routing_key: row.routing_key,
+                message_id: row.message_id,
+                body: row.body,
+                traceparent: row.traceparent,
                 skip_notifier: false,
             })
             .collect();

@@ -362,9 +362,15 @@ async fn sender_counts(
         .iter()
         .map(|&i| items[i].sms.received_at.with_timezone(&Utc))
         .collect();
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Count {
+        /// The message's index in the batch.
+        i: i64,
+        sent: i64,
+    }
+    let rows: Vec<Count> = sqlx::query_as(
         "SELECT q.i, (SELECT count(*) FROM messages m
-                      WHERE m.sender = q.sender AND m.received_at > q.at - interval '1 hour' AND m.received_at <= q.at)
+                      WHERE m.sender = q.sender AND m.received_at > q.at - interval '1 hour' AND m.received_at <= q.at) AS sent
          FROM unnest($1::int8[], $2::text[], $3::timestamptz[]) AS q(i, sender, at)",
     )
     .bind(&index)
@@ -374,7 +380,7 @@ async fn sender_counts(
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(i, n)| Some((usize::try_from(i).ok()?, n)))
+        .filter_map(|row| Some((usize::try_from(row.i).ok()?, row.sent)))
         .collect())
 }
 
@@ -471,7 +477,13 @@ async fn store_readings(
     let accounts: Vec<String> = accepted.iter().map(|a| a.account.clone()).collect();
     let meters: Vec<String> = accepted.iter().map(|a| a.meter.clone()).collect();
     let periods: Vec<String> = accepted.iter().map(|a| a.period.to_string()).collect();
-    let current: Vec<(i64, Uuid)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Current {
+        /// The reading's index in `accepted`.
+        i: i64,
+        reading_id: Uuid,
+    }
+    let current: Vec<Current> = sqlx::query_as(
         "SELECT q.i, c.reading_id
          FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[]) AS q(i, account, meter, period)
          CROSS JOIN LATERAL (
@@ -487,10 +499,10 @@ async fn store_readings(
     .fetch_all(&mut *tx)
     .await?;
     let mut supersedes: HashMap<usize, Uuid> = HashMap::new();
-    for (i, reading) in current {
-        if let Ok(i) = usize::try_from(i) {
+    for row in current {
+        if let Ok(i) = usize::try_from(row.i) {
             // Rows come newest first per message: keep the first.
-            supersedes.entry(i).or_insert(reading);
+            supersedes.entry(i).or_insert(row.reading_id);
         }
     }
 

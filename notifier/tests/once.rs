@@ -115,8 +115,11 @@ async fn a_copy_waits_while_another_worker_holds_the_lease() {
     use_http_gateway(&mut cfg, &server.uri());
     let app = App::spawn(cfg).await;
     let pool = ledger(&env);
-    // Another replica is sending it now (lease 3 s); it then dies without finishing.
-    leave_row(&pool, "reply:gw-busy", "sending", 3.0).await;
+    // Another replica is sending it now; it then dies without finishing. The lease must
+    // outlast the publish and the first handling even on a loaded machine: with 3 s a
+    // fresh-clone CI run under load (load average ~9) handled the message after the
+    // lease had ended, sent at once, and the expected retry never came.
+    leave_row(&pool, "reply:gw-busy", "sending", 20.0).await;
 
     let broker = Broker::connect(&env).await;
     broker

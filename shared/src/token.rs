@@ -1,0 +1,166 @@
+//! Bearer tokens: a list of accepted tokens (several during a rotation, SPEC §4), a
+//! constant-time check and a fingerprint that may be logged in place of the token.
+//!
+//! A setting such as `INGEST_TOKEN` or `EXPORT_TOKEN` holds one or more tokens,
+//! comma-separated. Every token is compared in full, whether or not an earlier one
+//! matched, so the time taken says nothing about which token (or how much of one) was
+//! right.
+
+use std::fmt;
+
+use axum::http::{HeaderMap, header};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Shortest token accepted: shorter ones are guessable.
+pub const MIN_LEN: usize = 16;
+
+/// The tokens a service accepts.
+#[derive(Clone)]
+pub struct Tokens(Vec<SecretString>);
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|t| fingerprint(t.expose_secret())))
+            .finish()
+    }
+}
+
+/// Why a token list was refused; the message names the position, never the token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("no token given")]
+    Empty,
+    #[error("token {position} is shorter than {MIN_LEN} characters")]
+    TooShort { position: usize },
+    #[error("token {position} contains a space or a control character")]
+    BadCharacter { position: usize },
+}
+
+impl Tokens {
+    /// Parses a comma-separated list; spaces around each token are trimmed.
+    pub fn parse(list: &str) -> Result<Self, TokenError> {
+        let mut tokens = Vec::new();
+        for (i, token) in list.split(',').map(str::trim).enumerate() {
+            let position = i + 1;
+            if token.is_empty() && list.trim().is_empty() {
+                return Err(TokenError::Empty);
+            }
+            if token.chars().count() < MIN_LEN {
+                return Err(TokenError::TooShort { position });
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(TokenError::BadCharacter { position });
+            }
+            tokens.push(SecretString::from(token.to_owned()));
+        }
+        Ok(Self(tokens))
+    }
+
+    /// The fingerprint of the token `presented` matches, or `None`. Constant-time in
+    /// the content of every configured token.
+    pub fn verify(&self, presented: &str) -> Option<String> {
+        let mut matched = None;
+        for token in &self.0 {
+            let expected = token.expose_secret().as_bytes();
+            let same = expected.len() == presented.len()
+                && bool::from(expected.ct_eq(presented.as_bytes()));
+            if same && matched.is_none() {
+                matched = Some(fingerprint(presented));
+            }
+        }
+        matched
+    }
+
+    /// How many tokens are configured.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// For clap's `value_parser`.
+pub fn parse_tokens(list: &str) -> Result<Tokens, String> {
+    Tokens::parse(list).map_err(|e| e.to_string())
+}
+
+/// The first 8 hex digits of the token's SHA-256: enough to tell tokens apart in a
+/// log, useless to guess one.
+pub fn fingerprint(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The token of an `Authorization: Bearer …` header, if there is one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaa-one";
+    const B: &str = "bbbbbbbbbbbbbbbb-two";
+
+    #[test]
+    fn a_rotation_accepts_either_token_and_tells_them_apart() {
+        let tokens = Tokens::parse(&format!("{A}, {B}")).expect("two tokens");
+        assert_eq!(tokens.len(), 2);
+        let a = tokens.verify(A).expect("old token");
+        let b = tokens.verify(B).expect("new token");
+        assert_ne!(a, b);
+        assert_eq!(a, fingerprint(A));
+        assert_eq!(tokens.verify("aaaaaaaaaaaaaaaa-onf"), None);
+        assert_eq!(tokens.verify(""), None);
+        assert_eq!(tokens.verify(&A[..A.len() - 1]), None);
+    }
+
+    #[test]
+    fn short_empty_or_spaced_tokens_are_refused_by_position() {
+        assert_eq!(Tokens::parse("").err(), Some(TokenError::Empty));
+        assert_eq!(Tokens::parse("  ").err(), Some(TokenError::Empty));
+        assert_eq!(
+            Tokens::parse(&format!("{A},short")).err(),
+            Some(TokenError::TooShort { position: 2 })
+        );
+        assert_eq!(
+            Tokens::parse(&format!("{A},,{B}")).err(),
+            Some(TokenError::TooShort { position: 2 })
+        );
+        assert_eq!(
+            Tokens::parse("aaaaaaaa bbbbbbbbbbbbb").err(),
+            Some(TokenError::BadCharacter { position: 1 })
+        );
+    }
+
+    #[test]
+    fn debug_shows_fingerprints_only() {
+        let tokens = Tokens::parse(A).expect("token");
+        let shown = format!("{tokens:?}");
+        assert!(!shown.contains(A), "{shown}");
+        assert!(shown.contains(&fingerprint(A)), "{shown}");
+    }
+
+    #[test]
+    fn bearer_takes_the_scheme_in_any_case() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(
+            header::AUTHORIZATION,
+            "bearer  abc ".parse().expect("header"),
+        );
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().expect("header"));
+        assert_eq!(bearer(&headers), None);
+    }
+}

@@ -32,7 +32,7 @@ psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$DB}"
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
-export INGEST_TOKEN="${INGEST_TOKEN:-dev-token-123}"
+export INGEST_TOKEN="${INGEST_TOKEN:-dev-ingest-token-0123}"
 export EMAIL_DIR="${EMAIL_DIR:-$STATE/mail}"
 export EXPORT_DIR="${EXPORT_DIR:-$STATE/exports}"
 export SMS_GATEWAY="${SMS_GATEWAY:-log}"

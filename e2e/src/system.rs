@@ -16,7 +16,7 @@ use shared::testing::{
     Metrics, PortLease, READY_WAIT, STOP_WAIT, TestEnv, listening_port, with_leases,
 };
 
-pub const TOKEN: &str = "e2e-token-123";
+pub const TOKEN: &str = "e2e-ingest-token-0123";
 pub const SERVICES: [&str; 4] = ["ingest", "validator", "notifier", "billing-export"];
 
 /// How the notifier sends SMS.

@@ -17,6 +17,8 @@ use shared::testing::{
 };
 
 pub const TOKEN: &str = "e2e-ingest-token-0123";
+/// The bearer token of the exports (EXPORT_TOKEN).
+pub const EXPORT_TOKEN: &str = "e2e-export-token-0123";
 pub const SERVICES: [&str; 4] = ["ingest", "validator", "notifier", "billing-export"];
 
 /// How the notifier sends SMS.
@@ -214,6 +216,7 @@ impl System {
             ("RUST_LOG".into(), "info".into()),
             ("SHUTDOWN_GRACE_SECONDS".into(), "30".into()),
             ("INGEST_TOKEN".into(), TOKEN.into()),
+            ("EXPORT_TOKEN".into(), EXPORT_TOKEN.into()),
             ("EXPORT_DIR".into(), self.export_dir().display().to_string()),
             ("SMS_SENDER".into(), "7377".into()),
             (

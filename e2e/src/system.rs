@@ -383,6 +383,27 @@ impl System {
         Metrics::parse(&text)
     }
 
+    /// What every service's port serves to anyone, without a token — `/metrics`,
+    /// `/healthz`, `/readyz` — as ("<service> <path>", body).
+    pub async fn open_pages(&self) -> Vec<(String, String)> {
+        let mut pages = Vec::new();
+        for service in SERVICES {
+            for path in ["/metrics", "/healthz", "/readyz"] {
+                let body = match self
+                    .http
+                    .get(format!("{}{path}", self.base(service)))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => format!("(unreachable: {e})"),
+                };
+                pages.push((format!("{service} {path}"), body));
+            }
+        }
+        pages
+    }
+
     /// The sum of a service's samples called `name` that carry `labels`.
     pub async fn metric(&self, service: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.metrics(service).await.sum(name, labels)

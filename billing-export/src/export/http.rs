@@ -235,6 +235,14 @@ async fn stream(
         match &produced {
             Ok(rows) => {
                 tracing::info!(report = name, %period, rows, token = %who.token, "export downloaded");
+                // The connection goes back to the pool, which the consumer shares:
+                // without the export's statement_timeout, or not at all.
+                let reset = sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await;
+                if reset.is_err() {
+                    conn.close_on_drop();
+                }
             }
             Err(ExportError::ReaderGone) => {
                 conn.close_on_drop();
@@ -301,24 +309,15 @@ async fn produce_within(
         .bind(millis)
         .execute(&mut *conn)
         .await?;
-    let produced =
-        match tokio::time::timeout(limit, super::produce(conn, report, period, zone, out)).await {
-            Ok(Err(ExportError::Database(e)))
-                if e.as_database_error().and_then(|d| d.code()).as_deref()
-                    == Some(QUERY_CANCELED) =>
-            {
-                Err(ExportError::TimedOut(limit))
-            }
-            Ok(produced) => produced,
-            Err(_) => Err(ExportError::TimedOut(limit)),
-        };
-    if produced.is_ok() {
-        // The connection goes back to the pool, which the consumer shares.
-        sqlx::query("RESET statement_timeout")
-            .execute(&mut *conn)
-            .await?;
+    match tokio::time::timeout(limit, super::produce(conn, report, period, zone, out)).await {
+        Ok(Err(ExportError::Database(e)))
+            if e.as_database_error().and_then(|d| d.code()).as_deref() == Some(QUERY_CANCELED) =>
+        {
+            Err(ExportError::TimedOut(limit))
+        }
+        Ok(produced) => produced,
+        Err(_) => Err(ExportError::TimedOut(limit)),
     }
-    produced
 }
 
 /// SQLSTATE `query_canceled`: what `statement_timeout` raises.

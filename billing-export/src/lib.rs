@@ -109,11 +109,16 @@ pub async fn run(
         };
         service.task("period files", move |stop| files.run(stop));
     }
+    if config.export_token.is_none() {
+        tracing::warn!("EXPORT_TOKEN not set: every export answers 503 until it is");
+    }
     service.routes(export::http::router(ExportState {
         pool,
         zone: config.calendar.timezone(),
         metrics,
         slots: Arc::new(Semaphore::new(export_slots(&config))),
+        tokens: config.export_token.clone().map(Arc::new),
+        timeout: config.export_timeout(),
     }));
     service.run(listener, shutdown).await
 }

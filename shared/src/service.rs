@@ -263,6 +263,8 @@ impl Service {
             topology: _,
         } = self;
         let state = State::default();
+        let mut registry = registry;
+        let http_metrics = crate::http::HttpMetrics::register(&mut registry);
         let ops = crate::http::Ops {
             registry: Arc::new(registry),
             broker_links: links,
@@ -275,8 +277,14 @@ impl Service {
             .local_addr()
             .context("the HTTP listener's address")?;
         tracing::info!(%addr, "{name} listening");
-        let mut http =
-            tokio::spawn(crate::http::serve(listener, app, shutdown.child_token())).fuse();
+        let mut http = tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            runtime.http.clone(),
+            http_metrics,
+            shutdown.child_token(),
+        ))
+        .fuse();
 
         let outcome = async {
             if !migrated(database.as_ref(), &shutdown).await? {

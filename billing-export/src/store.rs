@@ -4,6 +4,7 @@
 //! again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 use shared::events::ReadingAccepted;
@@ -101,6 +102,22 @@ pub struct Outcome<'a> {
     pub attempted: bool,
     pub status: Option<u16>,
     pub error: Option<&'a str>,
+}
+
+/// Stores `outcomes` as [`store`] does, and when the database refuses them for good
+/// (the data: [`shared::db::classify`]) stores the others without the reading it
+/// refuses ([`shared::db::isolate`]). Returns each outcome's result, in order: a
+/// refused reading's error never becomes its batch-mates'.
+pub async fn store_each(
+    pool: &PgPool,
+    outcomes: &[Outcome<'_>],
+) -> Vec<Result<(), Arc<sqlx::Error>>> {
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (range, stored) in shared::db::isolate(outcomes, |part| store(pool, part)).await {
+        let stored = stored.map_err(Arc::new);
+        results.extend(range.map(|_| stored.clone()));
+    }
+    results
 }
 
 /// Stores readings with the outcomes of their pushes, in one statement and one commit:

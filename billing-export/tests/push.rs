@@ -488,3 +488,58 @@ async fn throttled_pushes_are_retried_after_the_wait_billing_asks_for() {
     server.abort();
     env.cleanup().await;
 }
+
+/// SPEC §5: a reading the database refuses for good (a foreign publisher's meter
+/// with a NUL: SQLSTATE 22021) is dead-lettered at once with the reason; the other
+/// readings of its batch are stored with billing's answer and acked.
+#[tokio::test]
+async fn a_reading_the_database_refuses_is_dead_lettered_alone() {
+    let env = TestEnv::new().await;
+    let billing = BillingDouble::start(Behaviour::Always(200)).await;
+    let events = Events::connect(&env).await;
+    let at = "2026-11-20T10:00:00+05:00";
+    let good = [
+        reading("1000001", "M-1", "2026-11", &[45100], at),
+        reading("1000002", "M-2", "2026-11", &[100], at),
+        reading("1000003", "M-3", "2026-11", &[200], at),
+    ];
+    let refused = reading("1000004", "M\u{0}4", "2026-11", &[300], at);
+    // Queued before the service starts, so that they arrive as one batch.
+    events.publish(&good[0]).await;
+    events.publish(&refused).await;
+    events.publish(&good[1]).await;
+    events.publish(&good[2]).await;
+    let app = spawn_app(&env, options(&billing)).await;
+
+    let pool = billing_pool(&env);
+    for r in &good {
+        eventually("the reading stored as delivered", WAIT, || async {
+            (delivery_of(&pool, r.reading_id).await.as_deref() == Some("delivered")).then_some(())
+        })
+        .await;
+    }
+    let broker = Broker::connect(&env).await;
+    let dead = broker.wait_take("billing-export.dead").await;
+    assert_eq!(
+        Event::from_json(&dead.body).expect("the event"),
+        Event::ReadingAccepted(refused.clone())
+    );
+    let reason = dead
+        .header(shared::consumer::ERROR_HEADER)
+        .unwrap_or_default();
+    assert!(reason.contains("0x00"), "{reason}");
+    assert_eq!(
+        shared::broker::header_int(&dead.headers, shared::consumer::ATTEMPT_HEADER),
+        Some(1),
+        "dead-lettered on its first attempt"
+    );
+    app.wait_acked(3).await;
+    assert!(
+        broker.take("billing-export.dead").await.is_none(),
+        "only the one"
+    );
+    broker.close().await;
+    assert_eq!(delivery_of(&pool, refused.reading_id).await, None);
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -589,7 +589,10 @@ impl AuditColumns {
         self.message_id.push(sms.message_id.clone());
         self.sender.push(sms.from.clone());
         self.recipient.push(sms.to.clone());
-        self.body.push(sms.text.clone());
+        // Decided on the text as received (a NUL is a separator to the grammar);
+        // audited with each NUL shown as `␀`, which a text column can store.
+        self.body
+            .push(shared::db::storable_text(&sms.text).into_owned());
         self.received_at.push(sms.received_at.with_timezone(&Utc));
         self.channel.push(sms.channel.as_str());
         self.outcome.push(status);

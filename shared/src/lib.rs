@@ -12,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod phone;
+pub mod retention;
 pub mod retry_after;
 pub mod service;
 pub mod shutdown;

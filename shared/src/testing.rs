@@ -140,6 +140,7 @@ impl TestEnv {
         DatabaseConfig {
             database_url: secrecy::SecretString::from(self.database_url.clone()),
             database_max_connections: 5,
+            retention_days: crate::config::DEFAULT_RETENTION_DAYS,
         }
     }
 

@@ -162,3 +162,53 @@ async fn isolate_stores_the_batch_without_the_one_value_refused() {
     pool.close().await;
     env.cleanup().await;
 }
+
+/// SPEC §4.7: the purge deletes what is older than the retention period, in batches
+/// of `retention::BATCH` until none is left, keeps newer rows and those its condition
+/// protects, and counts what went.
+#[tokio::test]
+async fn purge_deletes_old_rows_in_batches_and_keeps_the_rest() {
+    use shared::retention::{BATCH, Purge, RetentionMetrics, purge_once, purge_table};
+    let env = TestEnv::new().await;
+    let pool = shared::db::pool(&env.database(), "public").expect("pool");
+    sqlx::raw_sql(
+        "CREATE TABLE audit (id bigserial, at timestamptz NOT NULL, keep boolean NOT NULL DEFAULT false);
+         INSERT INTO audit (at) SELECT now() - interval '31 days' FROM generate_series(1, 2500);
+         INSERT INTO audit (at, keep) VALUES (now() - interval '40 days', true);
+         INSERT INTO audit (at) SELECT now() - interval '29 days' FROM generate_series(1, 10);",
+    )
+    .execute(&pool)
+    .await
+    .expect("rows");
+    let purge = Purge {
+        table: "audit",
+        aged_by: "at",
+        only_if: "NOT r.keep",
+    };
+    const { assert!(2500 > 2 * BATCH, "more than two batches") };
+    assert_eq!(purge_table(&pool, &purge, 30).await.expect("purge"), 2500);
+    let left: Vec<(bool, i64)> =
+        sqlx::query_as("SELECT keep, count(*) FROM audit GROUP BY keep ORDER BY keep")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    assert_eq!(left, [(false, 10), (true, 1)]);
+
+    let mut registry = prometheus_client::registry::Registry::with_prefix("test");
+    let metrics = RetentionMetrics::register(&mut registry);
+    sqlx::raw_sql(
+        "INSERT INTO audit (at) SELECT now() - interval '31 days' FROM generate_series(1, 3)",
+    )
+    .execute(&pool)
+    .await
+    .expect("rows");
+    purge_once(&pool, &[purge], 30, &metrics).await;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics");
+    assert!(
+        text.contains("test_retention_purged_rows_total{table=\"audit\"} 3"),
+        "{text}"
+    );
+    pool.close().await;
+    env.cleanup().await;
+}

@@ -268,6 +268,24 @@ pub const DATABASE: Schema = Schema {
     migrator: &MIGRATOR,
 };
 
+/// What ages out after `RETENTION_DAYS` (SPEC §4.7): the audit of each message (its
+/// sender and text), and accepted readings — except each meter's latest one, the base
+/// the next reading is checked against (its e-mail address is masked already).
+pub const RETENTION: [shared::retention::Purge; 2] = [
+    shared::retention::Purge {
+        table: "messages",
+        aged_by: "received_at",
+        only_if: "TRUE",
+    },
+    shared::retention::Purge {
+        table: "readings",
+        aged_by: "received_at",
+        only_if: "r.superseded_by IS NOT NULL OR EXISTS (
+            SELECT 1 FROM readings n
+            WHERE n.account = r.account AND n.meter = r.meter AND n.period > r.period)",
+    },
+];
+
 /// The queue the validator consumes.
 pub const QUEUE: &str = "validator";
 
@@ -282,6 +300,7 @@ pub async fn run(
     let rules = config.rules()?;
     let mut service = Service::new("validator", "validator", &config.runtime);
     let pool = service.database(&config.database, DATABASE)?;
+    service.retention(&config.database, RETENTION.to_vec())?;
     let publisher = service.publisher(&config.broker, "validator-outbox");
     let metrics = ValidatorMetrics::register(service.registry());
     let (relay_handoff, relay_committed) = outbox::handoff();

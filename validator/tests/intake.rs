@@ -384,3 +384,68 @@ async fn a_message_the_database_refuses_is_dead_lettered_alone() {
     );
     h.finish().await;
 }
+
+/// SPEC §4.7: the audit and the readings older than `RETENTION_DAYS` are purged at
+/// start (and daily) — except a meter's latest reading, the base the next one is
+/// checked against — and the rows counted.
+#[tokio::test]
+async fn rows_past_the_retention_period_are_purged_but_the_latest_reading() {
+    let mut h = Harness::prepared().await;
+    sqlx::raw_sql(
+        "INSERT INTO messages (message_id, sender, recipient, body, received_at, channel, outcome)
+         VALUES ('old', '+79001234567', '7377', '1000001 45000', now() - interval '1096 days', 'sms', 'accepted'),
+                ('new', '+79001234567', '7377', '1000001 45000', now() - interval '1094 days', 'sms', 'accepted');
+         INSERT INTO readings (reading_id, message_id, account, meter, period, readings, received_at)
+         VALUES (gen_random_uuid(), 'older', '1000001', 'M1', '2023-10', '{44000}', now() - interval '1130 days'),
+                (gen_random_uuid(), 'latest', '1000001', 'M1', '2023-11', '{44500}', now() - interval '1100 days'),
+                (gen_random_uuid(), 'other', '1000002', 'M2', '2023-11', '{1,2}', now() - interval '1094 days');",
+    )
+    .execute(&h.pool)
+    .await
+    .expect("rows");
+    h.start().await;
+    for table in ["messages", "readings"] {
+        common::eventually_metric(&h, table, 1.0).await;
+    }
+    let audit: Vec<String> = sqlx::query_scalar("SELECT message_id FROM messages ORDER BY 1")
+        .fetch_all(&h.pool)
+        .await
+        .expect("audit");
+    assert_eq!(audit, ["new"]);
+    let readings: Vec<String> = sqlx::query_scalar("SELECT message_id FROM readings ORDER BY 1")
+        .fetch_all(&h.pool)
+        .await
+        .expect("readings");
+    assert_eq!(readings, ["latest", "other"]);
+    h.finish().await;
+}
+
+/// SPEC §4.7: the validator keeps no e-mail address in full once the event carrying
+/// it is on its way: the reading's and the audited text's are masked.
+#[tokio::test]
+async fn an_accepted_address_is_kept_masked() {
+    let h = Harness::started().await;
+    h.send(
+        "with-email",
+        "+79003300001",
+        "1000001 45100 ivan.petrov@mail.ru",
+        IN_WINDOW,
+    )
+    .await;
+    let event = h.event_for("with-email").await;
+    assert_eq!(
+        accepted(&event).email.as_deref(),
+        Some("ivan.petrov@mail.ru"),
+        "the event carries the address for the confirmation"
+    );
+    let (email, body): (Option<String>, String) = sqlx::query_as(
+        "SELECT r.email, m.body FROM readings r JOIN messages m USING (message_id) WHERE message_id = $1",
+    )
+    .bind("with-email")
+    .fetch_one(&h.pool)
+    .await
+    .expect("stored");
+    assert_eq!(email.as_deref(), Some("i***@mail.ru"));
+    assert_eq!(body, "1000001 45100 i***@mail.ru");
+    h.finish().await;
+}

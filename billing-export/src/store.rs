@@ -160,7 +160,11 @@ pub async fn store(pool: &PgPool, outcomes: &[Outcome<'_>]) -> Result<(), sqlx::
         deliveries.push(o.delivery.as_str());
         attempts.push(i32::from(o.attempted));
         statuses.push(o.status.and_then(|s| i16::try_from(s).ok()));
-        errors.push(o.error.map(|e| e.chars().take(1000).collect::<String>()));
+        // Billing's own words: a NUL in them must not make the reading unstorable.
+        errors.push(
+            o.error
+                .map(|e| shared::db::storable_text(e).chars().take(1000).collect()),
+        );
     }
     sqlx::query(
         "INSERT INTO readings AS r (reading_id, message_id, account, meter, period, vals, received_at, channel, supersedes,

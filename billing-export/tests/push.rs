@@ -543,3 +543,47 @@ async fn a_reading_the_database_refuses_is_dead_lettered_alone() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// Billing's error text is stored as the reading's `last_error`: a NUL in it (a peer's
+/// bytes) is stored as `␀`, so the reading is stored as pending and retried, not
+/// refused by the database and dead-lettered.
+#[tokio::test]
+async fn a_nul_in_billings_answer_does_not_make_the_reading_unstorable() {
+    let env = TestEnv::new().await;
+    let pool = billing_pool(&env);
+    billing_export::DATABASE
+        .apply(&pool, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("migrations");
+    let r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100],
+        "2026-11-20T10:00:00+05:00",
+    );
+    let outcome = billing_export::store::Outcome {
+        reading: &r,
+        delivery: billing_export::store::Delivery::Pending,
+        attempted: true,
+        status: Some(503),
+        error: Some("billing answered 503 Service Unavailable: busy\u{0}"),
+    };
+    let stored = billing_export::store::store_each(&pool, &[outcome]).await;
+    assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+    let last_error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM readings WHERE reading_id = $1")
+            .bind(r.reading_id)
+            .fetch_one(&pool)
+            .await
+            .expect("stored");
+    assert_eq!(
+        last_error.as_deref(),
+        Some("billing answered 503 Service Unavailable: busy\u{2400}")
+    );
+    assert_eq!(
+        delivery_of(&pool, r.reading_id).await.as_deref(),
+        Some("pending")
+    );
+    env.cleanup().await;
+}

@@ -434,7 +434,11 @@ pub async fn finish_batch(pool: &PgPool, done: &[Finished<'_>]) -> Result<(), sq
             continue;
         };
         let state = State::after(failure.kind);
-        let detail = failure.to_string().chars().take(500).collect();
+        // A peer's words: a NUL in them must not make the outcome unrecordable.
+        let detail = shared::db::storable_text(&failure.to_string())
+            .chars()
+            .take(500)
+            .collect();
         ended.push((f.key, f.attempt, state, detail));
     }
     sent.sort_unstable();

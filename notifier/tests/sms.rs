@@ -542,3 +542,39 @@ async fn an_event_the_ledger_refuses_is_dead_lettered_alone() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// A peer's answer is recorded in the ledger's `detail`: a NUL in it (the gateway's
+/// bytes) is stored as `␀`, so the failed attempt is recorded (`failed`) instead of the
+/// record being refused and the row left `sending`.
+#[tokio::test]
+async fn a_nul_in_the_gateways_answer_is_recorded() {
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let server = gateway().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("invalid\u{0}destination"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut cfg = config(&env, &scratch);
+    use_http_gateway(&mut cfg, &gateway_url(&server));
+    let app = App::spawn(cfg).await;
+    let broker = Broker::connect(&env).await;
+    broker
+        .publish(&rejected("gw-nul-answer", "+79001234567", Some(REPLY)))
+        .await;
+    let pool = ledger(&env);
+    wait_state(&pool, "reply:gw-nul-answer", "failed").await;
+    let detail: Option<String> =
+        sqlx::query_scalar("SELECT detail FROM deliveries WHERE key = 'reply:gw-nul-answer'")
+            .fetch_one(&pool)
+            .await
+            .expect("the delivery");
+    let detail = detail.unwrap_or_default();
+    assert!(detail.contains("invalid\u{2400}destination"), "{detail}");
+    app.wait_settled("dead_lettered", 1.0).await;
+    server.verify().await;
+    broker.close().await;
+    app.stop().await;
+    env.cleanup().await;
+}

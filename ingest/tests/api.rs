@@ -458,3 +458,60 @@ async fn a_received_at_from_the_future_is_replaced_by_the_time_of_receipt() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// Phone numbers never appear whole in logs: an invalid `from` is refused with `400`,
+/// and neither the log line nor the answer repeats it (only its last two characters).
+#[tokio::test]
+async fn an_invalid_from_is_refused_without_being_logged_whole() {
+    let logs = shared::testing::CapturedLogs::start();
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    let numbers = ["+790012345671234", "+7900123456x"];
+    let mut answers = Vec::new();
+    for from in numbers {
+        let resp = client
+            .post(format!("{}/v1/sms", app.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"from": from, "to": "7377", "text": "1234567 12345"}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 400, "{from}");
+        answers.push(resp.text().await.expect("body"));
+    }
+    let resp = client
+        .get(format!("{}/v1/sms/kannel", app.base))
+        .query(&[
+            ("token", TOKEN),
+            ("id", "k-1"),
+            ("from", "79001234567999"),
+            ("to", "7377"),
+            ("text", "1234567 12345"),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 400);
+    answers.push(resp.text().await.expect("body"));
+    app.stop().await;
+
+    let logged = logs.text();
+    assert!(
+        logged.contains("request refused"),
+        "the refusals are logged: {logged}"
+    );
+    for number in numbers.iter().chain(&["79001234567999"]) {
+        // Its digits but the last two, in any form.
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        let head = &digits[..digits.len() - 2];
+        for (what, text) in
+            std::iter::once(("logs", &logged)).chain(answers.iter().map(|a| ("answer", a)))
+        {
+            let shown: String = text.chars().filter(char::is_ascii_digit).collect();
+            assert!(!shown.contains(head), "{what} show {number}: {text}");
+        }
+    }
+    env.cleanup().await;
+}

@@ -46,7 +46,16 @@ pub struct DatabaseConfig {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
+
+    /// Days personal data is kept (SPEC §4.7; three years, the limitation period for
+    /// billing disputes): each service purges its own older rows daily.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = DEFAULT_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: u32,
 }
+
+/// `RETENTION_DAYS` unless set.
+pub const DEFAULT_RETENTION_DAYS: u32 = 1095;
 
 impl DatabaseConfig {
     pub fn url(&self) -> &str {
@@ -182,6 +191,17 @@ mod tests {
             RuntimeProbe::try_parse_from(["probe", "--http-max-connections", "0"]).is_err(),
             "no connection at all is no server"
         );
+    }
+
+    #[test]
+    fn retention_is_three_years_unless_set_and_never_zero() {
+        let probe = Probe::try_parse_from(["probe"]).expect("defaults");
+        assert_eq!(probe.db.retention_days, 1095);
+        let probe = Probe::try_parse_from(["probe", "--retention-days", "30"]).expect("30 days");
+        assert_eq!(probe.db.retention_days, 30);
+        let err = Probe::try_parse_from(["probe", "--retention-days", "0"])
+            .expect_err("0 days would purge everything");
+        assert!(err.to_string().contains("retention-days"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod peer;
 pub mod phone;
+pub mod retention;
 pub mod retry_after;
 pub mod service;
 pub mod shutdown;

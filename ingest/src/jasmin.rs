@@ -2,7 +2,8 @@
 //! (`jasmin/routing/throwers.py`, 0.11.1) posts, form-encoded, to an HTTP client
 //! connector's `baseurl`: `id`, `from`, `to`, `origin-connector`, `content` (the PDU's
 //! `short_message` or `message_payload`, raw bytes), `binary` (the same bytes as hex),
-//! and, when the PDU has them, `coding` (the `data_coding` byte), `priority`,
+//! and, when the PDU has them, `coding` (the `data_coding` byte — sent as that byte,
+//! `coding=%08`, not as digits), `priority`,
 //! `validity`. It counts the message delivered only when the body, trimmed, is
 //! exactly `ACK/Jasmin`; anything else (another body, any status) is requeued and
 //! thrown again, up to its `max_retries`, except a `404`, which it drops.
@@ -98,18 +99,28 @@ async fn jasmin_sms(
 /// The message text, from `binary` by `coding` (module docs), or `content` when
 /// Jasmin sent no `binary`.
 fn text(fields: &HashMap<String, String>) -> Result<String, ApiError> {
-    let coding = match fields.get("coding").map(|c| c.trim()) {
-        None | Some("") => None,
-        Some(c) => Some(
-            c.parse::<u8>()
-                .map_err(|_| ApiError::BadRequest("coding is not a data_coding byte".into()))?,
-        ),
+    let coding = match fields.get("coding") {
+        None => None,
+        Some(c) => coding_byte(c)
+            .ok_or_else(|| ApiError::BadRequest("coding is not a data_coding byte".into()))?,
     };
     let Some(binary) = fields.get("binary").map(|b| b.trim()) else {
         return Ok(fields.get("content").cloned().unwrap_or_default());
     };
     let bytes = unhex(binary).ok_or_else(|| ApiError::BadRequest("binary is not hex".into()))?;
     Ok(decode(&bytes, coding))
+}
+
+/// `coding` as Jasmin 0.11.1 sends it: the `data_coding` byte itself (`coding=%08`
+/// for UCS-2, `%00` for the default alphabet — seen from a running Jasmin), or, as
+/// its documentation shows it, the number in decimal. `Some(None)`: empty, none given.
+fn coding_byte(c: &str) -> Option<Option<u8>> {
+    let mut chars = c.chars();
+    match (chars.next(), chars.next()) {
+        (None, _) => Some(None),
+        (Some(ch), None) if !ch.is_ascii_digit() => u8::try_from(u32::from(ch)).ok().map(Some),
+        _ => c.trim().parse::<u8>().ok().map(Some),
+    }
 }
 
 fn decode(bytes: &[u8], coding: Option<u8>) -> String {
@@ -161,6 +172,11 @@ mod tests {
             .collect();
         let f = fields(&[("coding", "8"), ("binary", &hex), ("content", "\u{FFFD}")]);
         assert_eq!(text(&f).expect("text"), "Привет 1000001");
+        // What a running Jasmin 0.11.1 sends: the byte itself (`coding=%08`).
+        let f = fields(&[("coding", "\u{8}"), ("binary", &hex)]);
+        assert_eq!(text(&f).expect("text"), "Привет 1000001");
+        let f = fields(&[("coding", "\0"), ("binary", "31")]);
+        assert_eq!(text(&f).expect("text"), "1");
         // An odd byte out is one replacement character, not a refusal.
         let odd = fields(&[("coding", "8"), ("binary", "0031003")]);
         assert!(text(&odd).is_err(), "odd hex is not hex");
@@ -178,7 +194,8 @@ mod tests {
         assert_eq!(text(&no_coding).expect("text"), "П");
         let no_binary = fields(&[("content", "1000001 12345")]);
         assert_eq!(text(&no_binary).expect("text"), "1000001 12345");
-        assert!(text(&fields(&[("coding", "x"), ("binary", "31")])).is_err());
+        assert!(text(&fields(&[("coding", "xy"), ("binary", "31")])).is_err());
+        assert!(text(&fields(&[("coding", "300"), ("binary", "31")])).is_err());
         assert!(text(&fields(&[("binary", "zz")])).is_err());
     }
 }

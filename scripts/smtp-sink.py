@@ -3,7 +3,7 @@
 
     scripts/smtp-sink.py --host 127.0.0.1 --port 2525 --dir OUTDIR
                          [--fail-with CODE [--fail-stage rcpt|data] [--fail-times N]]
-                         [--auth USER:PASSWORD]
+                         [--auth USER:PASSWORD] [--no-smtputf8]
 
 Each accepted message becomes OUTDIR/<UTC time>-<seq>.eml: the envelope as
 `X-Envelope-From:` / `X-Envelope-To:` (one per recipient) / `X-Received-At:`
@@ -20,7 +20,9 @@ The first stdout line is `smtp-sink: listening on HOST:PORT`.
 (e.g. 451 = temporary, 550 = permanent), for every message or only the first
 N attempts (--fail-times N; counted per RCPT / DATA command).
 --auth USER:PASSWORD advertises AUTH PLAIN/LOGIN (allowed without TLS) and
-requires it. SIGTERM or SIGINT stops the server cleanly (exit 0).
+requires it. --no-smtputf8 does not offer SMTPUTF8 (RFC 6531), as most relays do
+not: an envelope address that is not ASCII is then refused. SIGTERM or SIGINT
+stops the server cleanly (exit 0).
 
 Needs aiosmtpd: `pip install aiosmtpd` or `apt-get install python3-aiosmtpd`.
 """
@@ -140,6 +142,8 @@ def main() -> int:
     ap.add_argument("--fail-times", type=int, metavar="N",
                     help="fail only the first N RCPT/DATA commands, then accept")
     ap.add_argument("--auth", metavar="USER:PASSWORD", help="require AUTH PLAIN/LOGIN")
+    ap.add_argument("--no-smtputf8", action="store_true",
+                    help="do not offer SMTPUTF8 (ASCII envelopes only)")
     args = ap.parse_args()
 
     if args.fail_with is not None and not 400 <= args.fail_with <= 599:
@@ -148,7 +152,8 @@ def main() -> int:
     outdir = os.path.abspath(args.dir)
 
     handler = SinkHandler(outdir, args.fail_with, args.fail_stage, args.fail_times)
-    smtp_kwargs = dict(enable_SMTPUTF8=True, decode_data=False, hostname="smtp-sink")
+    smtp_kwargs = dict(enable_SMTPUTF8=not args.no_smtputf8, decode_data=False,
+                       hostname="smtp-sink")
     if args.auth:
         user, _, password = args.auth.partition(":")
         smtp_kwargs.update(authenticator=Authenticator(user, password),

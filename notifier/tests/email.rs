@@ -222,6 +222,34 @@ async fn one_confirmation_per_accepted_reading_even_when_redelivered() {
     env.cleanup().await;
 }
 
+/// SPEC §2: `ivan@почта.рф` is a valid address, and the confirmation must reach it
+/// through a relay that, like most, offers no SMTPUTF8: the domain goes in IDNA form.
+#[tokio::test]
+async fn an_internationalised_domain_is_sent_in_idna_form() {
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let sink = SmtpSink::start(&scratch.path().join("smtp"), &["--no-smtputf8"]).await;
+    let app = App::spawn(smtp_config(&env, &scratch, sink.url())).await;
+    let broker = Broker::connect(&env).await;
+
+    let reading_id = Uuid::new_v4();
+    broker
+        .publish(&accepted(reading_id, Some("ivan@почта.рф"), vec![45100]))
+        .await;
+    wait_state(&ledger(&env), &format!("email:{reading_id}"), "sent").await;
+    let saved = sink.saved();
+    assert_eq!(saved.len(), 1);
+    let m = read_saved(&saved[0]);
+    assert_eq!(m.rcpt_tos, vec!["ivan@xn--80a1acny.xn--p1ai".to_owned()]);
+    assert_eq!(m.to, vec!["ivan@xn--80a1acny.xn--p1ai".to_owned()]);
+    assert!(m.plain.contains("Показание: 45100"), "{}", m.plain);
+
+    broker.close().await;
+    app.stop().await;
+    sink.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn an_interrupted_smtp_attempt_is_resent_with_the_same_message_id() {
     let env = TestEnv::new().await;

@@ -449,3 +449,41 @@ async fn an_accepted_address_is_kept_masked() {
     assert_eq!(body, "1000001 45100 i***@mail.ru");
     h.finish().await;
 }
+
+/// SPEC §3: `reading_decreased` compares with the last accepted reading of an earlier
+/// period — November's accepted reading in December, not the registry's October
+/// baseline — and a correction within a period may go below the reading it corrects.
+#[tokio::test]
+async fn a_decrease_is_judged_against_the_last_accepted_reading_of_an_earlier_period() {
+    let h = Harness::started().await;
+    // Registry baseline for 1000001: October 45000.
+    h.send("nov", "+79003000001", "1000001 45100", IN_WINDOW)
+        .await;
+    accepted(&h.event_for("nov").await);
+    // December, below November's 45100 though above October's 45000: refused.
+    let dec = "2026-12-20T10:00:00+05:00";
+    h.send("dec-1", "+79003000001", "1000001 45050", dec).await;
+    let refused = h.event_for("dec-1").await;
+    let refused = rejected(&refused);
+    assert_eq!(refused.reason, RejectReason::ReadingDecreased);
+    let reply = refused.reply.as_deref().unwrap_or_default();
+    assert!(
+        reply.contains("45050") && !reply.contains("45100") && !reply.contains("45000"),
+        "the typed reading only: {reply}"
+    );
+    // December 45300, then corrected down to 45200: compared with November, accepted.
+    h.send("dec-2", "+79003000001", "1000001 45300", dec).await;
+    let first = accepted(&h.event_for("dec-2").await).reading_id;
+    h.send(
+        "dec-3",
+        "+79003000001",
+        "1000001 45200",
+        "2026-12-21T10:00:00+05:00",
+    )
+    .await;
+    let correction = h.event_for("dec-3").await;
+    let correction = accepted(&correction);
+    assert_eq!(correction.values, vec![45200]);
+    assert_eq!(correction.supersedes, Some(first));
+    h.finish().await;
+}

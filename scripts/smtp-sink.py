@@ -4,6 +4,7 @@
     scripts/smtp-sink.py --host 127.0.0.1 --port 2525 --dir OUTDIR
                          [--fail-with CODE [--fail-stage rcpt|data] [--fail-times N]]
                          [--auth USER:PASSWORD]
+                         [--tls implicit|starttls --tls-cert PEM --tls-key PEM]
 
 Each accepted message becomes OUTDIR/<UTC time>-<seq>.eml: the envelope as
 `X-Envelope-From:` / `X-Envelope-To:` (one per recipient) / `X-Received-At:`
@@ -21,6 +22,9 @@ The first stdout line is `smtp-sink: listening on HOST:PORT`.
 N attempts (--fail-times N; counted per RCPT / DATA command).
 --auth USER:PASSWORD advertises AUTH PLAIN/LOGIN (allowed without TLS) and
 requires it. SIGTERM or SIGINT stops the server cleanly (exit 0).
+--tls implicit speaks TLS from the first byte (what `smtps://` expects); --tls
+starttls offers STARTTLS and refuses mail before it (`smtp://…?tls=required`).
+Both with the certificate chain and key given (Python's ssl module, OpenSSL).
 
 Needs aiosmtpd: `pip install aiosmtpd` or `apt-get install python3-aiosmtpd`.
 """
@@ -32,6 +36,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import warnings
 
@@ -140,7 +145,12 @@ def main() -> int:
     ap.add_argument("--fail-times", type=int, metavar="N",
                     help="fail only the first N RCPT/DATA commands, then accept")
     ap.add_argument("--auth", metavar="USER:PASSWORD", help="require AUTH PLAIN/LOGIN")
+    ap.add_argument("--tls", choices=["implicit", "starttls"], help="serve over TLS")
+    ap.add_argument("--tls-cert", metavar="PEM", help="server certificate (chain)")
+    ap.add_argument("--tls-key", metavar="PEM", help="server private key")
     args = ap.parse_args()
+    if args.tls and not (args.tls_cert and args.tls_key):
+        ap.error("--tls needs --tls-cert and --tls-key")
 
     if args.fail_with is not None and not 400 <= args.fail_with <= 599:
         ap.error("--fail-with wants a 4xx or 5xx code")
@@ -154,13 +164,21 @@ def main() -> int:
         smtp_kwargs.update(authenticator=Authenticator(user, password),
                            auth_required=True, auth_require_tls=False)
 
+    tls_context = None
+    if args.tls:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls == "starttls":
+        smtp_kwargs.update(tls_context=tls_context, require_starttls=True)
+
     async def run():
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         server = await loop.create_server(lambda: SMTP(handler, **smtp_kwargs),
-                                          host=args.host, port=args.port)
+                                          host=args.host, port=args.port,
+                                          ssl=tls_context if args.tls == "implicit" else None)
         print(f"smtp-sink: listening on {args.host}:{args.port}, saving to {outdir}", flush=True)
         await stop.wait()
         server.close()

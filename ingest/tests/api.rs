@@ -19,6 +19,7 @@ async fn spawn_app(amqp_url: &str, max_body: u32) -> Service {
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 5,
+            require_tls: false,
         },
     };
     Service::spawn("ingest", config, ingest::run).await

@@ -61,6 +61,9 @@ pub async fn run(
         "notifier sends through"
     );
     let mut service = Service::new("notifier", "notifier", &config.runtime);
+    for (setting, link, url) in config.links() {
+        service.link(setting, link, url);
+    }
     let pool = service.database(&config.database, DATABASE)?;
     let metrics = metrics::NotifierMetrics::register(service.registry());
     service.consume(

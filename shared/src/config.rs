@@ -64,6 +64,11 @@ pub struct RuntimeConfig {
     /// How long in-flight work may take to finish after SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+
+    /// Refuse to start when a link the service opens (broker, database, SMTP, billing,
+    /// SMS gateway) is not verified TLS, naming the setting (production: `true`).
+    #[arg(long, env = "REQUIRE_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_tls: bool,
 }
 
 impl RuntimeConfig {

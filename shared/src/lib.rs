@@ -16,6 +16,7 @@ pub mod retry_after;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod tracecontext;
 

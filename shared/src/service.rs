@@ -130,11 +130,15 @@ pub struct Service {
     drains: Vec<(&'static str, TaskFn)>,
     routes: Router,
     topology: Vec<QueueSpec>,
+    /// Why links are not verified TLS, when `REQUIRE_TLS=true` (`run` then refuses).
+    plaintext: Vec<String>,
 }
 
 impl Service {
     /// `name` is the service's name in logs; `metrics_prefix` prefixes its metrics.
     pub fn new(name: &'static str, metrics_prefix: &str, runtime: &RuntimeConfig) -> Service {
+        // `run_main` did this for a binary; a test that calls `run` directly has not.
+        crate::tls::install_provider();
         Service {
             name,
             runtime: runtime.clone(),
@@ -148,12 +152,26 @@ impl Service {
             drains: Vec::new(),
             routes: Router::new(),
             topology: crate::topology::system_queues(),
+            plaintext: Vec::new(),
+        }
+    }
+
+    /// A link the service opens, named by its setting: with `REQUIRE_TLS=true`, `run`
+    /// refuses to start if it is not verified TLS (`shared::tls::plaintext`). The broker
+    /// and database links are checked by the skeleton itself.
+    pub fn link(&mut self, setting: &str, link: crate::tls::Link, url: &str) {
+        if self.runtime.require_tls
+            && let Some(reason) = crate::tls::plaintext(setting, link, url)
+            && !self.plaintext.contains(&reason)
+        {
+            self.plaintext.push(reason);
         }
     }
 
     /// The service owns `schema`: returns its pool (connections are made lazily; the
     /// migrations are applied by [`Service::run`] before anything else touches it).
     pub fn database(&mut self, config: &DatabaseConfig, schema: Schema) -> anyhow::Result<PgPool> {
+        self.link("DATABASE_URL", crate::tls::Link::Database, config.url());
         let pool = crate::db::pool(config, schema.name)
             .with_context(|| format!("DATABASE_URL (schema {})", schema.name))?;
         self.database = Some((pool.clone(), schema));
@@ -168,6 +186,7 @@ impl Service {
     /// A publisher with confirms to `meter.events`; it connects in the background at
     /// once and stays open until every consumer, drain and request has finished.
     pub fn publisher(&mut self, broker: &BrokerConfig, connection_name: &str) -> Publisher {
+        self.link("AMQP_URL", crate::tls::Link::Broker, broker.url());
         let publisher = Publisher::start(
             broker.url().to_owned(),
             connection_name.to_owned(),
@@ -188,6 +207,7 @@ impl Service {
         batching: Batching,
         handler: H,
     ) -> anyhow::Result<()> {
+        self.link("AMQP_URL", crate::tls::Link::Broker, broker.url());
         let spec = self
             .topology
             .iter()
@@ -261,7 +281,14 @@ impl Service {
             drains,
             routes,
             topology: _,
+            plaintext,
         } = self;
+        // Before anything is served or opened: a link that would cross in clear, or a
+        // bundle of trusted certificates that cannot be read, stops the start-up.
+        if !plaintext.is_empty() {
+            return Err(crate::tls::refusal(&plaintext));
+        }
+        crate::tls::check_trust()?;
         let state = State::default();
         let ops = crate::http::Ops {
             registry: Arc::new(registry),

@@ -25,6 +25,7 @@ fn runtime() -> RuntimeConfig {
     RuntimeConfig {
         log_format: LogFormat::Text,
         shutdown_grace_seconds: 10,
+        require_tls: false,
     }
 }
 

@@ -53,6 +53,7 @@ pub fn config(env: &TestEnv, addr: std::net::SocketAddr) -> validator::Config {
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 30,
+            require_tls: false,
         },
     }
 }

@@ -49,6 +49,7 @@ pub fn config(
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 30,
+            require_tls: false,
         },
     }
 }

@@ -164,7 +164,8 @@ CONF
 stop_rabbit() {
     if rabbit_running; then
         log "stopping RabbitMQ node $NODENAME"
-        rabbitmqctl -q stop >/dev/null 2>&1 || true
+        # with the pid file, stop returns once the OS process has exited
+        rabbitmqctl -q stop "$DIR/rabbitmq/pid" >/dev/null 2>&1 || true
     fi
 }
 

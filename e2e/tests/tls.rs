@@ -1,7 +1,8 @@
 //! TLS on every link (SPEC §4; docs/operations-deploy.md, "TLS"): the four services
 //! over `amqps://` to a RabbitMQ node that has no plaintext listener, over
 //! `sslmode=verify-full` to a PostgreSQL that rejects connections without TLS, and to
-//! an SMTP server over `smtps://`, trusting only the test CA through `SSL_CERT_FILE`;
+//! an SMTP server over `smtps://` and billing over `https://` (both OpenSSL servers),
+//! trusting only the test CA through `SSL_CERT_FILE`;
 //! a server certificate from another CA is refused on each link; and `REQUIRE_TLS=true`
 //! refuses plaintext settings by name. Backends: `scripts/tls-backends.sh`.
 
@@ -49,8 +50,23 @@ async fn a_reading_goes_through_on_tls_links_only_and_smtps_refuses_another_ca()
     ])
     .await;
 
+    // Billing over HTTPS (an OpenSSL server, scripts/https-sink.py) with the test CA's
+    // certificate.
+    let (cert, key) = tls.server_cert();
+    let billing_dir = tempfile::tempdir().expect("temp dir");
+    let billing = tokio::process::Command::new("python3")
+        .arg(e2e::repo_root().join("scripts/https-sink.py"))
+        .args(["--port", "0", "--cert", &cert, "--key", &key, "--dir"])
+        .arg(billing_dir.path())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 scripts/https-sink.py");
+    let billing_port = listening_port(billing.id().expect("pid"), "https-sink").await;
+
     let mut opts = fixtures::options(Gateway::Log);
     opts.smtp_url = Some(format!("smtps://127.0.0.1:{}", smtp.port));
+    opts.billing_url = Some(format!("https://127.0.0.1:{billing_port}/api"));
     opts.env.extend([
         ("AMQP_URL".into(), amqp_url),
         ("DATABASE_URL".into(), database_url),
@@ -93,6 +109,27 @@ async fn a_reading_goes_through_on_tls_links_only_and_smtps_refuses_another_ca()
     )
     .await;
 
+    let pushed = eventually("the reading pushed to billing over https", WAIT, || async {
+        let posts: Vec<serde_json::Value> = std::fs::read_dir(billing_dir.path())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|b| serde_json::from_slice(&b).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (!posts.is_empty()).then_some(posts)
+    })
+    .await;
+    assert_eq!(pushed[0]["path"], "/api/readings", "{pushed:?}");
+    assert!(
+        pushed[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("1000001")),
+        "{pushed:?}"
+    );
+
     eventually(
         "the notifier refusing the SMTP server's certificate (another CA)",
         WAIT,
@@ -102,7 +139,6 @@ async fn a_reading_goes_through_on_tls_links_only_and_smtps_refuses_another_ca()
     assert!(smtp.mails().is_empty(), "no e-mail over an unverified link");
 
     // The same server with a certificate from the test CA: the retried confirmation goes.
-    let (cert, key) = tls.server_cert();
     smtp.restart(&["--tls", "implicit", "--tls-cert", &cert, "--tls-key", &key])
         .await;
     let mails = eventually("the confirmation over smtps", WAIT, || async {
@@ -118,6 +154,7 @@ async fn a_reading_goes_through_on_tls_links_only_and_smtps_refuses_another_ca()
     assert!(mails[0].text.contains("1000001"), "{}", mails[0].text);
 
     system.stop().await;
+    drop(billing);
     tls.cleanup(&name).await;
 }
 
@@ -254,7 +291,14 @@ async fn require_tls_refuses_each_plaintext_setting_by_name() {
         "DATABASE_URL",
         "postgres://u:hunter2@db.example/meter?sslmode=verify-full",
     );
-    let cases: [(&str, &[&str], Vec<(&str, &str)>, &[&str]); 5] = [
+    /// (service, arguments, environment, what the refusal must say)
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        Vec<(&'a str, &'a str)>,
+        &'a [&'a str],
+    );
+    let cases: [Case; 5] = [
         (
             "ingest",
             &["serve"],

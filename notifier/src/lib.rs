@@ -62,6 +62,7 @@ pub async fn run(
     );
     let mut service = Service::new("notifier", "notifier", &config.runtime);
     for (setting, link, url) in config.links() {
+        // Lazy clients: nothing is sent before `run` has checked.
         service.link(setting, link, url);
     }
     let pool = service.database(&config.database, DATABASE)?;

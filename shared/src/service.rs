@@ -159,18 +159,24 @@ impl Service {
     /// A link the service opens, named by its setting: with `REQUIRE_TLS=true`, `run`
     /// refuses to start if it is not verified TLS (`shared::tls::plaintext`). The broker
     /// and database links are checked by the skeleton itself.
-    pub fn link(&mut self, setting: &str, link: crate::tls::Link, url: &str) {
-        if self.runtime.require_tls
-            && let Some(reason) = crate::tls::plaintext(setting, link, url)
-            && !self.plaintext.contains(&reason)
-        {
+    /// Returns whether the link is refused.
+    pub fn link(&mut self, setting: &str, link: crate::tls::Link, url: &str) -> bool {
+        if !self.runtime.require_tls {
+            return false;
+        }
+        let Some(reason) = crate::tls::plaintext(setting, link, url) else {
+            return false;
+        };
+        if !self.plaintext.contains(&reason) {
             self.plaintext.push(reason);
         }
+        true
     }
 
     /// The service owns `schema`: returns its pool (connections are made lazily; the
     /// migrations are applied by [`Service::run`] before anything else touches it).
     pub fn database(&mut self, config: &DatabaseConfig, schema: Schema) -> anyhow::Result<PgPool> {
+        // The pool is lazy: nothing connects before `run` has checked.
         self.link("DATABASE_URL", crate::tls::Link::Database, config.url());
         let pool = crate::db::pool(config, schema.name)
             .with_context(|| format!("DATABASE_URL (schema {})", schema.name))?;
@@ -186,13 +192,21 @@ impl Service {
     /// A publisher with confirms to `meter.events`; it connects in the background at
     /// once and stays open until every consumer, drain and request has finished.
     pub fn publisher(&mut self, broker: &BrokerConfig, connection_name: &str) -> Publisher {
-        self.link("AMQP_URL", crate::tls::Link::Broker, broker.url());
+        // A refused link is never opened, not even once before `run` refuses: its
+        // supervisor starts stopped.
+        let shutdown = if self.link("AMQP_URL", crate::tls::Link::Broker, broker.url()) {
+            let stopped = CancellationToken::new();
+            stopped.cancel();
+            stopped
+        } else {
+            self.broker_shutdown.clone()
+        };
         let publisher = Publisher::start(
             broker.url().to_owned(),
             connection_name.to_owned(),
             self.topology.clone(),
             &self.broker_tracker,
-            self.broker_shutdown.clone(),
+            shutdown,
         );
         self.links.push(publisher.ready());
         publisher
@@ -207,6 +221,7 @@ impl Service {
         batching: Batching,
         handler: H,
     ) -> anyhow::Result<()> {
+        // Consumers connect only in `run`, after the check.
         self.link("AMQP_URL", crate::tls::Link::Broker, broker.url());
         let spec = self
             .topology

@@ -4,6 +4,10 @@
 //! consumers it needs, its background tasks and its HTTP routes — on a [`Service`],
 //! then hands over with [`Service::run`]. The skeleton then, in this order:
 //!
+//! 0. **refuses to start** when `REQUIRE_TLS=true` and a link it was given (broker,
+//!    database, or one the service names with [`Service::link`]) is not verified TLS,
+//!    or when the bundle in `SSL_CERT_FILE` cannot be read (`shared::tls`) — before
+//!    anything is served or connected;
 //! 1. **serves HTTP at once**: `/healthz` answers, `/readyz` says "starting", and the
 //!    service's own routes answer `503` with `Retry-After` — so a slow database never
 //!    fails a liveness probe, and no request meets unmigrated tables;

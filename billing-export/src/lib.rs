@@ -86,6 +86,9 @@ pub async fn run(
         None => tracing::info!("BILLING_URL not set: readings are stored, not pushed"),
     }
     let mut service = Service::new("billing-export", "billing", &config.runtime);
+    if let Some(url) = &config.billing_url {
+        service.link("BILLING_URL", shared::tls::Link::Https, url.as_str());
+    }
     let pool = service.database(&config.database, DATABASE)?;
     // An export statement lives as long as its client reads (a million rows: many
     // seconds), so sqlx's default 1 s slow-statement warning would fire on every

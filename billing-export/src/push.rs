@@ -149,6 +149,8 @@ impl Billing {
             // problem to see, not to follow.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("billing-export/", env!("CARGO_PKG_VERSION")))
+            // Certificates checked as on every link (shared::tls).
+            .tls_backend_preconfigured(shared::tls::client_config()?)
             .build()?;
         Ok(Billing {
             client,

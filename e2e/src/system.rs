@@ -172,6 +172,8 @@ impl System {
             .arg("--strict")
             .env("DATABASE_URL", &self.env.database_url)
             .env("RUST_LOG", "warn")
+            // The services' extra environment (another DATABASE_URL, say) applies too.
+            .envs(self.opts.env.iter().cloned())
             .output()
             .await
             .expect("validator binary (cargo build --workspace)");

@@ -11,9 +11,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use shared::calendar::CompanyZone;
 use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig, secret};
+use shared::tls::Link;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -57,6 +58,28 @@ pub struct Config {
 impl Config {
     pub fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_seconds)
+    }
+
+    /// The peers the notifier itself talks to, by setting, for `REQUIRE_TLS`
+    /// (`shared::tls`): the SMTP server and the SMS transport in use.
+    pub fn links(&self) -> Vec<(&'static str, Link, &str)> {
+        let mut links = Vec::new();
+        if let Some(url) = &self.email.smtp_url {
+            links.push(("SMTP_URL", Link::Smtp, url.expose_secret()));
+        }
+        let sms = match self.sms.sms_gateway {
+            GatewayKind::Log => None,
+            GatewayKind::Http => self.sms.sms_http_url.as_ref().map(|u| ("SMS_HTTP_URL", u)),
+            GatewayKind::Kannel => self
+                .sms
+                .kannel_sendsms_url
+                .as_ref()
+                .map(|u| ("KANNEL_SENDSMS_URL", u)),
+        };
+        if let Some((setting, url)) = sms {
+            links.push((setting, Link::Https, url.as_str()));
+        }
+        links
     }
 }
 

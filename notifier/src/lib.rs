@@ -71,6 +71,10 @@ pub async fn run(
         "notifier sends through"
     );
     let mut service = Service::new("notifier", "notifier", &config.runtime);
+    for (setting, link, url) in config.links() {
+        // Lazy clients: nothing is sent before `run` has checked.
+        service.link(setting, link, url);
+    }
     let pool = service.database(&config.database, DATABASE)?;
     service.retention(&config.database, RETENTION.to_vec())?;
     let metrics = metrics::NotifierMetrics::register(service.registry());

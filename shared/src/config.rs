@@ -76,6 +76,10 @@ pub struct RuntimeConfig {
 
     #[command(flatten)]
     pub http: HttpLimits,
+    /// Refuse to start when a link the service opens (broker, database, SMTP, billing,
+    /// SMS gateway) is not verified TLS, naming the setting (production: `true`).
+    #[arg(long, env = "REQUIRE_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_tls: bool,
 }
 
 impl RuntimeConfig {
@@ -91,6 +95,7 @@ impl Default for RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 30,
             http: HttpLimits::default(),
+            require_tls: false,
         }
     }
 }

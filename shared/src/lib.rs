@@ -20,6 +20,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;
+pub mod tls;
 pub mod topology;
 pub mod tracecontext;
 

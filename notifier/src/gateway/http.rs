@@ -39,6 +39,8 @@ impl HttpGateway {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
+            // Certificates checked as on every link (shared::tls).
+            .tls_backend_preconfigured(shared::tls::client_config()?)
             .build()?;
         Ok(HttpGateway {
             client,

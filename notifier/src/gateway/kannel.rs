@@ -55,6 +55,8 @@ impl KannelGateway {
             // A fresh connection per SMS: a kept-alive one that Kannel closed meanwhile
             // could fail mid-request and read as "unknown", which Kannel never resends.
             .pool_max_idle_per_host(0)
+            // Certificates checked as on every link (shared::tls).
+            .tls_backend_preconfigured(shared::tls::client_config()?)
             .build()?;
         Ok(KannelGateway {
             client,

@@ -2,7 +2,7 @@
 """SMTP sink for tests: saves every received message as a file.
 
     scripts/smtp-sink.py --host 127.0.0.1 --port 2525 --dir OUTDIR
-                         [--fail-with CODE [--fail-stage rcpt|data] [--fail-times N]]
+                         [--fail-with CODE [--fail-stage mail|rcpt|data] [--fail-times N]]
                          [--auth USER:PASSWORD] [--no-smtputf8]
                          [--tls implicit|starttls --tls-cert PEM --tls-key PEM]
 
@@ -17,9 +17,10 @@ temporary.
 One line per message on stdout: `smtp-sink: saved FILE from=... to=... size=N`.
 The first stdout line is `smtp-sink: listening on HOST:PORT`.
 
---fail-with CODE answers RCPT TO (default) or DATA (--fail-stage data) with CODE
-(e.g. 451 = temporary, 550 = permanent), for every message or only the first
-N attempts (--fail-times N; counted per RCPT / DATA command).
+--fail-with CODE answers RCPT TO (default), MAIL FROM (--fail-stage mail) or DATA
+(--fail-stage data) with CODE (e.g. 451 = temporary, 550 = permanent, 503 = bad
+sequence of commands), for every message or only the first N attempts
+(--fail-times N; counted per MAIL / RCPT / DATA command).
 --auth USER:PASSWORD advertises AUTH PLAIN/LOGIN (allowed without TLS) and
 requires it. --no-smtputf8 does not offer SMTPUTF8 (RFC 6531), as most relays do
 not: an envelope address that is not ASCII is then refused. SIGTERM or SIGINT
@@ -88,6 +89,16 @@ class SinkHandler:
         enh = "4.3.0" if 400 <= code < 500 else "5.0.0"
         return f"{code} {enh} smtp-sink: simulated failure"
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.fail_stage == "mail":
+            fail = self._failure()
+            if fail:
+                print(f"smtp-sink: MAIL {address} answered {fail}", flush=True)
+                return fail
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.fail_stage == "rcpt":
             fail = self._failure()
@@ -143,9 +154,9 @@ def main() -> int:
     ap.add_argument("--dir", required=True, help="output directory (created if missing)")
     ap.add_argument("--fail-with", type=int, metavar="CODE",
                     help="answer with this SMTP code (400-599), e.g. 451 or 550")
-    ap.add_argument("--fail-stage", choices=["rcpt", "data"], default="rcpt")
+    ap.add_argument("--fail-stage", choices=["mail", "rcpt", "data"], default="rcpt")
     ap.add_argument("--fail-times", type=int, metavar="N",
-                    help="fail only the first N RCPT/DATA commands, then accept")
+                    help="fail only the first N MAIL/RCPT/DATA commands, then accept")
     ap.add_argument("--auth", metavar="USER:PASSWORD", help="require AUTH PLAIN/LOGIN")
     ap.add_argument("--no-smtputf8", action="store_true",
                     help="do not offer SMTPUTF8 (ASCII envelopes only)")

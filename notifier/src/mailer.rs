@@ -74,12 +74,19 @@ impl Mailer {
     }
 }
 
-/// SMTP's own split: 5xx is permanent, 4xx transient. Anything else (refused connection,
-/// TLS, timeout, a dropped line) may have happened before or after the server took the
-/// message: unanswered, and resending is acceptable for e-mail (same Message-ID).
+/// SMTP's own split: 5xx is permanent, 4xx transient — except `503` (bad sequence of
+/// commands), which says our connection was out of step, not that the message can never
+/// go: a send cancelled by the send timeout mid-transaction leaves its pooled connection
+/// after `MAIL FROM`, and the next send on it hears `503 nested MAIL command` (seen in a
+/// kill -9 drill under load: a confirmation dead-lettered, lost). lettre closes a
+/// connection that answered an error, so the retry gets a fresh one. Anything else
+/// (refused connection, TLS, timeout, a dropped line) may have happened before or after
+/// the server took the message: unanswered, and resending is acceptable for e-mail
+/// (same Message-ID).
 fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
-    let permanent = e.is_permanent();
-    let transient = e.is_transient();
+    let out_of_step = e.status().map(u16::from) == Some(BAD_SEQUENCE);
+    let permanent = e.is_permanent() && !out_of_step;
+    let transient = e.is_transient() || out_of_step;
     let e = anyhow::Error::new(e).context("SMTP delivery");
     if permanent {
         SendFailure::refused(e)
@@ -89,6 +96,9 @@ fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
         SendFailure::unanswered(AfterUnknown::Resend, e)
     }
 }
+
+/// RFC 5321 §4.2.2: "Bad sequence of commands".
+const BAD_SEQUENCE: u16 = 503;
 
 async fn write_eml(dir: &std::path::Path, message: &Message, id: Uuid) -> anyhow::Result<()> {
     let path = dir.join(format!("{id}.eml"));

@@ -332,6 +332,59 @@ async fn smtp_4xx_is_retried_until_delivered() {
     env.cleanup().await;
 }
 
+/// `503` (bad sequence of commands) means the connection was out of step — a pooled
+/// connection left mid-transaction by a cancelled send answers the next `MAIL FROM`
+/// with `503 nested MAIL command` — not that the message can never go: retried on a
+/// fresh connection, never dead-lettered (a kill -9 drill lost a confirmation so).
+#[tokio::test]
+async fn smtp_503_out_of_step_is_retried_not_dead_lettered() {
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let sink = SmtpSink::start(
+        &scratch.path().join("smtp"),
+        &[
+            "--fail-with",
+            "503",
+            "--fail-stage",
+            "mail",
+            "--fail-times",
+            "1",
+        ],
+    )
+    .await;
+    let app = App::spawn(smtp_config(&env, &scratch, sink.url())).await;
+    let broker = Broker::connect(&env).await;
+
+    let reading_id = Uuid::new_v4();
+    broker
+        .publish(&accepted(reading_id, Some(RESIDENT), vec![7]))
+        .await;
+    wait_state(&ledger(&env), &format!("email:{reading_id}"), "sent").await;
+    app.wait_settled("acked", 1.0).await;
+    assert_eq!(
+        app.metric(
+            "notifier_consumer_messages_total",
+            &[("outcome", "retried")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric(
+            "notifier_consumer_messages_total",
+            &[("outcome", "dead_lettered")]
+        )
+        .await,
+        0.0
+    );
+    assert_eq!(sink.saved().len(), 1);
+
+    broker.close().await;
+    app.stop().await;
+    sink.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn smtp_5xx_is_dead_lettered_and_counted() {
     let env = TestEnv::new().await;

@@ -19,8 +19,8 @@ pub mod retry_after;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
-pub mod token;
 pub mod tls;
+pub mod token;
 pub mod topology;
 pub mod tracecontext;
 

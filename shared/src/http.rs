@@ -74,12 +74,15 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     )
 }
 
-/// Serves `app` until `shutdown`, then finishes the requests in progress.
+/// Serves `app` until `shutdown`, then finishes the requests in progress. Handlers
+/// may read the peer's address (`ConnectInfo<SocketAddr>`): the console throttles
+/// login attempts per address.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

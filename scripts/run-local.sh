@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole system locally on a Debian/Ubuntu machine: installs what is missing,
-# starts PostgreSQL and RabbitMQ, builds, loads a sample registry, and starts the four
-# services in the foreground (Ctrl-C stops them all). Replies go to the notifier's
+# starts PostgreSQL and RabbitMQ, builds, loads a sample registry, and starts the five
+# services in the foreground (Ctrl-C stops them all), with a first console user. Replies go to the notifier's
 # log (SMS_GATEWAY=log), e-mails to .local/mail/*.eml, exports to .local/exports.
 #
 #   scripts/run-local.sh           # run until Ctrl-C
@@ -40,10 +40,16 @@ export RUST_LOG="${RUST_LOG:-info}"
 # The demo accepts readings on any day; production keeps the 15th–25th.
 export WINDOW_START_DAY="${WINDOW_START_DAY:-1}"
 export WINDOW_END_DAY="${WINDOW_END_DAY:-31}"
+# The console over plain HTTP on this machine: its cookie cannot be Secure here.
+export CONSOLE_INSECURE_COOKIES="${CONSOLE_INSECURE_COOKIES:-true}"
+CONSOLE_USER="${CONSOLE_USER:-supervisor}"
 
 log "migrations and sample registry"
-for svc in ingest validator notifier billing-export; do "$BIN/$svc" migrate; done
+for svc in ingest validator notifier billing-export console; do "$BIN/$svc" migrate; done
 "$BIN/validator" import-registry scripts/sample-registry.csv
+# A first console user, with a new random password each run (printed below).
+CONSOLE_PASSWORD="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf '%s\n' "$CONSOLE_PASSWORD" | "$BIN/console" add-user "$CONSOLE_USER" --role supervisor
 
 pids=()
 stop_all() {
@@ -51,12 +57,12 @@ stop_all() {
     wait "${pids[@]}" 2>/dev/null || true
 }
 trap stop_all EXIT INT TERM
-for svc in ingest validator notifier billing-export; do
+for svc in ingest validator notifier billing-export console; do
     "$BIN/$svc" serve >"$STATE/logs/$svc.log" 2>&1 &
     pids+=($!)
 done
 
-for port in 8080 8081 8082 8083; do
+for port in 8080 8081 8082 8083 8084; do
     for _ in $(seq 1 120); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.5; done
     curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || die "service on :$port not ready (see $STATE/logs)"
 done
@@ -84,7 +90,9 @@ if [ "${1:-}" = "--check" ]; then
     grep -q "reading_decreased\|SMS reply" "$STATE/logs/notifier.log" || die "no reply in the notifier log"
     ls "$EMAIL_DIR"/*.eml >/dev/null 2>&1 || die "no confirmation e-mail in $EMAIL_DIR"
     curl -fs "http://127.0.0.1:8083/v1/exports/$period.csv" | grep -q '^1000002,' || die "reading not in the export"
-    log "check passed: reply logged, e-mail written, reading exported"
+    login_page=$(curl -fs http://127.0.0.1:8084/login) || die "console: no login page"
+    grep -q 'name="username"' <<<"$login_page" || die "console: login form missing"
+    log "check passed: reply logged, e-mail written, reading exported, console up"
     exit 0
 fi
 
@@ -99,6 +107,8 @@ The system is running (logs in $STATE/logs). Send an SMS as a gateway would:
 A wrong one ("1000001 44000") gets a reply in $STATE/logs/notifier.log; a correct one
 with an address writes $EMAIL_DIR/*.eml; readings export at
 http://127.0.0.1:8083/v1/exports/$(date +%Y-%m).csv
+
+The operator console: http://127.0.0.1:8084/  (login $CONSOLE_USER, password $CONSOLE_PASSWORD)
 
 Ctrl-C stops everything.
 MSG

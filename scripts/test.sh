@@ -18,6 +18,8 @@ pip_install aiosmtpd -- aiosmtpd
 pip_install opentelemetry.proto -- opentelemetry-proto
 pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
 command -v kubectl >/dev/null || apt_install kubernetes-client
+# The console's browser test (console/tests/browser.rs) drives Debian's Chromium.
+apt_install chromium chromium-driver
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"

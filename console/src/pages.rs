@@ -196,6 +196,9 @@ pub fn timeline(session: &Session, t: &Timeline, zone: Tz) -> Markup {
                         div {
                             strong { "Ответ SMS: " }
                             @match &m.reply {
+                                Some(text) if m.channel == "paper" => {
+                                    "«" (text) "»" br; "бумажный бланк: SMS не отправляется, сообщите причину заявителю"
+                                }
                                 Some(text) => { "«" (text) "»" br; (delivery_line(t.reply.as_ref(), "ещё не обработан", zone)) }
                                 None => { "не положен" }
                             }

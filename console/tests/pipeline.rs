@@ -28,9 +28,11 @@ async fn a_paper_slip_goes_through_the_validator_and_the_operator_sees_its_decis
     let (client, csrf) = c.logged_in("ivanova").await;
 
     // Two slips one after the other: one right, one with a zone missing.
+    let mut ids = Vec::new();
     for (account, t1, t2) in [("1000001", "45100", "21100"), ("1000001", "45200", "")] {
         let form = c.page(&client, "/paper").await;
         let slip = hidden(&form, "slip").expect("a slip id in the form");
+        ids.push(slip.clone());
         let r = client
             .post(c.url("/paper"))
             .form(&[
@@ -71,6 +73,11 @@ async fn a_paper_slip_goes_through_the_validator_and_the_operator_sees_its_decis
     .await
     .expect("the validator's audit");
     assert_eq!((channel.as_str(), outcome.as_str()), ("paper", "accepted"));
+    let refused = c.page(&client, &format!("/messages/{}", ids[1])).await;
+    assert!(
+        refused.contains("бумажный бланк: SMS не отправляется"),
+        "{refused}"
+    );
     // A slip shown twice (a double submit) is one message.
     let form = c.page(&client, "/paper").await;
     let slip = hidden(&form, "slip").expect("slip");

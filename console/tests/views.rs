@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{Console, decided};
+use common::{Console, billing_config, decided};
 use console::users::Role;
+use shared::testing::{Service, TestEnv};
 
 const API_TOKEN: &str = "console-api-token-for-tests-0001";
 
@@ -252,6 +253,64 @@ async fn the_start_page_shows_the_window_in_numbers_and_charts() {
         "{page}"
     );
     assert!(page.contains(r#"action="/reports/missing""#), "{page}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn the_missing_readings_report_is_downloaded_from_billing_export() {
+    let env = TestEnv::new().await;
+    let billing = Service::spawn(
+        "billing-export",
+        |addr| billing_config(&env, addr),
+        billing_export::run,
+    )
+    .await;
+    let url = billing.base.clone();
+    let c = Console::start_in(env, &["--billing-export-url", &url]).await;
+    billing.ready().await;
+    c.add_user("ivanova", Role::Operator).await;
+    sqlx::query(
+        "INSERT INTO validator.meters (account, meter, zones, digits, status, normative_kwh)
+         VALUES ('1000001', 'M-1', 1, 6, 'active', 150), ('1000002', 'M-2', 1, 6, 'closed', 150)",
+    )
+    .execute(&c.owners)
+    .await
+    .expect("meters");
+    let (client, _) = c.logged_in("ivanova").await;
+    let r = client
+        .get(c.url("/reports/missing?period=2026-10"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"missing-2026-10.csv\""
+    );
+    let csv = r.text().await.expect("body");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("account,meter,months_missing,method,estimate_kwh")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1, "the active meter only: {csv}");
+    assert!(rows[0].starts_with("1000001,M-1,"), "{csv}");
+    let r = client
+        .get(c.url("/reports/missing?period=2026-13"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 400);
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit WHERE action = 'download_missing' AND subject = '2026-10'",
+    )
+    .fetch_one(&c.pool)
+    .await
+    .expect("audit");
+    assert_eq!(audited, 1);
+    billing.stop().await;
     c.stop().await;
 }
 

@@ -17,6 +17,27 @@ struct ConsoleArgs {
 }
 
 #[derive(Parser)]
+struct BillingArgs {
+    #[command(flatten)]
+    config: billing_export::Config,
+}
+
+pub fn billing_config(env: &TestEnv, addr: std::net::SocketAddr) -> billing_export::Config {
+    let addr = addr.to_string();
+    BillingArgs::try_parse_from([
+        "billing-export",
+        "--http-addr",
+        &addr,
+        "--amqp-url",
+        &env.amqp_url,
+        "--database-url",
+        &env.database_url,
+    ])
+    .expect("billing-export config")
+    .config
+}
+
+#[derive(Parser)]
 struct ValidatorArgs {
     #[command(flatten)]
     config: validator::Config,
@@ -76,7 +97,11 @@ pub struct Console {
 
 impl Console {
     pub async fn start(extra: &[&str]) -> Console {
-        let env = TestEnv::new().await;
+        Console::start_in(TestEnv::new().await, extra).await
+    }
+
+    /// The console on `env` (where a test has started other services first).
+    pub async fn start_in(env: TestEnv, extra: &[&str]) -> Console {
         let none = CancellationToken::new();
         for schema in [
             validator::DATABASE,

@@ -31,6 +31,7 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             a href="/paper" accesskey="b" { "Бумажные бланки" }
                             @if s.role == Role::Supervisor {
                                 a href="/dead" { "Ошибочные сообщения" }
+                                a href="/users" { "Сотрудники" }
                             }
                         }
                         form.search action="/search" method="get" role="search" {
@@ -440,6 +441,29 @@ pub fn dead(
                                     }
                                 }
                             }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn users(session: &Session, users: &[crate::users::User], zone: Tz) -> Markup {
+    layout(
+        "Сотрудники",
+        Some(session),
+        html! {
+            p { "Сотрудников добавляет и меняет команда " code { "console add-user ЛОГИН --role operator|supervisor" } "." }
+            table {
+                thead { tr { th { "Логин" } th { "Роль" } th { "Добавлен" } th { "Изменён" } } }
+                tbody {
+                    @for u in users {
+                        tr {
+                            td { (u.login) }
+                            td { (Role::parse(&u.role).map_or("?", Role::title)) }
+                            td { (words::time(u.created_at, zone)) }
+                            td { (words::time(u.updated_at, zone)) }
                         }
                     }
                 }

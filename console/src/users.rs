@@ -124,6 +124,21 @@ pub async fn add_user(
     Ok(())
 }
 
+/// A member of staff, as the users page lists them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub login: String,
+    pub role: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<User>, sqlx::Error> {
+    sqlx::query_as("SELECT login, role, created_at, updated_at FROM users ORDER BY login")
+        .fetch_all(pool)
+        .await
+}
+
 #[derive(sqlx::FromRow)]
 struct UserRow {
     role: String,

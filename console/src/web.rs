@@ -33,6 +33,8 @@ use crate::{dead, glance, search};
 
 /// Months of history an account's page shows.
 pub const HISTORY_MONTHS: u32 = 12;
+/// How long the start page waits for the dead-letter counts.
+const DEPTHS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Paper slips listed under the form.
 const RECENT_SLIPS: i64 = 10;
 
@@ -229,6 +231,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dead", get(dead_page))
         .route("/dead/requeue", post(dead_requeue))
         .route("/reports/missing", get(missing_report))
+        .route("/users", get(users_page))
         .merge(crate::api::router())
         .layer(axum::middleware::map_response(no_store))
         .with_state(state)
@@ -423,7 +426,11 @@ async fn start(State(state): State<AppState>, staff: Staff) -> Response {
     let loaded = glance::load(&state.pool, &state.window, Utc::now()).await;
     match loaded {
         Ok(g) => {
-            let depths = dead::depths(&state.amqp_url).await.ok();
+            // The page does not wait long for a broker that is away: it says so.
+            let depths = tokio::time::timeout(DEPTHS_WAIT, dead::depths(&state.amqp_url))
+                .await
+                .ok()
+                .and_then(Result::ok);
             html(pages::glance(&staff.0, &g, depths.as_deref()))
         }
         Err(e) => Failure::Database(e).page(Some(&staff.0)),
@@ -849,6 +856,19 @@ async fn missing_report(
             axum::body::Body::from_stream(response.bytes_stream()),
         )
             .into_response(),
+        Err(f) => f.page(Some(&staff.0)),
+    }
+}
+
+/// Staff and their roles (supervisors); accounts are managed with `console add-user`.
+async fn users_page(State(state): State<AppState>, staff: Staff) -> Response {
+    let loaded = async {
+        staff.require(Role::Supervisor)?;
+        Ok::<_, Failure>(users::list(&state.pool).await?)
+    }
+    .await;
+    match loaded {
+        Ok(list) => html(pages::users(&staff.0, &list, state.zone())),
         Err(f) => f.page(Some(&staff.0)),
     }
 }

@@ -18,6 +18,7 @@ async fn nothing_but_the_login_page_static_files_and_ops_without_a_session() {
         "/paper/recent",
         "/dead",
         "/reports/missing?period=2026-11",
+        "/users",
     ] {
         let r = client.get(c.url(path)).send().await.expect("GET");
         assert_eq!(r.status(), 303, "{path} without a session");

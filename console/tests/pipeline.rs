@@ -199,7 +199,16 @@ async fn a_supervisor_requeues_dead_letters_once_and_an_operator_is_refused() {
         .expect("POST");
     assert_eq!(r.status(), 403);
 
+    let r = operator.get(c.url("/users")).send().await.expect("GET");
+    assert_eq!(r.status(), 403, "operators do not see the staff list");
+
     let (supervisor, csrf) = c.logged_in("orlova").await;
+    let staff = c.page(&supervisor, "/users").await;
+    assert!(
+        staff.contains("<td>ivanova</td><td>оператор</td>")
+            && staff.contains("<td>orlova</td><td>руководитель</td>"),
+        "{staff}"
+    );
     let page = c.page(&supervisor, "/dead").await;
     assert!(page.contains("Очередь billing-export: 3"), "{page}");
     assert!(page.contains("billing answered 400: bad period"), "{page}");

@@ -10,7 +10,7 @@
 #   KANNEL_ADMIN_PORT=13000  KANNEL_ADMIN_PASSWORD=adminpw
 #   KANNEL_SMSBOX_PORT=13001 KANNEL_SMSC_PORT=20000 (bearerbox LISTENS here; fakesmsc / tests connect)
 #   KANNEL_SENDSMS_PORT=13013 KANNEL_USER=notifier KANNEL_PASSWORD=secret KANNEL_SENDER=7377
-#   KANNEL_GET_URL=http://127.0.0.1:8080/v1/sms/kannel?token=${INGEST_TOKEN:-dev-token}&id=%I&from=%p&to=%P&ts=%T&text=%a
+#   KANNEL_GET_URL=http://127.0.0.1:8080/v1/sms/kannel?token=${INGEST_TOKEN:-dev-ingest-token-0123}&id=%I&from=%p&to=%P&ts=%T&text=%a
 #   KANNEL_HTTP_RETRY=5 KANNEL_HTTP_QUEUE_DELAY=1 (MO get-url retries on non-2xx / refused, seconds apart)
 #   KANNEL_OUTGOING_QUEUE_LIMIT=-1 (bearerbox MT queue limit; beyond it sendsms answers 503)
 #   KANNEL_LOG_LEVEL=0 (0 debug .. 4 panic, for DIR/*.log)
@@ -31,7 +31,7 @@ SENDSMS_PORT=${KANNEL_SENDSMS_PORT:-13013}
 KUSER=${KANNEL_USER:-notifier}
 KPASSWORD=${KANNEL_PASSWORD:-secret}
 SENDER=${KANNEL_SENDER:-7377}
-GET_URL=${KANNEL_GET_URL:-"http://127.0.0.1:8080/v1/sms/kannel?token=${INGEST_TOKEN:-dev-token}&id=%I&from=%p&to=%P&ts=%T&text=%a"}
+GET_URL=${KANNEL_GET_URL:-"http://127.0.0.1:8080/v1/sms/kannel?token=${INGEST_TOKEN:-dev-ingest-token-0123}&id=%I&from=%p&to=%P&ts=%T&text=%a"}
 HTTP_RETRY=${KANNEL_HTTP_RETRY:-5}
 HTTP_QUEUE_DELAY=${KANNEL_HTTP_QUEUE_DELAY:-1}
 LOG_LEVEL=${KANNEL_LOG_LEVEL:-0}

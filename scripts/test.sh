@@ -18,6 +18,8 @@ pip_install aiosmtpd -- aiosmtpd
 pip_install opentelemetry.proto -- opentelemetry-proto
 pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
 command -v kubectl >/dev/null || apt_install kubernetes-client
+# promtool (Debian's prometheus package) checks the PrometheusRule; its daemon is not started.
+command -v promtool >/dev/null || apt_install prometheus
 # The console's browser test (console/tests/browser.rs) drives Debian's Chromium.
 apt_install chromium chromium-driver
 

@@ -266,7 +266,16 @@ async fn the_missing_readings_report_is_downloaded_from_billing_export() {
     )
     .await;
     let url = billing.base.clone();
-    let c = Console::start_in(env, &["--billing-export-url", &url]).await;
+    let c = Console::start_in(
+        env,
+        &[
+            "--billing-export-url",
+            &url,
+            "--export-token",
+            common::EXPORT_TOKEN,
+        ],
+    )
+    .await;
     billing.ready().await;
     c.add_user("ivanova", Role::Operator).await;
     sqlx::query(

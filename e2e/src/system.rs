@@ -16,7 +16,9 @@ use shared::testing::{
     Metrics, PortLease, READY_WAIT, STOP_WAIT, TestEnv, listening_port, with_leases,
 };
 
-pub const TOKEN: &str = "e2e-token-123";
+pub const TOKEN: &str = "e2e-ingest-token-0123";
+/// The bearer token of the exports (EXPORT_TOKEN).
+pub const EXPORT_TOKEN: &str = "e2e-export-token-0123";
 pub const SERVICES: [&str; 4] = ["ingest", "validator", "notifier", "billing-export"];
 
 /// How the notifier sends SMS.
@@ -214,6 +216,7 @@ impl System {
             ("RUST_LOG".into(), "info".into()),
             ("SHUTDOWN_GRACE_SECONDS".into(), "30".into()),
             ("INGEST_TOKEN".into(), TOKEN.into()),
+            ("EXPORT_TOKEN".into(), EXPORT_TOKEN.into()),
             ("EXPORT_DIR".into(), self.export_dir().display().to_string()),
             ("SMS_SENDER".into(), "7377".into()),
             (
@@ -378,6 +381,27 @@ impl System {
             Err(_) => String::new(),
         };
         Metrics::parse(&text)
+    }
+
+    /// What every service's port serves to anyone, without a token — `/metrics`,
+    /// `/healthz`, `/readyz` — as ("<service> <path>", body).
+    pub async fn open_pages(&self) -> Vec<(String, String)> {
+        let mut pages = Vec::new();
+        for service in SERVICES {
+            for path in ["/metrics", "/healthz", "/readyz"] {
+                let body = match self
+                    .http
+                    .get(format!("{}{path}", self.base(service)))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => format!("(unreachable: {e})"),
+                };
+                pages.push((format!("{service} {path}"), body));
+            }
+        }
+        pages
     }
 
     /// The sum of a service's samples called `name` that carry `labels`.

@@ -289,15 +289,18 @@ async fn mixed_corpus_every_outcome_checked() {
     }
 
     // The period's export: the latest reading per meter.
-    let export = reqwest::get(format!(
-        "{}/v1/exports/2026-11.csv",
-        system.base("billing-export")
-    ))
-    .await
-    .expect("export")
-    .text()
-    .await
-    .expect("body");
+    let export = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/exports/2026-11.csv",
+            system.base("billing-export")
+        ))
+        .bearer_auth(e2e::system::EXPORT_TOKEN)
+        .send()
+        .await
+        .expect("export")
+        .text()
+        .await
+        .expect("body");
     let lines: Vec<&str> = export.lines().collect();
     assert_eq!(
         lines[0],
@@ -322,6 +325,48 @@ async fn mixed_corpus_every_outcome_checked() {
             .any(|l| l.starts_with("1000003,EM-3,2026-11,10109,20109,30109,")),
         "{export}"
     );
+
+    // What the public ports serve without a token (/metrics, /healthz, /readyz of
+    // every service, after all this traffic) carries none of the senders' numbers,
+    // in any form, nor an account or an address of the corpus.
+    let mut personal: Vec<String> = Vec::new();
+    for c in &cases {
+        let national = c.from.trim_start_matches("+7");
+        personal.extend([
+            c.from.to_owned(),
+            format!("7{national}"),
+            national.to_owned(),
+        ]);
+        for field in c.text.split(['*', ' ']) {
+            if field.contains('@')
+                || (field.len() >= 7 && field.bytes().all(|b| b.is_ascii_digit()))
+            {
+                personal.push(field.to_owned());
+            }
+        }
+    }
+    personal.sort();
+    personal.dedup();
+    assert!(
+        personal.contains(&"1000003".to_owned())
+            && personal.contains(&"ivan@example.ru".to_owned())
+    );
+    let pages = system.open_pages().await;
+    assert!(
+        pages
+            .iter()
+            .any(|(page, body)| page == "billing-export /metrics"
+                && body.contains("billing_pushes_total")),
+        "the scrape read the metrics: {pages:?}"
+    );
+    for (page, body) in &pages {
+        for value in &personal {
+            assert!(
+                !body.contains(value.as_str()),
+                "{page} shows `{value}`:\n{body}"
+            );
+        }
+    }
 
     pool.close().await;
     system.stop().await;

@@ -8,9 +8,9 @@ mod sms;
 
 use std::net::SocketAddr;
 
-use secrecy::SecretString;
-use shared::config::{BrokerConfig, RuntimeConfig, secret};
+use shared::config::{BrokerConfig, RuntimeConfig};
 use shared::service::Service;
+use shared::token::Tokens;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,9 +22,12 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
-    /// Bearer token the gateways present (`Authorization: Bearer …`, or `token=` for Kannel).
-    #[arg(long, env = "INGEST_TOKEN", hide_env_values = true, value_parser = non_empty_secret)]
-    pub ingest_token: SecretString,
+    /// Bearer tokens the gateways present (`Authorization: Bearer …`, or `token=` for
+    /// Kannel): one or more, comma-separated (several during a rotation), each at
+    /// least 16 characters.
+    #[arg(long, env = "INGEST_TOKEN", hide_env_values = true,
+          value_parser = shared::token::parse_tokens)]
+    pub ingest_token: Tokens,
 
     /// Largest request body accepted, in bytes; larger is `413`.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024,
@@ -36,13 +39,6 @@ pub struct Config {
 
     #[command(flatten)]
     pub runtime: RuntimeConfig,
-}
-
-fn non_empty_secret(s: &str) -> Result<SecretString, String> {
-    if s.trim().len() < 8 {
-        return Err("must be at least 8 characters".into());
-    }
-    secret(s).map_err(|e| e.to_string())
 }
 
 /// Runs ingest until `shutdown` on the service skeleton ([`shared::service`]): the

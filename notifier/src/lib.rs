@@ -39,6 +39,14 @@ const BATCHING: Batching = Batching {
 /// How often spent reply-quota windows are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// What ages out after `RETENTION_DAYS` (SPEC §4.7): the record of whom each reply
+/// and confirmation went to. (The reply quotas expire on their own within days.)
+pub const RETENTION: [shared::retention::Purge; 1] = [shared::retention::Purge {
+    table: "deliveries",
+    aged_by: "created_at",
+    only_if: "TRUE",
+}];
+
 /// The notifier's tables (schema `notifier`).
 pub const DATABASE: Schema = Schema {
     name: SCHEMA,
@@ -62,6 +70,7 @@ pub async fn run(
     );
     let mut service = Service::new("notifier", "notifier", &config.runtime);
     let pool = service.database(&config.database, DATABASE)?;
+    service.retention(&config.database, RETENTION.to_vec())?;
     let metrics = metrics::NotifierMetrics::register(service.registry());
     service.consume(
         &config.broker,

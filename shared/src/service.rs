@@ -226,6 +226,28 @@ impl Service {
             .push((name, Box::new(move |stop| Box::pin(task(stop)))));
     }
 
+    /// Purges the service's rows older than `RETENTION_DAYS` (from `database`), at
+    /// start and daily, as a background task ([`crate::retention`]). Returns the
+    /// purge's metrics, for what else the service expires (files).
+    pub fn retention(
+        &mut self,
+        database: &DatabaseConfig,
+        purges: Vec<crate::retention::Purge>,
+    ) -> anyhow::Result<crate::retention::RetentionMetrics> {
+        let (pool, _) = self
+            .database
+            .as_ref()
+            .context("retention purges the service's own tables: call `database` first")?;
+        let pool = pool.clone();
+        let metrics = crate::retention::RetentionMetrics::register(&mut self.registry);
+        let days = database.retention_days;
+        let task_metrics = metrics.clone();
+        self.task("retention", move |stop| {
+            crate::retention::run(pool, purges, days, task_metrics, stop)
+        });
+        Ok(metrics)
+    }
+
     /// A task that must outlive the consumers: told to stop only once every consumer
     /// has finished its messages, so it can finish what they left (the outbox relay).
     pub fn drain<F, Fut>(&mut self, name: &'static str, task: F)
@@ -263,6 +285,8 @@ impl Service {
             topology: _,
         } = self;
         let state = State::default();
+        let mut registry = registry;
+        let http_metrics = crate::http::HttpMetrics::register(&mut registry);
         let ops = crate::http::Ops {
             registry: Arc::new(registry),
             broker_links: links,
@@ -275,8 +299,14 @@ impl Service {
             .local_addr()
             .context("the HTTP listener's address")?;
         tracing::info!(%addr, "{name} listening");
-        let mut http =
-            tokio::spawn(crate::http::serve(listener, app, shutdown.child_token())).fuse();
+        let mut http = tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            runtime.http.clone(),
+            http_metrics,
+            shutdown.child_token(),
+        ))
+        .fuse();
 
         let outcome = async {
             if !migrated(database.as_ref(), &shutdown).await? {

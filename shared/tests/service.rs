@@ -25,6 +25,7 @@ fn runtime() -> RuntimeConfig {
     RuntimeConfig {
         log_format: LogFormat::Text,
         shutdown_grace_seconds: 10,
+        ..RuntimeConfig::default()
     }
 }
 
@@ -56,6 +57,7 @@ async fn own_routes_wait_for_the_migrations_and_liveness_does_not() {
     let unreachable = DatabaseConfig {
         database_url: "postgres://postgres@127.0.0.1:1/nothing".to_owned().into(),
         database_max_connections: 1,
+        retention_days: 1095,
     };
     let mut service = Service::new("skeleton-test", "skeleton_test", &runtime());
     service

@@ -18,11 +18,11 @@ CREATE VIEW console_registry AS
 SELECT account, meter, zones, digits, status, normative_kwh, baseline_period, baseline_values
 FROM meters;
 
--- A search by account ("what did this account send?") and the start page's messages
--- per day of a window. By phone: messages_sender_received; by id: the primary key.
+-- A search by account ("what did this account send?"). By phone:
+-- messages_sender_received; by id: the primary key; the start page's messages per
+-- day of a window: the BRIN index of 0004 on received_at.
 CREATE INDEX messages_account_received ON messages (account, received_at)
     WHERE account IS NOT NULL;
-CREATE INDEX messages_received ON messages (received_at);
 
 -- Where the console connects as its own role `console` (deploy/: one role per
 -- service), it may read these views and nothing else of this schema. A role created

@@ -9,6 +9,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub const PASSWORD: &str = "пароль-для-теста-1";
+/// billing-export's EXPORT_TOKEN in the tests, and the console's CONSOLE_EXPORT_TOKEN.
+pub const EXPORT_TOKEN: &str = "export-token-for-console-tests";
 
 #[derive(Parser)]
 struct ConsoleArgs {
@@ -32,6 +34,8 @@ pub fn billing_config(env: &TestEnv, addr: std::net::SocketAddr) -> billing_expo
         &env.amqp_url,
         "--database-url",
         &env.database_url,
+        "--export-token",
+        EXPORT_TOKEN,
     ])
     .expect("billing-export config")
     .config

@@ -68,7 +68,7 @@ impl HttpGateway {
             return Ok(());
         }
         let retry_after = shared::retry_after::parse(response.headers(), chrono::Utc::now());
-        let body = response.text().await.unwrap_or_default();
+        let body = shared::peer::error_body(response).await;
         Err(classify(status, &body).not_before(retry_after))
     }
 }

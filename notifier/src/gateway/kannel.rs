@@ -82,7 +82,7 @@ impl KannelGateway {
         if status.is_success() {
             return Ok(());
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = shared::peer::error_body(response).await;
         Err(classify(status, &body))
     }
 }

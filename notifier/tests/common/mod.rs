@@ -54,6 +54,7 @@ pub fn config(env: &TestEnv, scratch: &tempfile::TempDir) -> notifier::Config {
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 30,
+            ..RuntimeConfig::default()
         },
     }
 }

@@ -14,6 +14,9 @@ ensure_toolchain
 start_postgres
 start_rabbitmq
 scripts/kannel.sh install
+# Jasmin (ingest/tests/jasmin.rs) in a venv of its own; it also needs Redis on
+# 127.0.0.1:6379 (Debian redis-server), which this script does not start.
+scripts/jasmin.py install
 pip_install aiosmtpd -- aiosmtpd
 pip_install opentelemetry.proto -- opentelemetry-proto
 pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt

@@ -1,9 +1,10 @@
-//! ingest: takes inbound SMS from the gateways (an aggregator's JSON webhook, or
-//! Kannel's `get-url`) and publishes each as `sms.received`. It answers `202` only
+//! ingest: takes inbound SMS from the gateways (an aggregator's JSON webhook,
+//! Kannel's `get-url`, or Jasmin's HTTP MO) and publishes each as `sms.received`. It answers `202` only
 //! after the broker confirmed the message as persisted; when the broker cannot take
 //! it, `503` with `Retry-After`, so the gateway retries and nothing is lost. Ingest
 //! keeps no state of its own: duplicates are settled downstream by `message_id`.
 
+mod jasmin;
 mod sms;
 
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub async fn run(
     let mut service = Service::new("ingest", "ingest", &config.runtime);
     let publisher = service.publisher(&config.broker, "ingest");
     let metrics = IngestMetrics::register(service.registry());
-    service.routes(sms::router(sms::AppState::new(&config, publisher, metrics)));
+    let state = sms::AppState::new(&config, publisher, metrics);
+    service.routes(jasmin::router(state.clone()));
+    service.routes(sms::router(state));
     service.run(listener, shutdown).await
 }

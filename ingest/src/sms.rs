@@ -60,6 +60,24 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Whether `presented` is the gateways' token (`INGEST_TOKEN`).
+    pub(crate) fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Counts a request by endpoint and the status it was answered with.
+    pub(crate) fn count(&self, endpoint: &'static str, status: StatusCode) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                status: status.as_u16(),
+            })
+            .inc();
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     endpoint: &'static str,
@@ -114,7 +132,7 @@ pub fn router(state: AppState) -> Router {
 
 /// An API error: a status and a JSON body `{"error": code, "message": text}`.
 #[derive(Debug, thiserror::Error)]
-enum ApiError {
+pub(crate) enum ApiError {
     #[error("missing or invalid token")]
     Unauthorized,
     #[error("{0}")]
@@ -126,7 +144,7 @@ enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -177,7 +195,7 @@ struct InboundSms {
 /// Checks the presented token against every configured one (`shared::token`), and
 /// notes which one matched — by fingerprint — on the request's span, so a rotation's
 /// progress shows which gateways still use the old token.
-fn authorized(state: &AppState, presented: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn authorized(state: &AppState, presented: Option<&str>) -> Result<(), ApiError> {
     let fingerprint = presented
         .and_then(|t| state.tokens.verify(t))
         .ok_or(ApiError::Unauthorized)?;
@@ -265,7 +283,7 @@ async fn kannel_sms(
     respond(&state, "kannel", result, false)
 }
 
-fn request_span(route: &'static str, headers: &HeaderMap) -> tracing::Span {
+pub(crate) fn request_span(route: &'static str, headers: &HeaderMap) -> tracing::Span {
     let span = tracing::info_span!(
         "request",
         otel.name = route,
@@ -310,7 +328,7 @@ impl Receipt {
 }
 
 /// Builds the event from what a gateway sent, normalising and checking it.
-fn received(
+pub(crate) fn received(
     state: &AppState,
     message_id: Option<String>,
     from: &str,
@@ -381,7 +399,7 @@ fn derived_id(
     )
 }
 
-async fn publish(state: &AppState, sms: SmsReceived) -> Result<String, ApiError> {
+pub(crate) async fn publish(state: &AppState, sms: SmsReceived) -> Result<String, ApiError> {
     let message_id = sms.message_id.clone();
     tracing::Span::current().record("messaging.message.id", message_id.as_str());
     let started = std::time::Instant::now();

@@ -80,7 +80,7 @@ impl State {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         State::ALL.into_iter().find(|state| state.as_str() == s)
     }
 

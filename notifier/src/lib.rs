@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod limits;
 pub mod mailer;
 pub mod metrics;
+pub mod report;
 
 use std::time::Duration;
 
@@ -61,17 +62,25 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let send_timeout = config.send_timeout();
-    let gateway = gateway::SmsGateway::from_config(&config.sms, send_timeout)?;
+    let gateway = gateway::SmsGateway::from_config(&config.sms, &config.reports, send_timeout)?;
     let mailer = mailer::Mailer::from_config(&config.email, send_timeout).await?;
     tracing::info!(
         gateway = gateway.name(),
         mail = mailer.transport(),
+        delivery_reports = gateway.reports(),
         "notifier sends through"
     );
     let mut service = Service::new("notifier", "notifier", &config.runtime);
     let pool = service.database(&config.database, DATABASE)?;
     service.retention(&config.database, RETENTION.to_vec())?;
     let metrics = metrics::NotifierMetrics::register(service.registry());
+    let report_metrics = report::ReportMetrics::register(service.registry());
+    service.routes(report::router(report::ReportState {
+        pool: pool.clone(),
+        keys: config.reports.dlr_secret.clone(),
+        aggregator_token: config.sms.sms_http_token.clone().map(std::sync::Arc::new),
+        metrics: report_metrics,
+    }));
     service.consume(
         &config.broker,
         QUEUE,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole system locally on a Debian/Ubuntu machine: installs what is missing,
-# starts PostgreSQL and RabbitMQ, builds, loads a sample registry, and starts the four
-# services in the foreground (Ctrl-C stops them all). Replies go to the notifier's
+# starts PostgreSQL and RabbitMQ, builds, loads a sample registry, and starts the five
+# services in the foreground (Ctrl-C stops them all), with a first console user. Replies go to the notifier's
 # log (SMS_GATEWAY=log), e-mails to .local/mail/*.eml, exports to .local/exports.
 #
 #   scripts/run-local.sh           # run until Ctrl-C
@@ -35,6 +35,8 @@ export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export INGEST_TOKEN="${INGEST_TOKEN:-dev-ingest-token-0123}"
 # The exports need a bearer token of EXPORT_TOKEN (tokens: at least 16 characters).
 export EXPORT_TOKEN="${EXPORT_TOKEN:-dev-export-token-0123}"
+# The console downloads the missing-readings report from billing-export with it.
+export CONSOLE_EXPORT_TOKEN="${CONSOLE_EXPORT_TOKEN:-$EXPORT_TOKEN}"
 export EMAIL_DIR="${EMAIL_DIR:-$STATE/mail}"
 export EXPORT_DIR="${EXPORT_DIR:-$STATE/exports}"
 export SMS_GATEWAY="${SMS_GATEWAY:-log}"
@@ -42,10 +44,16 @@ export RUST_LOG="${RUST_LOG:-info}"
 # The demo accepts readings on any day; production keeps the 15th–25th.
 export WINDOW_START_DAY="${WINDOW_START_DAY:-1}"
 export WINDOW_END_DAY="${WINDOW_END_DAY:-31}"
+# The console over plain HTTP on this machine: its cookie cannot be Secure here.
+export CONSOLE_INSECURE_COOKIES="${CONSOLE_INSECURE_COOKIES:-true}"
+CONSOLE_USER="${CONSOLE_USER:-supervisor}"
 
 log "migrations and sample registry"
-for svc in ingest validator notifier billing-export; do "$BIN/$svc" migrate; done
+for svc in ingest validator notifier billing-export console; do "$BIN/$svc" migrate; done
 "$BIN/validator" import-registry scripts/sample-registry.csv
+# A first console user, with a new random password each run (printed below).
+CONSOLE_PASSWORD="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf '%s\n' "$CONSOLE_PASSWORD" | "$BIN/console" add-user "$CONSOLE_USER" --role supervisor
 
 pids=()
 stop_all() {
@@ -53,12 +61,12 @@ stop_all() {
     wait "${pids[@]}" 2>/dev/null || true
 }
 trap stop_all EXIT INT TERM
-for svc in ingest validator notifier billing-export; do
+for svc in ingest validator notifier billing-export console; do
     "$BIN/$svc" serve >"$STATE/logs/$svc.log" 2>&1 &
     pids+=($!)
 done
 
-for port in 8080 8081 8082 8083; do
+for port in 8080 8081 8082 8083 8084; do
     for _ in $(seq 1 120); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.5; done
     curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || die "service on :$port not ready (see $STATE/logs)"
 done
@@ -92,7 +100,9 @@ if [ "${1:-}" = "--check" ]; then
     export_csv "$period" | grep -q '^1000002,' || die "reading not in the export"
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:8083/v1/exports/$period.csv")
     [ "$code" = 401 ] || die "the export without a token answered $code, not 401"
-    log "check passed: reply logged, e-mail written, reading exported (and not without a token)"
+    login_page=$(curl -fs http://127.0.0.1:8084/login) || die "console: no login page"
+    grep -q 'name="username"' <<<"$login_page" || die "console: login form missing"
+    log "check passed: reply logged, e-mail written, reading exported (and not without a token), console up"
     exit 0
 fi
 
@@ -108,6 +118,8 @@ A wrong one ("1000001 44000") gets a reply in $STATE/logs/notifier.log; a correc
 with an address writes $EMAIL_DIR/*.eml; readings export with
 
   curl -H 'Authorization: Bearer $EXPORT_TOKEN' http://127.0.0.1:8083/v1/exports/$(date +%Y-%m).csv
+
+The operator console: http://127.0.0.1:8084/  (login $CONSOLE_USER, password $CONSOLE_PASSWORD)
 
 Ctrl-C stops everything.
 MSG

@@ -27,6 +27,8 @@ pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
 command -v kubectl >/dev/null || apt_install kubernetes-client
 # promtool (Debian's prometheus package) checks the PrometheusRule; its daemon is not started.
 command -v promtool >/dev/null || apt_install prometheus
+# The console's browser test (console/tests/browser.rs) drives Debian's Chromium.
+apt_install chromium chromium-driver
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"

@@ -21,7 +21,9 @@ async fn migrate_subcommand_applies_the_schema_and_exits() {
     );
     let pool = shared::db::pool(&env.database(), billing_export::SCHEMA).expect("pool");
     let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'billing' ORDER BY 1",
+        // Tables only: the schema also publishes views (console_deliveries, for the console).
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'billing' AND table_type = 'BASE TABLE' ORDER BY 1",
     )
     .fetch_all(&pool)
     .await

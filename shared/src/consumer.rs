@@ -49,6 +49,9 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 pub const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 /// Header: the last error, on retried and dead-lettered messages.
 pub const ERROR_HEADER: &str = "x-last-error";
+/// Header: when that error happened (Unix time in milliseconds), so that the console
+/// can say when a dead letter died.
+pub const FAILED_AT_HEADER: &str = "x-failed-at";
 /// Header: on a retry whose delay is not a retry queue's, when it is due (Unix time in
 /// milliseconds).
 pub const NOT_BEFORE_HEADER: &str = "x-not-before";
@@ -753,6 +756,10 @@ fn republished(
         reason.truncate(cut);
     }
     headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(reason.into()));
+    headers.insert(
+        FAILED_AT_HEADER.into(),
+        AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
+    );
     delivery
         .properties
         .clone()

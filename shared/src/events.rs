@@ -59,18 +59,21 @@ impl Event {
     }
 }
 
-/// How a message reached the system. Every path today is an SMS (Kannel or an
-/// aggregator's webhook); the field exists so that billing can tell future channels apart.
+/// How a message reached the system: an SMS (Kannel or an aggregator's webhook), or
+/// a paper slip from an information box that an operator typed into the console
+/// (SPEC §4.8). Both pass the same validation; billing can tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Sms,
+    Paper,
 }
 
 impl Channel {
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Sms => "sms",
+            Channel::Paper => "paper",
         }
     }
 }

@@ -187,11 +187,11 @@ pub async fn serve(
                 }
             }
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -199,8 +199,15 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // Handlers may read the peer's address (`ConnectInfo<SocketAddr>`): the console
+        // throttles failed logins per client address.
+        let service = TowerToHyperService::new(app.clone());
+        let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            hyper::service::Service::call(&service, req)
+        });
+        let connection = http1.serve_connection(TokioIo::new(stream), with_peer);
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         connections.spawn(async move {

@@ -1,0 +1,179 @@
+//! The start page, "the window at a glance" (SPEC §4.8): messages per day of this
+//! reading window against the last one, accepted and refused by reason, the share of
+//! active meters with a reading this period, the billing backlog. (Dead letters come
+//! from the broker, [`crate::dead::depths`].)
+
+use chrono::{DateTime, Datelike as _, Days, NaiveDate, TimeZone as _, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use shared::calendar::Window;
+use shared::events::Period;
+use sqlx::PgPool;
+
+/// One reading window: its period and its first and last instant.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Span {
+    pub period: Period,
+    pub opens: DateTime<Utc>,
+    pub closes: DateTime<Utc>,
+}
+
+impl Span {
+    pub fn of(window: &Window, period: Period) -> Span {
+        let opens = NaiveDate::from_ymd_opt(period.year(), period.month(), window.start_day)
+            .or_else(|| NaiveDate::from_ymd_opt(period.year(), period.month(), 1))
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .and_then(|t| window.zone.from_local_datetime(&t).earliest())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+        Span {
+            period,
+            opens,
+            closes: window.closes_at(period),
+        }
+    }
+
+    /// The window's days, in the company zone.
+    pub fn days(&self, zone: Tz) -> Vec<NaiveDate> {
+        let first = self.opens.with_timezone(&zone).date_naive();
+        let last = (self.closes - chrono::Duration::seconds(1))
+            .with_timezone(&zone)
+            .date_naive();
+        let mut days = Vec::new();
+        let mut d = first;
+        while d <= last && days.len() < 31 {
+            days.push(d);
+            d = d
+                .checked_add_days(Days::new(1))
+                .unwrap_or(last.succ_opt().unwrap_or(last));
+        }
+        days
+    }
+}
+
+/// The window to show at `now`: the current month's once it has opened, else the
+/// previous one (which is then the last closed window).
+pub fn current(window: &Window, now: DateTime<Utc>) -> Span {
+    let this = Period::of(&now.with_timezone(&window.zone));
+    let span = Span::of(window, this);
+    if now >= span.opens {
+        span
+    } else {
+        Span::of(window, this.previous())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Glance {
+    pub this: Span,
+    pub last: Span,
+    /// Messages per day of the window, in the order of its days.
+    pub this_days: Vec<(NaiveDate, i64)>,
+    pub last_days: Vec<(NaiveDate, i64)>,
+    pub accepted: i64,
+    /// Refused messages per reason code, most first.
+    pub refused: Vec<(String, i64)>,
+    pub active_meters: i64,
+    pub meters_with_reading: i64,
+    /// Readings billing-export has not yet delivered to billing.
+    pub billing_backlog: i64,
+    pub replies_sent_today: i64,
+}
+
+async fn per_day(
+    pool: &PgPool,
+    span: &Span,
+    zone: Tz,
+) -> Result<Vec<(NaiveDate, i64)>, sqlx::Error> {
+    let rows: Vec<(NaiveDate, i64)> = sqlx::query_as(
+        "SELECT (received_at AT TIME ZONE $3)::date AS day, count(*)
+         FROM validator.console_messages
+         WHERE received_at >= $1 AND received_at < $2 GROUP BY day",
+    )
+    .bind(span.opens)
+    .bind(span.closes)
+    .bind(zone.name())
+    .fetch_all(pool)
+    .await?;
+    Ok(span
+        .days(zone)
+        .into_iter()
+        .map(|d| (d, rows.iter().find(|r| r.0 == d).map_or(0, |r| r.1)))
+        .collect())
+}
+
+pub async fn load(
+    pool: &PgPool,
+    window: &Window,
+    now: DateTime<Utc>,
+) -> Result<Glance, sqlx::Error> {
+    let this = current(window, now);
+    let last = Span::of(window, this.period.previous());
+    let zone = window.zone;
+    let this_days = per_day(pool, &this, zone).await?;
+    let last_days = per_day(pool, &last, zone).await?;
+    let outcomes: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT outcome, reason, count(*) FROM validator.console_messages
+         WHERE received_at >= $1 AND received_at < $2 GROUP BY outcome, reason",
+    )
+    .bind(this.opens)
+    .bind(this.closes)
+    .fetch_all(pool)
+    .await?;
+    let accepted = outcomes
+        .iter()
+        .filter(|o| o.0 == "accepted")
+        .map(|o| o.2)
+        .sum();
+    let mut refused: Vec<(String, i64)> = outcomes
+        .into_iter()
+        .filter(|o| o.0 != "accepted")
+        .map(|o| (o.1.unwrap_or_else(|| "?".into()), o.2))
+        .collect();
+    refused.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let (active_meters, meters_with_reading): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM validator.console_registry WHERE status = 'active'),
+                (SELECT count(*) FROM (SELECT DISTINCT r.account, r.meter
+                   FROM validator.console_readings r
+                   JOIN validator.console_registry m USING (account, meter)
+                   WHERE r.period = $1 AND m.status = 'active') d)",
+    )
+    .bind(this.period.to_string())
+    .fetch_one(pool)
+    .await?;
+    let billing_backlog: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM billing.console_deliveries WHERE delivery = 'pending'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let today = now.with_timezone(&zone).date_naive();
+    let day_start = today
+        .and_hms_opt(0, 0, 0)
+        .and_then(|t| zone.from_local_datetime(&t).earliest())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now);
+    let replies_sent_today: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifier.console_deliveries
+         WHERE channel = 'sms' AND state = 'sent' AND sent_at >= $1",
+    )
+    .bind(day_start)
+    .fetch_one(pool)
+    .await?;
+    Ok(Glance {
+        this,
+        last,
+        this_days,
+        last_days,
+        accepted,
+        refused,
+        active_meters,
+        meters_with_reading,
+        billing_backlog,
+        replies_sent_today,
+    })
+}
+
+/// The day of the month, for chart labels.
+pub fn day_label(d: NaiveDate) -> String {
+    d.day().to_string()
+}

@@ -1,0 +1,323 @@
+//! The console in a real browser: Debian's Chromium, headless, driven through
+//! chromedriver with fantoccini (installed by scripts/test.sh: `chromium`,
+//! `chromium-driver`). Keyboard where a person would use it: log in, search a phone
+//! typed in the national form, open the timeline, enter a paper slip and see its
+//! decision, re-queue a dead letter as a supervisor and be refused as an operator.
+//!
+//! `UPDATE_SCREENSHOTS=1` writes the pages' screenshots to docs/console/ (1280×800);
+//! otherwise they go to a temporary directory, so a test run leaves the tree clean.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Console, PASSWORD, decided, validator_config};
+use console::users::Role;
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use lapin::types::{AMQPValue, FieldTable};
+use shared::testing::{Broker, Service, WAIT, eventually, listening_port};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a port it binds itself (`--port=0`), read back from /proc: no
+/// free-port guess that another test could take first.
+struct Driver {
+    child: tokio::process::Child,
+    url: String,
+    _profile: tempfile::TempDir,
+    profile: PathBuf,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                std::path::Path::new(bin).exists(),
+                "{bin} missing: apt-get install chromium chromium-driver (scripts/test.sh does)"
+            );
+        }
+        let child = tokio::process::Command::new(CHROMEDRIVER)
+            .arg("--port=0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        let pid = child.id().expect("chromedriver pid");
+        let port = listening_port(pid, "chromedriver").await;
+        let profile = tempfile::tempdir().expect("profile dir");
+        Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            profile: profile.path().to_owned(),
+            _profile: profile,
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,800",
+            "--lang=ru",
+            &format!("--user-data-dir={}", self.profile.display()),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({"binary": CHROMIUM, "args": args}),
+        );
+        // A busy machine: Chromium's first start may take a while.
+        eventually("a Chromium session", WAIT, || {
+            let caps = caps.clone();
+            async move {
+                ClientBuilder::new(HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&self.url)
+                    .await
+                    .ok()
+            }
+        })
+        .await
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn screenshots() -> (PathBuf, Option<tempfile::TempDir>) {
+    if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console");
+        std::fs::create_dir_all(&dir).expect("docs/console");
+        (dir, None)
+    } else {
+        let tmp = tempfile::tempdir().expect("tmp");
+        (tmp.path().to_owned(), Some(tmp))
+    }
+}
+
+async fn shot(browser: &Client, dir: &std::path::Path, name: &str) {
+    let png = browser.screenshot().await.expect("screenshot");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
+}
+
+/// Waits until the current page (reloaded by `reload`) contains `text`.
+async fn until_page_has(browser: &Client, text: &str, reload: bool) -> String {
+    eventually(&format!("the page shows {text:?}"), WAIT, || async {
+        if reload {
+            browser.refresh().await.ok()?;
+        }
+        let page = browser.source().await.ok()?;
+        page.contains(text).then_some(page)
+    })
+    .await
+}
+
+async fn type_into(browser: &Client, css: &str, text: &str) {
+    let field = browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    field.send_keys(text).await.expect("typed");
+}
+
+async fn log_in(c: &Console, browser: &Client, login: &str) {
+    browser.goto(&c.url("/login")).await.expect("open /login");
+    type_into(browser, "#username", login).await;
+    type_into(browser, "#password", &format!("{PASSWORD}{}", Key::Enter)).await;
+    until_page_has(browser, "Окно приёма показаний", false).await;
+}
+
+async fn log_out(browser: &Client) {
+    browser
+        .find(Locator::Css("form.logout button"))
+        .await
+        .expect("logout button")
+        .click()
+        .await
+        .expect("logout");
+    until_page_has(browser, "Войти", false).await;
+}
+
+#[tokio::test]
+async fn staff_work_the_console_in_a_real_browser() {
+    let c = Console::start(&["--insecure-cookies", "true"]).await;
+    c.add_user("ivanova", Role::Operator).await;
+    c.add_user("orlova", Role::Supervisor).await;
+    sqlx::query(
+        "INSERT INTO validator.meters (account, meter, zones, digits, status)
+         VALUES ('1000001', 'M-1', 2, 6, 'active')",
+    )
+    .execute(&c.owners)
+    .await
+    .expect("meter");
+    decided(
+        &c.owners,
+        "gw-77",
+        "+79004445566",
+        "1000001 45100",
+        Some("zone_mismatch"),
+        Some("1000001"),
+        None,
+        Some("Нужно два показания: день и ночь"),
+    )
+    .await;
+    let validator = Service::start(
+        "validator",
+        |addr| validator_config(&c.env, addr),
+        validator::run,
+    )
+    .await;
+    let broker = Broker::connect(&c.env).await;
+    let conn = shared::broker::connect(
+        &c.env.amqp_url,
+        "test-dead",
+        &shared::topology::system_queues(),
+    )
+    .await
+    .expect("broker");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-last-error".into(),
+        AMQPValue::LongString("billing answered 400".into()),
+    );
+    headers.insert(
+        "x-failed-at".into(),
+        AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
+    );
+    shared::broker::publish_confirmed(
+        &channel,
+        shared::topology::DEAD_LETTER_EXCHANGE,
+        "billing-export",
+        br#"{"schema":"reading.accepted/v1","message_id":"dead-in-browser"}"#,
+        shared::broker::persistent_json("dead-in-browser", headers),
+        shared::testing::CONFIRM_WAIT,
+    )
+    .await
+    .expect("a dead letter");
+
+    let (shots, _tmp) = screenshots();
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+
+    browser.goto(&c.url("/login")).await.expect("open /login");
+    shot(&browser, &shots, "login").await;
+    log_in(&c, &browser, "ivanova").await;
+
+    // The search box, as a contact-centre agent types a caller's number.
+    type_into(&browser, "#q", &format!("8 900 444-55-66{}", Key::Enter)).await;
+    let found = until_page_has(&browser, "телефон <strong>+79004445566</strong>", false).await;
+    assert!(found.contains(r#"href="/messages/gw-77""#), "{found}");
+    shot(&browser, &shots, "search").await;
+    browser
+        .find(Locator::Css(r#"a[href="/messages/gw-77"]"#))
+        .await
+        .expect("the message's link")
+        .click()
+        .await
+        .expect("open the timeline");
+    let timeline = until_page_has(&browser, "Решение", false).await;
+    assert!(
+        timeline.contains("отклонено: число показаний не равно числу тарифных зон"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("«Нужно два показания: день и ночь»"),
+        "{timeline}"
+    );
+    shot(&browser, &shots, "timeline").await;
+
+    // A paper slip, keyboard only: account, Tab, day, Tab, night, Enter.
+    browser.goto(&c.url("/paper")).await.expect("open /paper");
+    type_into(
+        &browser,
+        "#account",
+        &format!("1000001{}45100{}21100{}", Key::Tab, Key::Tab, Key::Enter),
+    )
+    .await;
+    let decided_page = until_page_has(&browser, "<span class=\"ok\">принято</span>", false).await;
+    assert!(
+        decided_page.contains("1000001 45100 21100"),
+        "{decided_page}"
+    );
+    let focused = browser
+        .active_element()
+        .await
+        .expect("focus")
+        .attr("id")
+        .await
+        .expect("id");
+    assert_eq!(
+        focused.as_deref(),
+        Some("account"),
+        "the cursor is back on the account"
+    );
+    shot(&browser, &shots, "paper").await;
+
+    browser
+        .goto(&c.url("/accounts/1000001"))
+        .await
+        .expect("account");
+    until_page_has(&browser, "день <strong>45100</strong>", false).await;
+    shot(&browser, &shots, "account").await;
+
+    // An operator may not see the dead letters.
+    browser.goto(&c.url("/dead")).await.expect("open /dead");
+    until_page_has(&browser, "Это доступно только руководителям", false).await;
+    browser.goto(&c.url("/")).await.expect("start page");
+    until_page_has(&browser, "<svg", false).await;
+    shot(&browser, &shots, "glance").await;
+    log_out(&browser).await;
+
+    log_in(&c, &browser, "orlova").await;
+    browser.goto(&c.url("/dead")).await.expect("open /dead");
+    let dead = until_page_has(&browser, "dead-in-browser", false).await;
+    assert!(dead.contains("billing answered 400"), "{dead}");
+    shot(&browser, &shots, "dead-letters").await;
+    browser
+        .find(Locator::Css("table form button"))
+        .await
+        .expect("a re-queue button")
+        .click()
+        .await
+        .expect("re-queue");
+    until_page_has(&browser, "Возвращено в очередь: 1.", false).await;
+    // The queue also holds the paper slip's accepted reading (no billing-export runs).
+    eventually("the letter back in billing-export", WAIT, || async {
+        let m = broker.take("billing-export").await?;
+        let id = m
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned());
+        (id.as_deref() == Some("dead-in-browser")).then_some(())
+    })
+    .await;
+
+    browser.close().await.expect("browser closed");
+    driver.stop().await;
+    shared::broker::close_quietly(conn.close(200, "bye".into())).await;
+    broker.close().await;
+    validator.stop().await;
+    c.stop().await;
+}

@@ -151,6 +151,12 @@ fn delivery_line(d: Option<&Delivery>, none: &str, zone: Tz) -> Markup {
                 @if let Some(at) = d.sent_at { ", " (words::time(at, zone)) }
                 @else { ", " (words::time(d.updated_at, zone)) }
                 @if let Some(detail) = &d.detail { br; small { (detail) } }
+                @if let Some(report) = &d.report {
+                    br;
+                    strong { (words::report(report)) }
+                    @if let Some(at) = d.reported_at { ", " (words::time(at, zone)) }
+                    @if let Some(detail) = &d.report_detail { " " small { "(" (detail) ")" } }
+                }
             }
             None => { (none) }
         }

@@ -64,6 +64,11 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// What the network reported afterwards (`delivered`, `failed`), for SMS replies
+    /// through a gateway that sends delivery reports; `None` until then.
+    pub report: Option<String>,
+    pub report_detail: Option<String>,
+    pub reported_at: Option<DateTime<Utc>>,
 }
 
 /// Billing's answer to a reading, as billing-export recorded it.
@@ -242,7 +247,8 @@ async fn reading(pool: &PgPool, id: Uuid) -> Result<Option<Reading>, sqlx::Error
 
 async fn delivery(pool: &PgPool, key: &str) -> Result<Option<Delivery>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT key, channel, recipient, state, attempts, detail, created_at, updated_at, sent_at
+        "SELECT key, channel, recipient, state, attempts, detail, created_at, updated_at, sent_at,
+                report, report_detail, reported_at
          FROM notifier.console_deliveries WHERE key = $1",
     )
     .bind(key)

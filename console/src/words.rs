@@ -52,6 +52,15 @@ pub fn delivery(state: &str) -> &'static str {
     }
 }
 
+/// What the network reported about a sent reply (notifier's delivery reports).
+pub fn report(report: &str) -> &'static str {
+    match report {
+        "delivered" => "доставлено на телефон",
+        "failed" => "не доставлено: сеть сообщила об ошибке",
+        _ => "отчёт о доставке непонятен",
+    }
+}
+
 /// Billing's answer (billing-export).
 pub fn billing(delivery: &str) -> &'static str {
     match delivery {

@@ -31,8 +31,8 @@ async fn fixture(c: &Console) -> uuid::Uuid {
     )
     .await;
     sqlx::query(
-        "INSERT INTO notifier.deliveries (key, channel, recipient, state, attempts, sent_at)
-         VALUES ('reply:gw-refused', 'sms', '+79004445566', 'sent', 1, now())",
+        "INSERT INTO notifier.deliveries (key, channel, recipient, state, attempts, sent_at, report, report_detail, reported_at)
+         VALUES ('reply:gw-refused', 'sms', '+79004445566', 'sent', 1, now(), 'delivered', 'kannel 1', now())",
     )
     .execute(&c.owners)
     .await
@@ -113,6 +113,7 @@ async fn a_phone_typed_in_national_form_finds_its_messages_and_the_timeline_tell
         "отклонено: число показаний не равно числу тарифных зон",
         "«Нужно два показания: день и ночь»",
         "отправлено (+79004445566)",
+        "доставлено на телефон",
     ] {
         assert!(refused.contains(expected), "{expected} in {refused}");
     }

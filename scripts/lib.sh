@@ -62,6 +62,18 @@ start_postgres() {
     fi
 }
 
+start_redis() { # Jasmin's (ingest/tests/jasmin.rs); nothing of ours keeps data in it
+    command -v redis-server >/dev/null || apt_install redis-server
+    if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        log "starting Redis"
+        $SUDO mkdir -p /var/lib/redis /var/log/redis
+        $SUDO redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
+            --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null
+    fi
+    for _ in $(seq 1 60); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return 0; sleep 0.5; done
+    die "Redis did not start"
+}
+
 start_rabbitmq() {
     apt_install rabbitmq-server
     if ! $SUDO rabbitmqctl -q status >/dev/null 2>&1; then

@@ -17,8 +17,8 @@ ensure_toolchain
 start_postgres
 start_rabbitmq
 scripts/kannel.sh install
-# Jasmin (ingest/tests/jasmin.rs) in a venv of its own; it also needs Redis on
-# 127.0.0.1:6379 (Debian redis-server), which this script does not start.
+# Jasmin (ingest/tests/jasmin.rs) in a venv of its own, with Redis on 127.0.0.1:6379.
+start_redis
 scripts/jasmin.py install
 bash scripts/tls-backends.sh install
 pip_install aiosmtpd -- aiosmtpd

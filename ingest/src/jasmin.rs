@@ -30,9 +30,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tracing::Instrument;
 
-use shared::token;
 
-use crate::sms::{ApiError, AppState, authorized, publish, received, request_span};
+use crate::sms::{
+    ApiError, AppState, authorized, presented_token, publish, received, request_span,
+};
 
 /// What Jasmin waits for.
 pub const ACK: &str = "ACK/Jasmin";
@@ -56,11 +57,7 @@ async fn jasmin_sms(
     let span = request_span("POST /v1/sms/jasmin", &headers);
     let result = async {
         let Query(params) = query.map_err(|r| ApiError::BadRequest(r.body_text()))?;
-        let presented = params
-            .get("token")
-            .map(String::as_str)
-            .or_else(|| token::bearer(&headers));
-        authorized(&state, presented)?;
+        authorized(&state, presented_token(&params, &headers))?;
         let Form(fields) = form.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::TooLarge(state.max_body())

@@ -235,6 +235,18 @@ async fn post_sms(
     respond(&state, "sms", result, true)
 }
 
+/// The token of a gateway that calls with its token in the URL (`token=`, Kannel's
+/// `get-url`, Jasmin's connector), or else in an `Authorization: Bearer` header.
+pub(crate) fn presented_token<'a>(
+    params: &'a HashMap<String, String>,
+    headers: &'a HeaderMap,
+) -> Option<&'a str> {
+    params
+        .get("token")
+        .map(String::as_str)
+        .or_else(|| token::bearer(headers))
+}
+
 /// Kannel's `get-url` parameters: `token=…&id=%I&from=%p&to=%P&ts=%T&text=%a`.
 async fn kannel_sms(
     State(state): State<AppState>,
@@ -244,11 +256,7 @@ async fn kannel_sms(
     let span = request_span("GET /v1/sms/kannel", &headers);
     let result = async {
         let Query(params) = query.map_err(|r| ApiError::BadRequest(r.body_text()))?;
-        let presented = params
-            .get("token")
-            .map(String::as_str)
-            .or_else(|| token::bearer(&headers));
-        authorized(&state, presented)?;
+        authorized(&state, presented_token(&params, &headers))?;
         let field = |name: &str| params.get(name).map(String::as_str).unwrap_or("");
         let received_at = match params.get("ts").map(|s| s.trim()).filter(|s| !s.is_empty()) {
             None => None,

@@ -15,7 +15,8 @@
 # Environment (defaults):
 #   TLS_BACKENDS_DIR=/var/tmp/meter-tls-backends  everything lives here
 #   TLS_AMQPS_PORT=25671      the node's TLS listener (it has no plaintext one)
-#   TLS_RABBIT_DIST_PORT=25672  its Erlang distribution port
+#   TLS_RABBIT_DIST_PORT=25691  its Erlang distribution port (not 25672: that is the
+#                               machine's own broker's, AMQP port + 20000)
 #   TLS_RABBIT_NODENAME=meter-tls@localhost
 #   TLS_PG_PORT=25432         the cluster's port (hostssl only)
 #   TLS_START_TIMEOUT=90      seconds
@@ -29,7 +30,7 @@ set -euo pipefail
 
 DIR=${TLS_BACKENDS_DIR:-/var/tmp/meter-tls-backends}
 AMQPS_PORT=${TLS_AMQPS_PORT:-25671}
-DIST_PORT=${TLS_RABBIT_DIST_PORT:-25672}
+DIST_PORT=${TLS_RABBIT_DIST_PORT:-25691}
 NODENAME=${TLS_RABBIT_NODENAME:-meter-tls@localhost}
 PG_PORT=${TLS_PG_PORT:-25432}
 START_TIMEOUT=${TLS_START_TIMEOUT:-90}

@@ -30,7 +30,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tracing::Instrument;
 
-
 use crate::sms::{
     ApiError, AppState, authorized, presented_token, publish, received, request_span,
 };

@@ -72,6 +72,22 @@ ctl() { # node args…
 
 running() { ctl "$1" status >/dev/null 2>&1; }
 
+# The node's VM, by its pid file: the one test that does not depend on the CLI (which
+# can fail under load, or after the cookie is gone) or on the management API.
+node_pid() { # node: prints the pid of a live node of ours
+    local f
+    f="$(node_dir "$1")/pid"
+    [ -s "$f" ] || return 1
+    local pid
+    pid=$(cat "$f")
+    # The node name is not on the VM's command line (RabbitMQ sets it at boot); it is
+    # in the environment the VM was started with.
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+        { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qx "RABBITMQ_NODENAME=$(node_name "$1")" &&
+        echo "$pid"
+}
+alive() { node_pid "$1" >/dev/null; }
+
 # The management API answers these questions in a second; each rabbitmqctl call boots
 # an Erlang VM (5-20 s on a busy 2-core machine), so it is kept for what only it does.
 api() { # node path
@@ -137,7 +153,7 @@ all_up() { # the three management APIs answer and node 1 sees three running memb
 started=()
 start_node() { # node
     local n="$1"
-    if api_up "$n" || running "$n"; then return 0; fi
+    if alive "$n" || api_up "$n"; then return 0; fi
     started+=("$n")
     prepare "$n"
     log "starting $(node_name "$n") (AMQP $(amqp_port "$n"), management $(mgmt_port "$n"))"
@@ -181,16 +197,21 @@ cmd_start() {
 three_running() { [ "$(members_of 1 | wc -l)" -eq 3 ]; }
 
 cmd_stop() {
+    local pid
     for n in "${NODES[@]}"; do
-        if running "$n"; then
-            log "stopping $(node_name "$n")"
-            ctl "$n" stop || true
-        fi
+        pid=$(node_pid "$n") || continue
+        log "stopping $(node_name "$n")"
+        ctl "$n" stop >/dev/null 2>&1 || true
+        # The CLI can fail (a busy machine, a lost cookie): then the VM by its pid,
+        # SIGTERM (a clean stop), and kill -9 after 30 s.
+        if alive "$n"; then kill -TERM "$pid" 2>/dev/null || true; fi
+        for _ in $(seq 1 30); do alive "$n" || break; sleep 1; done
+        if alive "$n"; then kill -9 "$pid" 2>/dev/null || true; sleep 1; fi
     done
     # A node that was killed and not restarted leaves only its files.
     if [ "${1:-}" = "--purge" ]; then
         for n in "${NODES[@]}"; do
-            ! running "$n" || die "$(node_name "$n") still runs; not deleting its data"
+            ! alive "$n" || die "$(node_name "$n") still runs; not deleting its data"
         done
         log "deleting $CLUSTER_DIR"
         rm -rf "$CLUSTER_DIR"
@@ -200,7 +221,7 @@ cmd_stop() {
 cmd_status() {
     local status=0
     for n in "${NODES[@]}"; do
-        if api_up "$n" || running "$n"; then
+        if alive "$n" || api_up "$n"; then
             echo "$(node_name "$n") running (AMQP $(amqp_port "$n"), management $(mgmt_port "$n"))"
         else
             echo "$(node_name "$n") not running"
@@ -209,7 +230,7 @@ cmd_status() {
     done
     for n in "${NODES[@]}"; do
         if api_up "$n"; then
-            echo "members running: $(members_of "$n" | sort | tr '\n' ' ')"
+            echo "members running: $(members_of "$n" | sort | tr '\n' ' ' | sed 's/ $//')"
             break
         fi
     done

@@ -59,7 +59,8 @@ with_node() { # node command…
             RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins" \
             RABBITMQ_PID_FILE="$d/pid" \
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}' \
-            ERL_EPMD_ADDRESS=127.0.0.1
+            ERL_EPMD_ADDRESS=127.0.0.1 \
+            ERL_CRASH_DUMP="$CLUSTER_DIR/erl_crash.dump"
         exec "$@"
     )
 }

@@ -10,9 +10,11 @@
 #   KANNEL_ADMIN_PORT=13000  KANNEL_ADMIN_PASSWORD=adminpw
 #   KANNEL_SMSBOX_PORT=13001 KANNEL_SMSC_PORT=20000 (bearerbox LISTENS here; fakesmsc / tests connect)
 #   KANNEL_SENDSMS_PORT=13013 KANNEL_USER=notifier KANNEL_PASSWORD=secret KANNEL_SENDER=7377
-#   KANNEL_GET_URL=http://127.0.0.1:8080/v1/sms/kannel?token=${INGEST_TOKEN:-dev-token}&id=%I&from=%p&to=%P&ts=%T&text=%a
+#   KANNEL_GET_URL=http://127.0.0.1:8080/v1/sms/kannel?token=${INGEST_TOKEN:-dev-ingest-token-0123}&id=%I&from=%p&to=%P&ts=%T&text=%a
 #   KANNEL_HTTP_RETRY=5 KANNEL_HTTP_QUEUE_DELAY=1 (MO get-url retries on non-2xx / refused, seconds apart)
 #   KANNEL_OUTGOING_QUEUE_LIMIT=-1 (bearerbox MT queue limit; beyond it sendsms answers 503)
+#   KANNEL_DENIED_PREFIX= (numbers the fake SMSC has no route to, e.g. +7999: sendsms answers
+#     403 "Not routable" and a dlr-mask 2/16 report says failed, status 16)
 #   KANNEL_LOG_LEVEL=0 (0 debug .. 4 panic, for DIR/*.log)
 #   KANNEL_START_TIMEOUT=20 KANNEL_STOP_TIMEOUT=15 (seconds)
 # start writes DIR/kannel.conf, DIR/kannel.env, DIR/{bearerbox,smsbox}.{pid,log,out}.
@@ -31,10 +33,11 @@ SENDSMS_PORT=${KANNEL_SENDSMS_PORT:-13013}
 KUSER=${KANNEL_USER:-notifier}
 KPASSWORD=${KANNEL_PASSWORD:-secret}
 SENDER=${KANNEL_SENDER:-7377}
-GET_URL=${KANNEL_GET_URL:-"http://127.0.0.1:8080/v1/sms/kannel?token=${INGEST_TOKEN:-dev-token}&id=%I&from=%p&to=%P&ts=%T&text=%a"}
+GET_URL=${KANNEL_GET_URL:-"http://127.0.0.1:8080/v1/sms/kannel?token=${INGEST_TOKEN:-dev-ingest-token-0123}&id=%I&from=%p&to=%P&ts=%T&text=%a"}
 HTTP_RETRY=${KANNEL_HTTP_RETRY:-5}
 HTTP_QUEUE_DELAY=${KANNEL_HTTP_QUEUE_DELAY:-1}
 LOG_LEVEL=${KANNEL_LOG_LEVEL:-0}
+DENIED_PREFIX=${KANNEL_DENIED_PREFIX:-}
 START_TIMEOUT=${KANNEL_START_TIMEOUT:-20}
 STOP_TIMEOUT=${KANNEL_STOP_TIMEOUT:-15}
 
@@ -144,6 +147,7 @@ smsc-id = FAKE
 port = $SMSC_PORT
 our-host = 127.0.0.1
 connect-allow-ip = "127.0.0.1"
+${DENIED_PREFIX:+denied-prefix = \"$DENIED_PREFIX\"}
 
 group = smsbox
 bearerbox-host = 127.0.0.1

@@ -32,7 +32,9 @@ psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$DB}"
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
-export INGEST_TOKEN="${INGEST_TOKEN:-dev-token-123}"
+export INGEST_TOKEN="${INGEST_TOKEN:-dev-ingest-token-0123}"
+# The exports need a bearer token of EXPORT_TOKEN (tokens: at least 16 characters).
+export EXPORT_TOKEN="${EXPORT_TOKEN:-dev-export-token-0123}"
 export EMAIL_DIR="${EMAIL_DIR:-$STATE/mail}"
 export EXPORT_DIR="${EXPORT_DIR:-$STATE/exports}"
 export SMS_GATEWAY="${SMS_GATEWAY:-log}"
@@ -70,6 +72,10 @@ send() { # text [message id]
     echo
 }
 
+export_csv() { # period
+    curl -fs -H "Authorization: Bearer $EXPORT_TOKEN" "http://127.0.0.1:8083/v1/exports/$1.csv"
+}
+
 if [ "${1:-}" = "--check" ]; then
     log "check: one wrong SMS, one correct SMS with an e-mail"
     send "1000001 44000" "check-$$-1"
@@ -78,13 +84,15 @@ if [ "${1:-}" = "--check" ]; then
     for _ in $(seq 1 60); do
         grep -q "reading_decreased\|SMS reply" "$STATE/logs/notifier.log" 2>/dev/null &&
             ls "$EMAIL_DIR"/*.eml >/dev/null 2>&1 &&
-            curl -fs "http://127.0.0.1:8083/v1/exports/$period.csv" | grep -q '^1000002,' && break
+            export_csv "$period" | grep -q '^1000002,' && break
         sleep 0.5
     done
     grep -q "reading_decreased\|SMS reply" "$STATE/logs/notifier.log" || die "no reply in the notifier log"
     ls "$EMAIL_DIR"/*.eml >/dev/null 2>&1 || die "no confirmation e-mail in $EMAIL_DIR"
-    curl -fs "http://127.0.0.1:8083/v1/exports/$period.csv" | grep -q '^1000002,' || die "reading not in the export"
-    log "check passed: reply logged, e-mail written, reading exported"
+    export_csv "$period" | grep -q '^1000002,' || die "reading not in the export"
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:8083/v1/exports/$period.csv")
+    [ "$code" = 401 ] || die "the export without a token answered $code, not 401"
+    log "check passed: reply logged, e-mail written, reading exported (and not without a token)"
     exit 0
 fi
 
@@ -97,8 +105,9 @@ The system is running (logs in $STATE/logs). Send an SMS as a gateway would:
        -d '{"from": "+79001234567", "to": "7377", "text": "1000002 45100 12100 resident@example.ru"}'
 
 A wrong one ("1000001 44000") gets a reply in $STATE/logs/notifier.log; a correct one
-with an address writes $EMAIL_DIR/*.eml; readings export at
-http://127.0.0.1:8083/v1/exports/$(date +%Y-%m).csv
+with an address writes $EMAIL_DIR/*.eml; readings export with
+
+  curl -H 'Authorization: Bearer $EXPORT_TOKEN' http://127.0.0.1:8083/v1/exports/$(date +%Y-%m).csv
 
 Ctrl-C stops everything.
 MSG

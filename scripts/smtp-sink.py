@@ -3,7 +3,8 @@
 
     scripts/smtp-sink.py --host 127.0.0.1 --port 2525 --dir OUTDIR
                          [--fail-with CODE [--fail-stage rcpt|data] [--fail-times N]]
-                         [--auth USER:PASSWORD]
+                         [--auth USER:PASSWORD] [--no-smtputf8]
+                         [--tls implicit|starttls --tls-cert PEM --tls-key PEM]
 
 Each accepted message becomes OUTDIR/<UTC time>-<seq>.eml: the envelope as
 `X-Envelope-From:` / `X-Envelope-To:` (one per recipient) / `X-Received-At:`
@@ -20,7 +21,12 @@ The first stdout line is `smtp-sink: listening on HOST:PORT`.
 (e.g. 451 = temporary, 550 = permanent), for every message or only the first
 N attempts (--fail-times N; counted per RCPT / DATA command).
 --auth USER:PASSWORD advertises AUTH PLAIN/LOGIN (allowed without TLS) and
-requires it. SIGTERM or SIGINT stops the server cleanly (exit 0).
+requires it. --no-smtputf8 does not offer SMTPUTF8 (RFC 6531), as most relays do
+not: an envelope address that is not ASCII is then refused. SIGTERM or SIGINT
+stops the server cleanly (exit 0).
+--tls implicit speaks TLS from the first byte (what `smtps://` expects); --tls
+starttls offers STARTTLS and refuses mail before it (`smtp://…?tls=required`).
+Both with the certificate chain and key given (Python's ssl module, OpenSSL).
 
 Needs aiosmtpd: `pip install aiosmtpd` or `apt-get install python3-aiosmtpd`.
 """
@@ -32,6 +38,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import warnings
 
@@ -140,7 +147,14 @@ def main() -> int:
     ap.add_argument("--fail-times", type=int, metavar="N",
                     help="fail only the first N RCPT/DATA commands, then accept")
     ap.add_argument("--auth", metavar="USER:PASSWORD", help="require AUTH PLAIN/LOGIN")
+    ap.add_argument("--no-smtputf8", action="store_true",
+                    help="do not offer SMTPUTF8 (ASCII envelopes only)")
+    ap.add_argument("--tls", choices=["implicit", "starttls"], help="serve over TLS")
+    ap.add_argument("--tls-cert", metavar="PEM", help="server certificate (chain)")
+    ap.add_argument("--tls-key", metavar="PEM", help="server private key")
     args = ap.parse_args()
+    if args.tls and not (args.tls_cert and args.tls_key):
+        ap.error("--tls needs --tls-cert and --tls-key")
 
     if args.fail_with is not None and not 400 <= args.fail_with <= 599:
         ap.error("--fail-with wants a 4xx or 5xx code")
@@ -148,11 +162,19 @@ def main() -> int:
     outdir = os.path.abspath(args.dir)
 
     handler = SinkHandler(outdir, args.fail_with, args.fail_stage, args.fail_times)
-    smtp_kwargs = dict(enable_SMTPUTF8=True, decode_data=False, hostname="smtp-sink")
+    smtp_kwargs = dict(enable_SMTPUTF8=not args.no_smtputf8, decode_data=False,
+                       hostname="smtp-sink")
     if args.auth:
         user, _, password = args.auth.partition(":")
         smtp_kwargs.update(authenticator=Authenticator(user, password),
                            auth_required=True, auth_require_tls=False)
+
+    tls_context = None
+    if args.tls:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls == "starttls":
+        smtp_kwargs.update(tls_context=tls_context, require_starttls=True)
 
     async def run():
         loop = asyncio.get_running_loop()
@@ -160,7 +182,8 @@ def main() -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         server = await loop.create_server(lambda: SMTP(handler, **smtp_kwargs),
-                                          host=args.host, port=args.port)
+                                          host=args.host, port=args.port,
+                                          ssl=tls_context if args.tls == "implicit" else None)
         print(f"smtp-sink: listening on {args.host}:{args.port}, saving to {outdir}", flush=True)
         await stop.wait()
         server.close()

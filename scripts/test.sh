@@ -6,6 +6,9 @@
 #   3. the tests that restart the broker, alone,
 #   4. the README's local run, end to end (--check),
 #   5. the offline validation of the Kubernetes manifests.
+# The TLS backends (scripts/tls-backends.sh: a TLS-only RabbitMQ node and an ssl-only
+# PostgreSQL cluster of their own, for e2e/tests/tls.rs) start during the build and
+# stop at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -14,18 +17,31 @@ ensure_toolchain
 start_postgres
 start_rabbitmq
 scripts/kannel.sh install
+# Jasmin (ingest/tests/jasmin.rs) in a venv of its own; it also needs Redis on
+# 127.0.0.1:6379 (Debian redis-server), which this script does not start.
+scripts/jasmin.py install
+bash scripts/tls-backends.sh install
 pip_install aiosmtpd -- aiosmtpd
 pip_install opentelemetry.proto -- opentelemetry-proto
 pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
 command -v kubectl >/dev/null || apt_install kubernetes-client
+# promtool (Debian's prometheus package) checks the PrometheusRule; its daemon is not started.
+command -v promtool >/dev/null || apt_install prometheus
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --locked cargo-nextest >/dev/null
 fi
 
+log "starting the TLS backends (while building)"
+tls_log=$(mktemp)
+bash scripts/tls-backends.sh start >"$tls_log" 2>&1 &
+tls_start=$!
+trap 'bash scripts/tls-backends.sh stop >/dev/null 2>&1 || true' EXIT
+
 log "building"
 cargo build --workspace --all-targets --locked
+wait "$tls_start" || { cat "$tls_log" >&2; die "the TLS backends did not start"; }
 
 log "tests (parallel)"
 cargo nextest run --workspace --locked --no-fail-fast

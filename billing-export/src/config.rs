@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use reqwest::Url;
 use secrecy::SecretString;
 use shared::calendar::Calendar;
 use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig, secret};
+use shared::token::Tokens;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -34,6 +36,20 @@ pub struct Config {
     #[arg(long, env = "EXPORT_DIR")]
     pub export_dir: Option<PathBuf>,
 
+    /// Bearer tokens that may download the exports (`Authorization: Bearer …`): one or
+    /// more, comma-separated (several during a rotation), each at least 16
+    /// characters. Unset: every export answers `503` — they hold every account's
+    /// readings and are never served without a token.
+    #[arg(long, env = "EXPORT_TOKEN", hide_env_values = true,
+          value_parser = shared::token::parse_tokens)]
+    pub export_token: Option<Tokens>,
+
+    /// Longest one export may take, query and transfer together; then it is `503`
+    /// (nothing sent yet) or cut off (a truncated download never looks complete).
+    #[arg(long, env = "EXPORT_TIMEOUT_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub export_timeout_seconds: u64,
+
     #[command(flatten)]
     pub broker: BrokerConfig,
 
@@ -45,6 +61,10 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn export_timeout(&self) -> Duration {
+        Duration::from_secs(self.export_timeout_seconds)
+    }
+
     /// Checks what clap cannot check field by field.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.billing_url.is_some() && self.billing_token.is_none() {
@@ -89,6 +109,8 @@ mod tests {
         assert_eq!(c.calendar.timezone(), chrono_tz::Asia::Yekaterinburg);
         assert_eq!(c.calendar.window_end_day, 25);
         assert!(c.billing_url.is_none() && c.export_dir.is_none());
+        assert!(c.export_token.is_none(), "no token: exports answer 503");
+        assert_eq!(c.export_timeout(), Duration::from_secs(300));
         assert!(c.validate().is_ok());
     }
 
@@ -121,5 +143,21 @@ mod tests {
         .expect("parses");
         assert!(probe.config.validate().is_ok());
         assert!(!format!("{probe:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn export_tokens_are_a_list_of_long_tokens_never_printed() {
+        let probe = Probe::try_parse_from([
+            "probe",
+            "--export-token",
+            "export-token-new-1234, export-token-old-5678",
+        ])
+        .expect("parses");
+        assert_eq!(probe.config.export_token.as_ref().map(Tokens::len), Some(2));
+        assert!(!format!("{probe:?}").contains("export-token-new"));
+        let short =
+            Probe::try_parse_from(["probe", "--export-token", "export-token-ok-12345,short"])
+                .expect_err("a short token is refused");
+        assert!(short.to_string().contains("token 2"), "{short}");
     }
 }

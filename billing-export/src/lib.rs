@@ -52,6 +52,15 @@ fn export_slots(config: &Config) -> usize {
     (config.database.database_max_connections as usize / 2).max(1)
 }
 
+/// What ages out after `RETENTION_DAYS` (SPEC §4.7): the readings (each with its
+/// account), by when they were received. The period files in `EXPORT_DIR` expire by
+/// the same rule ([`export::files::expire`]); `period_exports` holds no personal data.
+pub const RETENTION: [shared::retention::Purge; 1] = [shared::retention::Purge {
+    table: "readings",
+    aged_by: "received_at",
+    only_if: "TRUE",
+}];
+
 /// billing-export's tables (schema `billing`).
 pub const DATABASE: Schema = Schema {
     name: SCHEMA,
@@ -77,6 +86,9 @@ pub async fn run(
         None => tracing::info!("BILLING_URL not set: readings are stored, not pushed"),
     }
     let mut service = Service::new("billing-export", "billing", &config.runtime);
+    if let Some(url) = &config.billing_url {
+        service.link("BILLING_URL", shared::tls::Link::Https, url.as_str());
+    }
     let pool = service.database(&config.database, DATABASE)?;
     // An export statement lives as long as its client reads (a million rows: many
     // seconds), so sqlx's default 1 s slow-statement warning would fire on every
@@ -86,6 +98,7 @@ pub async fn run(
             .clone()
             .log_slow_statements(LevelFilter::Warn, SLOW_STATEMENT),
     );
+    let retention = service.retention(&config.database, RETENTION.to_vec())?;
     let metrics = BillingMetrics::register(service.registry());
     service.consume(
         &config.broker,
@@ -108,12 +121,21 @@ pub async fn run(
             metrics: metrics.clone(),
         };
         service.task("period files", move |stop| files.run(stop));
+        let (dir, days) = (dir.clone(), config.database.retention_days);
+        service.task("period files retention", move |stop| {
+            export::files::expire_daily(dir, days, retention, stop)
+        });
+    }
+    if config.export_token.is_none() {
+        tracing::warn!("EXPORT_TOKEN not set: every export answers 503 until it is");
     }
     service.routes(export::http::router(ExportState {
         pool,
         zone: config.calendar.timezone(),
         metrics,
         slots: Arc::new(Semaphore::new(export_slots(&config))),
+        tokens: config.export_token.clone().map(Arc::new),
+        timeout: config.export_timeout(),
     }));
     service.run(listener, shutdown).await
 }

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                 billing_export::run(cli.config, listener, shutdown).await
             }
             Standard::Migrate => {
+                shared::tls::require_database(&cli.config.runtime, &cli.config.database)?;
                 billing_export::DATABASE
                     .migrate(&cli.config.database, &shutdown)
                     .await

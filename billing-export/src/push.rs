@@ -149,6 +149,8 @@ impl Billing {
             // problem to see, not to follow.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("billing-export/", env!("CARGO_PKG_VERSION")))
+            // Certificates checked as on every link (shared::tls).
+            .tls_backend_preconfigured(shared::tls::client_config()?)
             .build()?;
         Ok(Billing {
             client,
@@ -195,8 +197,9 @@ impl Billing {
             return PushOutcome::Conflict;
         }
         let retry_after = shared::retry_after::parse(response.headers(), chrono::Utc::now());
-        // Billing's own words help whoever reads the dead letter or the log.
-        let detail = response.text().await.unwrap_or_default();
+        // Billing's own words help whoever reads the dead letter or the log — read up
+        // to a limit, so a huge or endless error body costs nothing.
+        let detail = shared::peer::error_body(response).await;
         let failure = PushFailure {
             status: Some(status),
             retry_after,

@@ -90,10 +90,12 @@ fn verdict(
     if let Err(e) = recorded {
         // Not stored: try again, whatever billing said (a reading billing has is
         // posted again and answered 409; one it refused is refused again, then
-        // stored and dead-lettered), so no reading is missing from the exports.
-        return Err(HandlerError::Transient(
-            anyhow::Error::new(Arc::clone(e))
-                .context("storing the reading and billing's answer failed"),
+        // stored and dead-lettered), so no reading is missing from the exports —
+        // unless the database refuses the reading itself for good: then it is
+        // dead-lettered at once, for an operator to see.
+        return Err(HandlerError::database(
+            e,
+            "storing the reading and billing's answer failed",
         ));
     }
     outcome.verdict()
@@ -193,13 +195,13 @@ impl ReadingHandler {
                 error: None,
             })
             .collect();
-        let stored = store::store(&self.pool, &outcomes).await.map_err(Arc::new);
-        readings.settle_all(results, || match &stored {
-            Ok(()) => Ok(()),
-            Err(e) => Err(HandlerError::Transient(
-                anyhow::Error::new(Arc::clone(e)).context("storing the reading"),
-            )),
-        });
+        let stored = store::store_each(&self.pool, &outcomes).await;
+        for (o, stored) in outcomes.iter().zip(stored) {
+            readings.settle(o.reading.reading_id, results, || match &stored {
+                Ok(()) => Ok(()),
+                Err(e) => Err(HandlerError::database(e, "storing the reading")),
+            });
+        }
     }
 
     /// The readings not yet recorded as delivered (indexes into `readings.messages`);
@@ -274,8 +276,8 @@ impl ReadingHandler {
                 error: detail.as_deref(),
             })
             .collect();
-        let recorded = store::store(&self.pool, &outcomes).await.map_err(Arc::new);
-        for (k, outcome) in &pushed {
+        let recorded = store::store_each(&self.pool, &outcomes).await;
+        for ((k, outcome), recorded) in pushed.iter().zip(&recorded) {
             let reading = readings.first(*k);
             let delivery = outcome.delivery();
             if delivery.is_delivered() && recorded.is_ok() {
@@ -283,7 +285,7 @@ impl ReadingHandler {
                 tracing::info!(reading_id = %reading.reading_id, delivery = delivery.as_str(), "reading delivered to billing");
             }
             self.metrics.push(outcome.result());
-            readings.settle(reading.reading_id, results, || verdict(outcome, &recorded));
+            readings.settle(reading.reading_id, results, || verdict(outcome, recorded));
         }
     }
 }

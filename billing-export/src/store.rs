@@ -4,6 +4,7 @@
 //! again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 use shared::events::ReadingAccepted;
@@ -103,6 +104,22 @@ pub struct Outcome<'a> {
     pub error: Option<&'a str>,
 }
 
+/// Stores `outcomes` as [`store`] does, and when the database refuses them for good
+/// (the data: [`shared::db::classify`]) stores the others without the reading it
+/// refuses ([`shared::db::isolate`]). Returns each outcome's result, in order: a
+/// refused reading's error never becomes its batch-mates'.
+pub async fn store_each(
+    pool: &PgPool,
+    outcomes: &[Outcome<'_>],
+) -> Vec<Result<(), Arc<sqlx::Error>>> {
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (range, stored) in shared::db::isolate(outcomes, |part| store(pool, part)).await {
+        let stored = stored.map_err(Arc::new);
+        results.extend(range.map(|_| stored.clone()));
+    }
+    results
+}
+
 /// Stores readings with the outcomes of their pushes, in one statement and one commit:
 /// a reading not in the table yet is inserted with its state; one stored by an earlier
 /// attempt gets this attempt recorded — unless it is recorded as delivered already,
@@ -143,7 +160,11 @@ pub async fn store(pool: &PgPool, outcomes: &[Outcome<'_>]) -> Result<(), sqlx::
         deliveries.push(o.delivery.as_str());
         attempts.push(i32::from(o.attempted));
         statuses.push(o.status.and_then(|s| i16::try_from(s).ok()));
-        errors.push(o.error.map(|e| e.chars().take(1000).collect::<String>()));
+        // Billing's own words: a NUL in them must not make the reading unstorable.
+        errors.push(
+            o.error
+                .map(|e| shared::db::storable_text(e).chars().take(1000).collect()),
+        );
     }
     sqlx::query(
         "INSERT INTO readings AS r (reading_id, message_id, account, meter, period, vals, received_at, channel, supersedes,

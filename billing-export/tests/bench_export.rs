@@ -53,7 +53,12 @@ async fn measure(url: &str, rows: i64) {
     let hwm_before = memory_kib("VmHWM:");
     let rss_before = memory_kib("VmRSS:");
     let started = Instant::now();
-    let mut resp = reqwest::get(url).await.expect("request");
+    let mut resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(common::EXPORT_TOKEN)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(resp.status(), 200);
     let first_byte = started.elapsed().as_secs_f64();
     let (mut bytes, mut lines) = (0u64, 0u64);

@@ -276,6 +276,58 @@ async fn missing_report_counts_months_and_switches_to_the_norm_in_the_seventh() 
     env.cleanup().await;
 }
 
+/// The same kind of registry with billing's `average_kwh` (SPEC §4.6's optional last
+/// column): where the system holds fewer than two readings, billing's average.
+const REGISTRY_WITH_AVERAGES: &str = "\
+account,meter,zones,digits,status,last_period,last_t1,last_t2,last_t3,normative_kwh,average_kwh
+2000001,A-1,1,6,active,,,,,85.5,140.25
+2000002,A-2,1,6,active,2026-09,5000,,,85.5,141
+2000003,A-3,1,6,active,2026-08,1000,,,85.5,142
+2000004,A-4,1,6,active,2026-03,1000,,,85.5,143
+2000005,A-5,1,6,active,2026-09,1000,,,85.5,
+";
+
+#[tokio::test]
+async fn missing_report_uses_billings_average_where_fewer_than_two_readings_are_held() {
+    let env = TestEnv::new().await;
+    import_registry(&env, REGISTRY_WITH_AVERAGES).await;
+    let app = spawn_app(&env, Options::default()).await;
+    let events = Events::connect(&env).await;
+    // A-3: the baseline (August 1000) and an accepted reading (October 1300): two
+    // readings, 150 a month of its own.
+    let readings = [reading(
+        "2000003",
+        "A-3",
+        "2026-10",
+        &[1300],
+        "2026-10-20T10:00:00+05:00",
+    )];
+    for r in &readings {
+        events.publish(r).await;
+    }
+    wait_stored(&billing_pool(&env), readings.len() as i64).await;
+
+    let body = app
+        .get("/v1/exports/2026-11/missing.csv")
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(
+        body,
+        "account,meter,months_missing,method,estimate_kwh\n\
+         2000001,A-1,,average,140.25\n\
+         2000002,A-2,2,average,141\n\
+         2000003,A-3,1,average,150\n\
+         2000004,A-4,8,normative,85.5\n\
+         2000005,A-5,2,normative,85.5\n",
+        "A-1 none held, A-2 one (the baseline): billing's average; A-3 two: its own; \
+         A-4 past six months: the norm; A-5 one, billing states no average: the norm"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn missing_report_without_a_registry_is_503_not_500() {
     let env = TestEnv::new().await;

@@ -156,3 +156,81 @@ async fn concurrent_writers_write_a_period_once() {
     );
     env.cleanup().await;
 }
+
+/// SPEC §4.7: readings received more than `RETENTION_DAYS` ago are purged at start
+/// (and daily), and so are the period files last written that long ago; other files
+/// in EXPORT_DIR and newer ones stay.
+#[tokio::test]
+async fn readings_and_period_files_past_the_retention_period_expire() {
+    let env = TestEnv::new().await;
+    import_registry(
+        &env,
+        "account,meter,zones,digits,status,last_period,last_t1,last_t2,last_t3,normative_kwh\n\
+         1000001,M-1,1,6,active,,,,,85\n",
+    )
+    .await;
+    let pool = billing_pool(&env);
+    billing_export::DATABASE
+        .apply(&pool, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("migrations");
+    sqlx::query(
+        "INSERT INTO readings (reading_id, message_id, account, meter, period, vals, received_at, channel, delivery)
+         VALUES (gen_random_uuid(), 'gw-old', '1000001', 'M-1', '2022-11', '{100}', now() - interval '1096 days', 'sms', 'delivered'),
+                (gen_random_uuid(), 'gw-new', '1000001', 'M-1', '2022-12', '{200}', now() - interval '1094 days', 'sms', 'delivered')",
+    )
+    .execute(&pool)
+    .await
+    .expect("readings");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(1096 * 24 * 3600);
+    let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(1094 * 24 * 3600);
+    for (name, modified) in [
+        ("readings-2022-11.csv", old),
+        ("missing-2022-11.csv", old),
+        ("notes.txt", old),
+        ("readings-2022-12.csv", recent),
+    ] {
+        let file = std::fs::File::create(dir.path().join(name)).expect("file");
+        file.set_modified(modified).expect("mtime");
+    }
+    let app = spawn_app(
+        &env,
+        Options {
+            export_dir: Some(dir.path().to_owned()),
+            ..Options::default()
+        },
+    )
+    .await;
+    for (what, n) in [("readings", 1.0), ("export_files", 2.0)] {
+        eventually(&format!("{what} purged"), WAIT, || async {
+            let got = app
+                .metric("billing_retention_purged_rows_total", &[("table", what)])
+                .await;
+            (got == Some(n)).then_some(())
+        })
+        .await;
+    }
+    let kept: Vec<String> = sqlx::query_scalar("SELECT message_id FROM readings")
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
+    assert_eq!(kept, ["gw-new"]);
+    let names = names_in(dir.path());
+    assert!(
+        !names.contains(&"readings-2022-11.csv".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"missing-2022-11.csv".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"notes.txt".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"readings-2022-12.csv".to_owned()),
+        "{names:?}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -488,3 +488,102 @@ async fn throttled_pushes_are_retried_after_the_wait_billing_asks_for() {
     server.abort();
     env.cleanup().await;
 }
+
+/// SPEC §5: a reading the database refuses for good (a foreign publisher's meter
+/// with a NUL: SQLSTATE 22021) is dead-lettered at once with the reason; the other
+/// readings of its batch are stored with billing's answer and acked.
+#[tokio::test]
+async fn a_reading_the_database_refuses_is_dead_lettered_alone() {
+    let env = TestEnv::new().await;
+    let billing = BillingDouble::start(Behaviour::Always(200)).await;
+    let events = Events::connect(&env).await;
+    let at = "2026-11-20T10:00:00+05:00";
+    let good = [
+        reading("1000001", "M-1", "2026-11", &[45100], at),
+        reading("1000002", "M-2", "2026-11", &[100], at),
+        reading("1000003", "M-3", "2026-11", &[200], at),
+    ];
+    let refused = reading("1000004", "M\u{0}4", "2026-11", &[300], at);
+    // Queued before the service starts, so that they arrive as one batch.
+    events.publish(&good[0]).await;
+    events.publish(&refused).await;
+    events.publish(&good[1]).await;
+    events.publish(&good[2]).await;
+    let app = spawn_app(&env, options(&billing)).await;
+
+    let pool = billing_pool(&env);
+    for r in &good {
+        eventually("the reading stored as delivered", WAIT, || async {
+            (delivery_of(&pool, r.reading_id).await.as_deref() == Some("delivered")).then_some(())
+        })
+        .await;
+    }
+    let broker = Broker::connect(&env).await;
+    let dead = broker.wait_take("billing-export.dead").await;
+    assert_eq!(
+        Event::from_json(&dead.body).expect("the event"),
+        Event::ReadingAccepted(refused.clone())
+    );
+    let reason = dead
+        .header(shared::consumer::ERROR_HEADER)
+        .unwrap_or_default();
+    assert!(reason.contains("0x00"), "{reason}");
+    assert_eq!(
+        shared::broker::header_int(&dead.headers, shared::consumer::ATTEMPT_HEADER),
+        Some(1),
+        "dead-lettered on its first attempt"
+    );
+    app.wait_acked(3).await;
+    assert!(
+        broker.take("billing-export.dead").await.is_none(),
+        "only the one"
+    );
+    broker.close().await;
+    assert_eq!(delivery_of(&pool, refused.reading_id).await, None);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Billing's error text is stored as the reading's `last_error`: a NUL in it (a peer's
+/// bytes) is stored as `␀`, so the reading is stored as pending and retried, not
+/// refused by the database and dead-lettered.
+#[tokio::test]
+async fn a_nul_in_billings_answer_does_not_make_the_reading_unstorable() {
+    let env = TestEnv::new().await;
+    let pool = billing_pool(&env);
+    billing_export::DATABASE
+        .apply(&pool, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("migrations");
+    let r = reading(
+        "1000001",
+        "M-1",
+        "2026-11",
+        &[45100],
+        "2026-11-20T10:00:00+05:00",
+    );
+    let outcome = billing_export::store::Outcome {
+        reading: &r,
+        delivery: billing_export::store::Delivery::Pending,
+        attempted: true,
+        status: Some(503),
+        error: Some("billing answered 503 Service Unavailable: busy\u{0}"),
+    };
+    let stored = billing_export::store::store_each(&pool, &[outcome]).await;
+    assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+    let last_error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM readings WHERE reading_id = $1")
+            .bind(r.reading_id)
+            .fetch_one(&pool)
+            .await
+            .expect("stored");
+    assert_eq!(
+        last_error.as_deref(),
+        Some("billing answered 503 Service Unavailable: busy\u{2400}")
+    );
+    assert_eq!(
+        delivery_of(&pool, r.reading_id).await.as_deref(),
+        Some("pending")
+    );
+    env.cleanup().await;
+}

@@ -279,3 +279,60 @@ def check_shutdown(objs: list[dict], report: Report, target: str, contract: Cont
         if drain is not None and drain.isdigit() and int(drain) + sleep >= grace:
             problems.append(f"preStop sleep {sleep}s + SHUTDOWN_GRACE_SECONDS {drain}s do not end before SIGKILL at {grace}s")
         report.check(not problems, f"{target}: {c.long_name}: shutdown", "; ".join(problems))
+
+
+# --- TLS (prod) ------------------------------------------------------------------
+
+#: The targets whose links must all be TLS: REQUIRE_TLS=true in every container that
+#: runs a service's code (shared/src/tls.rs refuses plaintext links at start).
+TLS_TARGETS = {"prod"}
+
+
+def plaintext_reason(name: str, value: str, env: dict[str, str | None]) -> str | None:
+    """Why a visible URL setting is not a TLS link, with the rules of shared::tls."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if name == "AMQP_URL":
+        nodes = [n.strip() for n in value.split(",")]
+        bad = [n for n in nodes if not n.startswith("amqps://")]
+        return "AMQP_URL has a node without amqps://" if bad else None
+    url = urlsplit(value)
+    query = parse_qs(url.query)
+    if name == "DATABASE_URL":
+        mode = (query.get("sslmode") or ["prefer"])[0]
+        return None if mode == "verify-full" else f"DATABASE_URL has sslmode={mode}, not verify-full"
+    if name == "SMTP_URL":
+        if url.scheme == "smtps" or (url.scheme == "smtp" and query.get("tls") == ["required"]):
+            return None
+        return "SMTP_URL is neither smtps:// nor smtp://…?tls=required"
+    gateway = env.get("SMS_GATEWAY") or "log"
+    used = (name == "BILLING_URL"
+            or (name == "SMS_HTTP_URL" and gateway == "http")
+            or (name == "KANNEL_SENDSMS_URL" and gateway == "kannel"))
+    if used and url.scheme != "https":
+        return f"{name} is {url.scheme}://, not https://"
+    return None
+
+
+TLS_URLS = ("AMQP_URL", "DATABASE_URL", "SMTP_URL", "BILLING_URL", "SMS_HTTP_URL", "KANNEL_SENDSMS_URL")
+
+
+def check_tls(objs: list[dict], report: Report, target: str, contract: Contract) -> None:
+    """prod: every service and migrate container has REQUIRE_TLS=true, and the link
+    URLs visible in the manifests (ConfigMaps, values; Secrets are not) are TLS ones."""
+    if target not in TLS_TARGETS:
+        return
+    for c in containers(objs):
+        if code_of(c, contract) is None:
+            continue
+        env = environment(c, objs)
+        problems = []
+        if (env.values.get("REQUIRE_TLS") or "").lower() != "true":
+            problems.append(f"REQUIRE_TLS is {env.values.get('REQUIRE_TLS')!r}, not true")
+        for name in TLS_URLS:
+            value = env.values.get(name)
+            if value:
+                reason = plaintext_reason(name, value, env.values)
+                if reason:
+                    problems.append(f"{reason} ({env.sources.get(name)})")
+        report.check(not problems, f"{target}: {c.long_name}: TLS links", "; ".join(problems))

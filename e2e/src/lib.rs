@@ -9,11 +9,13 @@ pub mod fixtures;
 pub mod phone;
 pub mod smtp;
 pub mod system;
+pub mod tls;
 
 pub use billing::BillingDouble;
 pub use phone::Phone;
 pub use smtp::SmtpSink;
 pub use system::{Gateway, System, SystemOptions};
+pub use tls::TlsBackends;
 
 /// The repository root (scripts live there).
 pub fn repo_root() -> std::path::PathBuf {

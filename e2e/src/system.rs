@@ -21,7 +21,9 @@ use shared::testing::{
     Metrics, PortLease, READY_WAIT, STOP_WAIT, TestBroker, TestEnv, listening_port, with_leases,
 };
 
-pub const TOKEN: &str = "e2e-token-123";
+pub const TOKEN: &str = "e2e-ingest-token-0123";
+/// The bearer token of the exports (EXPORT_TOKEN).
+pub const EXPORT_TOKEN: &str = "e2e-export-token-0123";
 pub const SERVICES: [&str; 4] = ["ingest", "validator", "notifier", "billing-export"];
 
 /// The most replicas of one service a system runs.
@@ -261,6 +263,8 @@ impl System {
             .arg("--strict")
             .env("DATABASE_URL", &self.env.database_url)
             .env("RUST_LOG", "warn")
+            // The services' extra environment (another DATABASE_URL, say) applies too.
+            .envs(self.opts.env.iter().cloned())
             .output()
             .await
             .expect("validator binary (cargo build --workspace)");
@@ -305,6 +309,7 @@ impl System {
             ("RUST_LOG".into(), "info".into()),
             ("SHUTDOWN_GRACE_SECONDS".into(), "30".into()),
             ("INGEST_TOKEN".into(), TOKEN.into()),
+            ("EXPORT_TOKEN".into(), EXPORT_TOKEN.into()),
             ("EXPORT_DIR".into(), self.export_dir().display().to_string()),
             ("SMS_SENDER".into(), "7377".into()),
             (
@@ -474,6 +479,27 @@ impl System {
             Err(_) => String::new(),
         };
         Metrics::parse(&text)
+    }
+
+    /// What every service's port serves to anyone, without a token — `/metrics`,
+    /// `/healthz`, `/readyz` — as ("<service> <path>", body).
+    pub async fn open_pages(&self) -> Vec<(String, String)> {
+        let mut pages = Vec::new();
+        for service in self.all_instances() {
+            for path in ["/metrics", "/healthz", "/readyz"] {
+                let body = match self
+                    .http
+                    .get(format!("{}{path}", self.base(service)))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => format!("(unreachable: {e})"),
+                };
+                pages.push((format!("{service} {path}"), body));
+            }
+        }
+        pages
     }
 
     /// The sum of a service's samples called `name` that carry `labels`, over all

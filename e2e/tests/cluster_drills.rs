@@ -244,15 +244,18 @@ async fn cluster_replicas_keep_the_rate_limit_reply_cap_and_supersession_exact()
     );
     let latest: Vec<&String> = readings.iter().filter(|r| !distinct.contains(r)).collect();
     assert_eq!(latest.len(), 1, "one reading supersedes none: {latest:?}");
-    let export = reqwest::get(format!(
-        "{}/v1/exports/2026-11.csv",
-        system.base("billing-export")
-    ))
-    .await
-    .expect("export")
-    .text()
-    .await
-    .expect("body");
+    let export = client
+        .get(format!(
+            "{}/v1/exports/2026-11.csv",
+            system.base("billing-export")
+        ))
+        .bearer_auth(e2e::system::EXPORT_TOKEN)
+        .send()
+        .await
+        .expect("export")
+        .text()
+        .await
+        .expect("body");
     let lines: Vec<&str> = export
         .lines()
         .filter(|l| l.starts_with("1000003,"))

@@ -1,8 +1,11 @@
 //! A mixed corpus through the whole system, every service a separate process: correct
 //! messages (one, two and three zones, with and without e-mail), every refusal of
-//! SPEC §3, a resubmission, a duplicate, and a sender over the hourly limit. Every
-//! outcome is checked: the audit row, the reply (text and count), the e-mail, the
-//! billing post and the export line.
+//! SPEC §3, a resubmission, a duplicate, and a sender over the hourly limit; and one
+//! message per form of SPEC §2 added in issue 17 (zone labels in any order, an
+//! account label touching the account, `-` glue, the words residents add, an
+//! internationalised e-mail domain). Every outcome is checked: the audit row, the
+//! reply (text and count, and that no reply names a stored value), the e-mail, the
+//! billing post (the values in zone order) and the export line.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,6 +14,42 @@ use e2e::{BillingDouble, Gateway, SmtpSink, System, fixtures};
 use shared::testing::eventually;
 
 const AT: &str = "2026-11-20T10:00:00+05:00";
+
+/// Accounts of the new forms, without a previous reading.
+const NEW_FORMS_REGISTRY: &str = "\
+1000011,EM-11,1,5,active,,,,,100
+1000012,EM-12,2,6,active,,,,,100
+1000013,EM-13,3,6,active,,,,,100
+1000014,EM-14,1,5,active,,,,,100
+1000015,EM-15,2,6,active,,,,,100
+1000016,EM-16,1,5,active,,,,,100
+1000017,EM-17,1,5,active,,,,,100
+1000018,EM-18,1,5,active,,,,,100
+";
+
+/// One accepted message per new form of SPEC §2, and the values billing must get.
+const NEW_FORMS: [(&str, &str, &[u64]); 8] = [
+    ("form-touching", "лс1000011 45100", &[45100]),
+    ("form-zones-2", "1000012 н 21100 д 45200", &[45200, 21100]),
+    (
+        "form-zones-3",
+        "1000013 т3 30100 т1 10100 т2 20100",
+        &[10100, 20100, 30100],
+    ),
+    ("form-touching-slash", "Л/С1000014 45100", &[45100]),
+    ("form-dash", "1000015 Т1-45100 Т2-12100", &[45100, 12100]),
+    (
+        "form-words",
+        "Лицевой счёт 1000016 показания: 45100",
+        &[45100],
+    ),
+    ("form-idn", "1000017 45100 e-mail: ivan@почта.рф", &[45100]),
+    (
+        "form-words-mail",
+        "1000018 счетчик 45100 почта resident@example.com",
+        &[45100],
+    ),
+];
 const WAIT: Duration = Duration::from_secs(60);
 
 struct Case {
@@ -45,6 +84,7 @@ async fn mixed_corpus_every_outcome_checked() {
     let mut opts = fixtures::options(Gateway::Http(sms.url.clone()));
     opts.billing_url = Some(billing.url.clone());
     opts.smtp_url = Some(smtp.url());
+    opts.registry_csv = format!("{}{NEW_FORMS_REGISTRY}", fixtures::REGISTRY);
     // The contract's window (15th–25th); every message carries its time of receipt.
     opts.env = vec![];
     let system = System::start(opts).await;
@@ -128,6 +168,10 @@ async fn mixed_corpus_every_outcome_checked() {
             reason: None,
         },
     ];
+    for (i, (id, text, _)) in NEW_FORMS.iter().enumerate() {
+        let from: &'static str = Box::leak(format!("+7900000010{i}").into_boxed_str());
+        cases.push(case(id, from, text, None));
+    }
     // Eleven messages within an hour from one sender: the eleventh is refused silently.
     for i in 0..11u32 {
         let id: &'static str = Box::leak(format!("flood-{i}").into_boxed_str());
@@ -238,9 +282,14 @@ async fn mixed_corpus_every_outcome_checked() {
             .or_default() += 1;
         let text = body["text"].as_str().unwrap_or("");
         assert!(
-            !text.is_empty() && text.encode_utf16().count() <= 134,
-            "{text}"
+            !text.is_empty() && text.encode_utf16().count() <= 70,
+            "one segment: {text}"
         );
+        // SPEC §3: no reply names a stored value — 1000001's previous reading (45000),
+        // the consumption of `huge` (99999 − 45000), a meter's number.
+        for stored in ["45000", "54999", "EM-"] {
+            assert!(!text.contains(stored), "{text} names {stored}");
+        }
     }
     assert_eq!(
         replies, expected_replies,
@@ -278,10 +327,35 @@ async fn mixed_corpus_every_outcome_checked() {
         .map(|m| m.envelope_to.trim_matches(['<', '>']).to_owned())
         .collect();
     recipients.sort();
-    assert_eq!(recipients, ["ivan@example.ru", "resident+meter@example.ru"]);
+    assert_eq!(
+        recipients,
+        [
+            "ivan@example.ru",
+            // ivan@почта.рф, its domain in IDNA form.
+            "ivan@xn--80a1acny.xn--p1ai",
+            "resident+meter@example.ru",
+            "resident@example.com",
+        ]
+    );
+    // The new forms reach billing with their values in zone order.
+    let posts = billing.posts();
+    for (id, text, values) in NEW_FORMS {
+        let post = posts
+            .iter()
+            .find(|p| p.2["message_id"] == id)
+            .unwrap_or_else(|| panic!("{id} ({text}) billed"));
+        assert_eq!(post.2["values"], serde_json::json!(values), "{id} ({text})");
+    }
+    let idn = posts
+        .iter()
+        .find(|p| p.2["message_id"] == "form-idn")
+        .expect("form-idn billed");
+    assert_eq!(idn.2["email"], "ivan@почта.рф", "stored as typed");
     for m in &mails {
         assert!(
-            m.text.contains("1000001") || m.text.contains("1000003"),
+            ["1000001", "1000003", "1000017", "1000018"]
+                .iter()
+                .any(|a| m.text.contains(a)),
             "{}",
             m.text
         );
@@ -289,15 +363,18 @@ async fn mixed_corpus_every_outcome_checked() {
     }
 
     // The period's export: the latest reading per meter.
-    let export = reqwest::get(format!(
-        "{}/v1/exports/2026-11.csv",
-        system.base("billing-export")
-    ))
-    .await
-    .expect("export")
-    .text()
-    .await
-    .expect("body");
+    let export = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/exports/2026-11.csv",
+            system.base("billing-export")
+        ))
+        .bearer_auth(e2e::system::EXPORT_TOKEN)
+        .send()
+        .await
+        .expect("export")
+        .text()
+        .await
+        .expect("body");
     let lines: Vec<&str> = export.lines().collect();
     assert_eq!(
         lines[0],
@@ -322,6 +399,48 @@ async fn mixed_corpus_every_outcome_checked() {
             .any(|l| l.starts_with("1000003,EM-3,2026-11,10109,20109,30109,")),
         "{export}"
     );
+
+    // What the public ports serve without a token (/metrics, /healthz, /readyz of
+    // every service, after all this traffic) carries none of the senders' numbers,
+    // in any form, nor an account or an address of the corpus.
+    let mut personal: Vec<String> = Vec::new();
+    for c in &cases {
+        let national = c.from.trim_start_matches("+7");
+        personal.extend([
+            c.from.to_owned(),
+            format!("7{national}"),
+            national.to_owned(),
+        ]);
+        for field in c.text.split(['*', ' ']) {
+            if field.contains('@')
+                || (field.len() >= 7 && field.bytes().all(|b| b.is_ascii_digit()))
+            {
+                personal.push(field.to_owned());
+            }
+        }
+    }
+    personal.sort();
+    personal.dedup();
+    assert!(
+        personal.contains(&"1000003".to_owned())
+            && personal.contains(&"ivan@example.ru".to_owned())
+    );
+    let pages = system.open_pages().await;
+    assert!(
+        pages
+            .iter()
+            .any(|(page, body)| page == "billing-export /metrics"
+                && body.contains("billing_pushes_total")),
+        "the scrape read the metrics: {pages:?}"
+    );
+    for (page, body) in &pages {
+        for value in &personal {
+            assert!(
+                !body.contains(value.as_str()),
+                "{page} shows `{value}`:\n{body}"
+            );
+        }
+    }
 
     pool.close().await;
     system.stop().await;

@@ -1,16 +1,17 @@
-//! ingest: takes inbound SMS from the gateways (an aggregator's JSON webhook, or
-//! Kannel's `get-url`) and publishes each as `sms.received`. It answers `202` only
+//! ingest: takes inbound SMS from the gateways (an aggregator's JSON webhook,
+//! Kannel's `get-url`, or Jasmin's HTTP MO) and publishes each as `sms.received`. It answers `202` only
 //! after the broker confirmed the message as persisted; when the broker cannot take
 //! it, `503` with `Retry-After`, so the gateway retries and nothing is lost. Ingest
 //! keeps no state of its own: duplicates are settled downstream by `message_id`.
 
+mod jasmin;
 mod sms;
 
 use std::net::SocketAddr;
 
-use secrecy::SecretString;
-use shared::config::{BrokerConfig, RuntimeConfig, secret};
+use shared::config::{BrokerConfig, RuntimeConfig};
 use shared::service::Service;
+use shared::token::Tokens;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,9 +23,12 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
-    /// Bearer token the gateways present (`Authorization: Bearer …`, or `token=` for Kannel).
-    #[arg(long, env = "INGEST_TOKEN", hide_env_values = true, value_parser = non_empty_secret)]
-    pub ingest_token: SecretString,
+    /// Bearer tokens the gateways present (`Authorization: Bearer …`, or `token=` for
+    /// Kannel): one or more, comma-separated (several during a rotation), each at
+    /// least 16 characters.
+    #[arg(long, env = "INGEST_TOKEN", hide_env_values = true,
+          value_parser = shared::token::parse_tokens)]
+    pub ingest_token: Tokens,
 
     /// Largest request body accepted, in bytes; larger is `413`.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024,
@@ -38,13 +42,6 @@ pub struct Config {
     pub runtime: RuntimeConfig,
 }
 
-fn non_empty_secret(s: &str) -> Result<SecretString, String> {
-    if s.trim().len() < 8 {
-        return Err("must be at least 8 characters".into());
-    }
-    secret(s).map_err(|e| e.to_string())
-}
-
 /// Runs ingest until `shutdown` on the service skeleton ([`shared::service`]): the
 /// publisher outlives the HTTP server, so requests being drained still publish.
 pub async fn run(
@@ -55,6 +52,8 @@ pub async fn run(
     let mut service = Service::new("ingest", "ingest", &config.runtime);
     let publisher = service.publisher(&config.broker, "ingest");
     let metrics = IngestMetrics::register(service.registry());
-    service.routes(sms::router(sms::AppState::new(&config, publisher, metrics)));
+    let state = sms::AppState::new(&config, publisher, metrics);
+    service.routes(jasmin::router(state.clone()));
+    service.routes(sms::router(state));
     service.run(listener, shutdown).await
 }

@@ -1,5 +1,11 @@
 //! The inbound SMS endpoints: `POST /v1/sms` (JSON webhook) and `GET /v1/sms/kannel`
 //! (Kannel's sms-service `get-url`). Both end in one `sms.received` publish.
+//!
+//! The gateway's `received_at` is believed unless it lies more than
+//! [`MAX_CLOCK_AHEAD`] in the future (SPEC §4.1): a gateway with a wrong clock must not
+//! open a future period, so the time of receipt stands instead (logged and counted).
+//! A late one stands: an SMS sent on the 25th and delivered after midnight still
+//! counts for its period.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,18 +18,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use chrono::{DateTime, FixedOffset, TimeZone, Timelike, Utc};
+use chrono::{DateTime, FixedOffset, TimeDelta, TimeZone, Timelike, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use shared::broker::{PublishError, Publisher};
 use shared::events::{Channel, Event, SmsReceived};
 use shared::phone::{self, PhoneNumber};
-use subtle::ConstantTimeEq;
+use shared::token::{self, Tokens};
 use tracing::Instrument;
 
 use crate::Config;
@@ -32,10 +37,13 @@ use crate::Config;
 const DERIVED_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6d65_7465_722d_7265_6164_696e_6773_2d31);
 const MAX_MESSAGE_ID_LEN: usize = 128;
+/// How far ahead of our clock a gateway's `received_at` may be (its clock and ours
+/// drift a little); beyond it the time of receipt stands.
+pub const MAX_CLOCK_AHEAD: TimeDelta = TimeDelta::minutes(5);
 
 #[derive(Clone)]
 pub struct AppState {
-    token: Arc<SecretString>,
+    tokens: Arc<Tokens>,
     publisher: Publisher,
     metrics: IngestMetrics,
     max_body: usize,
@@ -44,11 +52,29 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: &Config, publisher: Publisher, metrics: IngestMetrics) -> Self {
         AppState {
-            token: Arc::new(config.ingest_token.clone()),
+            tokens: Arc::new(config.ingest_token.clone()),
             publisher,
             metrics,
             max_body: config.max_body_bytes as usize,
         }
+    }
+}
+
+impl AppState {
+    /// Whether `presented` is the gateways' token (`INGEST_TOKEN`).
+    pub(crate) fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Counts a request by endpoint and the status it was answered with.
+    pub(crate) fn count(&self, endpoint: &'static str, status: StatusCode) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                status: status.as_u16(),
+            })
+            .inc();
     }
 }
 
@@ -58,11 +84,13 @@ struct RequestLabels {
     status: u16,
 }
 
-/// Requests by endpoint and status, and time to the broker's confirm.
+/// Requests by endpoint and status, time to the broker's confirm, and the gateway
+/// times replaced because they lay in the future.
 #[derive(Clone)]
 pub struct IngestMetrics {
     requests: Family<RequestLabels, Counter>,
     publish_seconds: Histogram,
+    received_at_replaced: Counter,
 }
 
 impl IngestMetrics {
@@ -79,9 +107,16 @@ impl IngestMetrics {
             "Time from request to the broker's publisher confirm",
             publish_seconds.clone(),
         );
+        let received_at_replaced = Counter::default();
+        registry.register(
+            "received_at_replaced",
+            "Messages whose received_at lay more than 5 minutes ahead of the clock; the time of receipt was stamped instead",
+            received_at_replaced.clone(),
+        );
         IngestMetrics {
             requests,
             publish_seconds,
+            received_at_replaced,
         }
     }
 }
@@ -97,7 +132,7 @@ pub fn router(state: AppState) -> Router {
 
 /// An API error: a status and a JSON body `{"error": code, "message": text}`.
 #[derive(Debug, thiserror::Error)]
-enum ApiError {
+pub(crate) enum ApiError {
     #[error("missing or invalid token")]
     Unauthorized,
     #[error("{0}")]
@@ -109,7 +144,7 @@ enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -157,19 +192,15 @@ struct InboundSms {
     received_at: Option<DateTime<FixedOffset>>,
 }
 
-fn token_matches(expected: &SecretString, presented: &str) -> bool {
-    let expected = expected.expose_secret().as_bytes();
-    // Lengths leak through timing anyway in most comparisons; ct_eq on equal-length
-    // slices keeps the content comparison constant-time.
-    expected.len() == presented.len() && bool::from(expected.ct_eq(presented.as_bytes()))
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
+/// Checks the presented token against every configured one (`shared::token`), and
+/// notes which one matched — by fingerprint — on the request's span, so a rotation's
+/// progress shows which gateways still use the old token.
+pub(crate) fn authorized(state: &AppState, presented: Option<&str>) -> Result<(), ApiError> {
+    let fingerprint = presented
+        .and_then(|t| state.tokens.verify(t))
+        .ok_or(ApiError::Unauthorized)?;
+    tracing::Span::current().record("auth.token", fingerprint.as_str());
+    Ok(())
 }
 
 async fn post_sms(
@@ -179,9 +210,7 @@ async fn post_sms(
 ) -> Response {
     let span = request_span("POST /v1/sms", &headers);
     let result = async {
-        if !bearer(&headers).is_some_and(|t| token_matches(&state.token, t)) {
-            return Err(ApiError::Unauthorized);
-        }
+        authorized(&state, token::bearer(&headers))?;
         let body = body.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::TooLarge(state.max_body)
@@ -192,6 +221,7 @@ async fn post_sms(
         let inbound: InboundSms = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
         let event = received(
+            &state,
             inbound.message_id,
             &inbound.from,
             &inbound.to,
@@ -217,10 +247,8 @@ async fn kannel_sms(
         let presented = params
             .get("token")
             .map(String::as_str)
-            .or_else(|| bearer(&headers));
-        if !presented.is_some_and(|t| token_matches(&state.token, t)) {
-            return Err(ApiError::Unauthorized);
-        }
+            .or_else(|| token::bearer(&headers));
+        authorized(&state, presented)?;
         let field = |name: &str| params.get(name).map(String::as_str).unwrap_or("");
         let received_at = match params.get("ts").map(|s| s.trim()).filter(|s| !s.is_empty()) {
             None => None,
@@ -247,7 +275,7 @@ async fn kannel_sms(
         if text.len() > state.max_body {
             return Err(ApiError::TooLarge(state.max_body));
         }
-        let event = received(id, field("from"), field("to"), text, received_at)?;
+        let event = received(&state, id, field("from"), field("to"), text, received_at)?;
         publish(&state, event).await
     }
     .instrument(span)
@@ -255,13 +283,14 @@ async fn kannel_sms(
     respond(&state, "kannel", result, false)
 }
 
-fn request_span(route: &'static str, headers: &HeaderMap) -> tracing::Span {
+pub(crate) fn request_span(route: &'static str, headers: &HeaderMap) -> tracing::Span {
     let span = tracing::info_span!(
         "request",
         otel.name = route,
         otel.kind = "server",
         http.route = route,
         messaging.message.id = tracing::field::Empty,
+        auth.token = tracing::field::Empty,
     );
     if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
         shared::tracecontext::set_parent_from_traceparent(&span, tp);
@@ -269,8 +298,38 @@ fn request_span(route: &'static str, headers: &HeaderMap) -> tracing::Span {
     span
 }
 
+/// When the message counts as received: what the gateway said, unless that lies
+/// more than [`MAX_CLOCK_AHEAD`] ahead of `now`; without one, `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receipt {
+    Given(DateTime<FixedOffset>),
+    Stamped(DateTime<FixedOffset>),
+    /// The gateway's time lay in the future; `now` stands instead.
+    Replaced {
+        given: DateTime<FixedOffset>,
+        now: DateTime<FixedOffset>,
+    },
+}
+
+impl Receipt {
+    fn of(given: Option<DateTime<FixedOffset>>, now: DateTime<FixedOffset>) -> Receipt {
+        match given {
+            None => Receipt::Stamped(now),
+            Some(given) if given > now + MAX_CLOCK_AHEAD => Receipt::Replaced { given, now },
+            Some(given) => Receipt::Given(given),
+        }
+    }
+
+    fn at(self) -> DateTime<FixedOffset> {
+        match self {
+            Receipt::Given(at) | Receipt::Stamped(at) | Receipt::Replaced { now: at, .. } => at,
+        }
+    }
+}
+
 /// Builds the event from what a gateway sent, normalising and checking it.
-fn received(
+pub(crate) fn received(
+    state: &AppState,
     message_id: Option<String>,
     from: &str,
     to: &str,
@@ -292,13 +351,24 @@ fn received(
         None => None,
     };
     let now = Utc::now().fixed_offset();
+    // The id comes from what the gateway sent, so its retries (same wrong clock and
+    // all) are still one message.
     let message_id = message_id.unwrap_or_else(|| derived_id(&from, &to, &text, received_at, now));
+    let receipt = Receipt::of(received_at, now);
+    if let Receipt::Replaced { given, now } = receipt {
+        state.metrics.received_at_replaced.inc();
+        tracing::warn!(
+            %message_id, received_at = %given.to_rfc3339(), now = %now.to_rfc3339(),
+            "received_at is more than 5 minutes ahead of the clock (the gateway's clock?); \
+             the time of receipt stands instead"
+        );
+    }
     Ok(SmsReceived {
         message_id,
         from: from.as_str().to_owned(),
         to,
         text,
-        received_at: received_at.unwrap_or(now),
+        received_at: receipt.at(),
         channel: Channel::Sms,
     })
 }
@@ -329,7 +399,7 @@ fn derived_id(
     )
 }
 
-async fn publish(state: &AppState, sms: SmsReceived) -> Result<String, ApiError> {
+pub(crate) async fn publish(state: &AppState, sms: SmsReceived) -> Result<String, ApiError> {
     let message_id = sms.message_id.clone();
     tracing::Span::current().record("messaging.message.id", message_id.as_str());
     let started = std::time::Instant::now();
@@ -407,18 +477,26 @@ mod tests {
     }
 
     #[test]
-    fn bearer_parsing_and_token_check() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer s3cret-token"),
+    fn a_received_at_more_than_five_minutes_ahead_is_replaced() {
+        let now = DateTime::parse_from_rfc3339("2026-11-25T23:58:00+05:00").expect("now");
+        let at = |minutes: i64| now + TimeDelta::minutes(minutes);
+        assert_eq!(Receipt::of(None, now), Receipt::Stamped(now));
+        // A little drift stands, up to the bound itself.
+        assert_eq!(Receipt::of(Some(at(4)), now), Receipt::Given(at(4)));
+        assert_eq!(Receipt::of(Some(at(5)), now), Receipt::Given(at(5)));
+        // Beyond it (here: into the next day, the 26th, outside the window) the
+        // time of receipt stands.
+        let beyond = at(5) + TimeDelta::seconds(1);
+        assert_eq!(
+            Receipt::of(Some(beyond), now),
+            Receipt::Replaced { given: beyond, now }
         );
-        assert_eq!(bearer(&h), Some("s3cret-token"));
-        let token = SecretString::from("s3cret-token".to_owned());
-        assert!(token_matches(&token, "s3cret-token"));
-        assert!(!token_matches(&token, "s3cret-tokeN"));
-        assert!(!token_matches(&token, ""));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&h), None);
+        assert_eq!(Receipt::of(Some(beyond), now).at(), now);
+        assert_eq!(Receipt::of(Some(at(60 * 24 * 365)), now).at(), now);
+        // A late one stands, however late.
+        assert_eq!(
+            Receipt::of(Some(at(-2 * 24 * 60)), now).at(),
+            at(-2 * 24 * 60)
+        );
     }
 }

@@ -4,14 +4,17 @@ use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
 use shared::events::Event;
 use shared::testing::{Broker, Service, Taken, TestEnv};
 
-const TOKEN: &str = "test-token-123";
+const TOKEN: &str = "ingest-test-token-0123";
+/// The token being rotated out: accepted beside `TOKEN` (INGEST_TOKEN="new,old").
+const OLD_TOKEN: &str = "ingest-old-token-4567";
 
 /// ingest on port 0 against `amqp_url`, not yet awaited ready.
 async fn spawn_app(amqp_url: &str, max_body: u32) -> Service {
     let amqp_url = amqp_url.to_owned();
     let config = move |http_addr| ingest::Config {
         http_addr,
-        ingest_token: TOKEN.to_owned().into(),
+        ingest_token: shared::token::Tokens::parse(&format!("{TOKEN}, {OLD_TOKEN}"))
+            .expect("two tokens"),
         max_body_bytes: max_body,
         broker: BrokerConfig {
             amqp_url: amqp_url.into(),
@@ -19,6 +22,7 @@ async fn spawn_app(amqp_url: &str, max_body: u32) -> Service {
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 5,
+            ..RuntimeConfig::default()
         },
     };
     Service::spawn("ingest", config, ingest::run).await
@@ -284,5 +288,230 @@ async fn metrics_count_requests_by_status() {
         metrics.text
     );
     app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn during_a_rotation_either_token_is_accepted_and_no_other() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    let sms = |id: &str| serde_json::json!({"message_id": id, "from": "+79001234567", "to": "7377", "text": "1000001 5"});
+    for (i, token) in [TOKEN, OLD_TOKEN].into_iter().enumerate() {
+        let resp = client
+            .post(format!("{}/v1/sms", app.base))
+            .bearer_auth(token)
+            .json(&sms(&format!("rot-{i}")))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 202, "token {i}");
+        let kannel = client
+            .get(format!("{}/v1/sms/kannel", app.base))
+            .query(&[
+                ("token", token),
+                ("id", &format!("k{i}")),
+                ("from", "79121234567"),
+                ("to", "7377"),
+                ("text", "1"),
+            ])
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(kannel.status(), 202, "kannel, token {i}");
+    }
+    // Both tokens glued together, one with its last character changed, a prefix:
+    // each is refused with a challenge.
+    let glued = format!("{TOKEN},{OLD_TOKEN}");
+    let changed = format!("{}X", &OLD_TOKEN[..OLD_TOKEN.len() - 1]);
+    for wrong in [glued.as_str(), changed.as_str(), &TOKEN[..16]] {
+        let resp = client
+            .post(format!("{}/v1/sms", app.base))
+            .bearer_auth(wrong)
+            .json(&sms("rot-wrong"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 401, "{wrong}");
+        assert_eq!(
+            resp.headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+    }
+    let broker = Broker::connect(&env).await;
+    let mut ids = Vec::new();
+    while let Some(msg) = broker.take("validator").await {
+        ids.push(body_event(&msg).message_id);
+    }
+    broker.close().await;
+    ids.sort();
+    assert_eq!(ids, ["kannel-k0", "kannel-k1", "rot-0", "rot-1"]);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[test]
+fn a_token_shorter_than_16_characters_is_refused_at_start() {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Probe {
+        #[command(flatten)]
+        config: ingest::Config,
+    }
+    let err = Probe::try_parse_from(["ingest", "--ingest-token", "short-token"])
+        .err()
+        .expect("a short token is refused");
+    assert!(err.to_string().contains("16 characters"), "{err}");
+    let ok = Probe::try_parse_from(["ingest", "--ingest-token", &format!("{TOKEN},{OLD_TOKEN}")])
+        .expect("two long tokens");
+    assert_eq!(ok.config.ingest_token.len(), 2);
+}
+
+/// A gateway whose clock runs a day ahead: the message is taken, with the time of
+/// receipt instead of the gateway's (SPEC §4.1), and counted; a retry of it is still
+/// the same message (its derived id comes from what the gateway sent).
+#[tokio::test]
+async fn a_received_at_from_the_future_is_replaced_by_the_time_of_receipt() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    let ahead = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    let body = serde_json::json!({
+        "from": "+79001234567", "to": "7377", "text": "1000001 5",
+        "received_at": ahead.to_rfc3339(),
+    });
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let resp = client
+            .post(format!("{}/v1/sms", app.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 202);
+        let id: serde_json::Value = resp.json().await.expect("json");
+        ids.push(id["message_id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids[0], ids[1], "a retry is the same message");
+    let kannel = client
+        .get(format!("{}/v1/sms/kannel", app.base))
+        .query(&[
+            ("token", TOKEN),
+            ("id", "future-ts"),
+            ("from", "79121234567"),
+            ("to", "7377"),
+            ("ts", &ahead.timestamp().to_string()),
+            ("text", "1000001 5"),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(kannel.status(), 202);
+    // Within the bound, the gateway's time stands.
+    let near = chrono::Utc::now() + chrono::TimeDelta::minutes(3);
+    let resp = client
+        .post(format!("{}/v1/sms", app.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "message_id": "near", "from": "+79001234567", "to": "7377", "text": "1000001 5",
+            "received_at": near.to_rfc3339(),
+        }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 202);
+
+    let broker = Broker::connect(&env).await;
+    let mut events = Vec::new();
+    while let Some(msg) = broker.take("validator").await {
+        events.push(body_event(&msg));
+    }
+    broker.close().await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    for e in &events {
+        let off = (e.received_at.to_utc() - chrono::Utc::now()).num_seconds();
+        if e.message_id == "near" {
+            assert_eq!(
+                e.received_at.timestamp(),
+                near.timestamp(),
+                "within the bound it stands"
+            );
+        } else {
+            assert!(
+                off.abs() < 600,
+                "{}: {} is not the time of receipt",
+                e.message_id,
+                e.received_at
+            );
+        }
+    }
+    assert_eq!(
+        app.metric("ingest_received_at_replaced_total", &[]).await,
+        3.0,
+        "two posts and the Kannel one"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Phone numbers never appear whole in logs: an invalid `from` is refused with `400`,
+/// and neither the log line nor the answer repeats it (only its last two characters).
+#[tokio::test]
+async fn an_invalid_from_is_refused_without_being_logged_whole() {
+    let logs = shared::testing::CapturedLogs::start();
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    let numbers = ["+790012345671234", "+7900123456x"];
+    let mut answers = Vec::new();
+    for from in numbers {
+        let resp = client
+            .post(format!("{}/v1/sms", app.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"from": from, "to": "7377", "text": "1234567 12345"}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 400, "{from}");
+        answers.push(resp.text().await.expect("body"));
+    }
+    let resp = client
+        .get(format!("{}/v1/sms/kannel", app.base))
+        .query(&[
+            ("token", TOKEN),
+            ("id", "k-1"),
+            ("from", "79001234567999"),
+            ("to", "7377"),
+            ("text", "1234567 12345"),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 400);
+    answers.push(resp.text().await.expect("body"));
+    app.stop().await;
+
+    let logged = logs.text();
+    assert!(
+        logged.contains("request refused"),
+        "the refusals are logged: {logged}"
+    );
+    for number in numbers.iter().chain(&["79001234567999"]) {
+        // Its digits but the last two, in any form.
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        let head = &digits[..digits.len() - 2];
+        for (what, text) in
+            std::iter::once(("logs", &logged)).chain(answers.iter().map(|a| ("answer", a)))
+        {
+            let shown: String = text.chars().filter(char::is_ascii_digit).collect();
+            assert!(!shown.contains(head), "{what} show {number}: {text}");
+        }
+    }
     env.cleanup().await;
 }

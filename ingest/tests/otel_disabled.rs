@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use shared::testing::{Broker, READY_WAIT, TestEnv, eventually, listening_port};
 
-const TOKEN: &str = "test-token-123";
+const TOKEN: &str = "ingest-test-token-0123";
 
 /// Runs the ingest binary with `otel_sdk_disabled` (if any), posts one SMS without a
 /// `traceparent` and returns the `traceparent` of the message it published.

@@ -11,9 +11,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use shared::calendar::CompanyZone;
 use shared::config::{BrokerConfig, DatabaseConfig, RuntimeConfig, secret};
+use shared::tls::Link;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -36,6 +37,9 @@ pub struct Config {
     pub sms: SmsConfig,
 
     #[command(flatten)]
+    pub reports: ReportConfig,
+
+    #[command(flatten)]
     pub email: EmailConfig,
 
     #[command(flatten)]
@@ -54,6 +58,28 @@ pub struct Config {
 impl Config {
     pub fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_seconds)
+    }
+
+    /// The peers the notifier itself talks to, by setting, for `REQUIRE_TLS`
+    /// (`shared::tls`): the SMTP server and the SMS transport in use.
+    pub fn links(&self) -> Vec<(&'static str, Link, &str)> {
+        let mut links = Vec::new();
+        if let Some(url) = &self.email.smtp_url {
+            links.push(("SMTP_URL", Link::Smtp, url.expose_secret()));
+        }
+        let sms = match self.sms.sms_gateway {
+            GatewayKind::Log => None,
+            GatewayKind::Http => self.sms.sms_http_url.as_ref().map(|u| ("SMS_HTTP_URL", u)),
+            GatewayKind::Kannel => self
+                .sms
+                .kannel_sendsms_url
+                .as_ref()
+                .map(|u| ("KANNEL_SENDSMS_URL", u)),
+        };
+        if let Some((setting, url)) = sms {
+            links.push((setting, Link::Https, url.as_str()));
+        }
+        links
     }
 }
 
@@ -109,6 +135,24 @@ pub struct SmsConfig {
     /// Kannel `sendsms-user` password.
     #[arg(long, env = "KANNEL_PASSWORD", hide_env_values = true, value_parser = secret)]
     pub kannel_password: Option<SecretString>,
+}
+
+/// Delivery reports (SPEC §4.3): where Kannel sends them, and the keys that sign the
+/// reply each report names. The HTTP aggregator's reports use `SMS_HTTP_TOKEN`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReportConfig {
+    /// The notifier's own address as the gateway reaches it, e.g. `http://notifier:8082`:
+    /// Kannel's `dlr-url` points at `/v1/dlr/kannel` there. Unset (or without
+    /// `DLR_SECRET`): Kannel is not asked for reports.
+    #[arg(long, env = "DLR_BASE_URL")]
+    pub dlr_base_url: Option<reqwest::Url>,
+
+    /// Keys that sign the reply id in the `dlr-url` (HMAC-SHA256), so that nobody
+    /// else can report on a reply: comma-separated, each at least 16 characters; the
+    /// first signs, every one is accepted (rotation).
+    #[arg(long, env = "DLR_SECRET", hide_env_values = true,
+          value_parser = crate::report::SigningKeys::parse)]
+    pub dlr_secret: Option<crate::report::SigningKeys>,
 }
 
 /// Confirmation e-mails (SPEC §4.4).
@@ -233,10 +277,12 @@ mod tests {
             "hunter3",
             "--sms-http-token",
             "hunter4",
+            "--dlr-secret",
+            "hunter5-hunter5-hunter5",
         ])
         .expect("parses");
         let shown = format!("{probe:?}");
-        for secret in ["hunter2", "hunter3", "hunter4"] {
+        for secret in ["hunter2", "hunter3", "hunter4", "hunter5"] {
             assert!(!shown.contains(secret), "{shown}");
         }
     }

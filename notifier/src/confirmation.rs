@@ -2,6 +2,11 @@
 //! HTML alternatives, with the account, the period, the readings and the time of
 //! receipt in the company's zone. Its `Message-ID` is derived from the reading, so a
 //! resend after a lost SMTP answer is recognisably the same message.
+//!
+//! An internationalised domain (`ivan@почта.рф`, valid by SPEC §2) is sent in its
+//! IDNA form (`ivan@xn--80a1acny.xn--p1ai`), in the envelope and the `To:` header:
+//! left in Unicode, lettre would need the server's SMTPUTF8, which most relays do
+//! not offer, and the confirmation would never leave.
 
 use chrono_tz::Tz;
 use lettre::Message;
@@ -13,6 +18,8 @@ use shared::events::{Period, ReadingAccepted};
 pub enum ComposeError {
     #[error("the resident's address is not a valid e-mail address")]
     InvalidAddress(#[source] lettre::address::AddressError),
+    #[error("the resident's address has a domain with no IDNA form")]
+    InvalidDomain(#[source] idna::Errors),
     #[error("cannot build the message")]
     Build(#[source] lettre::error::Error),
 }
@@ -33,7 +40,9 @@ pub fn compose(
     from: &Mailbox,
     timezone: Tz,
 ) -> Result<Message, ComposeError> {
-    let to: Mailbox = to.trim().parse().map_err(ComposeError::InvalidAddress)?;
+    let to: Mailbox = ascii_domain(to.trim())?
+        .parse()
+        .map_err(ComposeError::InvalidAddress)?;
     let facts = Facts::of(reading, timezone);
     Message::builder()
         .from(from.clone())
@@ -48,6 +57,17 @@ pub fn compose(
             facts.html(),
         ))
         .map_err(ComposeError::Build)
+}
+
+/// `address` with its domain in IDNA (ASCII) form; the local part as it is.
+fn ascii_domain(address: &str) -> Result<String, ComposeError> {
+    match address.rsplit_once('@') {
+        Some((local, domain)) if !domain.is_ascii() => {
+            let domain = idna::domain_to_ascii(domain).map_err(ComposeError::InvalidDomain)?;
+            Ok(format!("{local}@{domain}"))
+        }
+        _ => Ok(address.to_owned()),
+    }
 }
 
 /// What the e-mail says, in display form.
@@ -249,6 +269,24 @@ mod tests {
         );
         assert!(raw.contains("multipart/alternative"), "{raw}");
         assert_eq!(message_id(&r, &from()), message_id(&r, &from()));
+    }
+
+    #[test]
+    fn an_internationalised_domain_goes_in_idna_form() {
+        let r = reading(vec![1]);
+        let m = compose(&r, "ivan@Почта.РФ", &from(), chrono_tz::UTC).expect("composes");
+        let to: Vec<String> = m.envelope().to().iter().map(|a| a.to_string()).collect();
+        assert_eq!(to, vec!["ivan@xn--80a1acny.xn--p1ai".to_owned()]);
+        let raw = String::from_utf8_lossy(&m.formatted()).into_owned();
+        assert!(raw.contains("To: ivan@xn--80a1acny.xn--p1ai"), "{raw}");
+        let ascii = compose(&r, "ivan@example.ru", &from(), chrono_tz::UTC).expect("composes");
+        let to: Vec<String> = ascii
+            .envelope()
+            .to()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(to, vec!["ivan@example.ru".to_owned()], "ASCII unchanged");
     }
 
     #[test]

@@ -264,6 +264,19 @@ impl Notifier {
         .await
         {
             Ok(claims) => claims,
+            Err(e) if shared::db::is_permanent(&e) && refused.len() + effects.len() > 1 => {
+                // The database refuses something of the batch for good (the data:
+                // `shared::db::classify`): the halves apart, and so on down, until
+                // the one it refuses is alone and dead-lettered; the others go out.
+                tracing::warn!(error = %e, messages = refused.len() + effects.len(),
+                    "the database refuses part of a batch for good; claiming its halves apart");
+                let half = (refused.len() + effects.len()) / 2;
+                let (r1, r2) = refused.split_at(half.min(refused.len()));
+                let (e1, e2) = effects.split_at(half - r1.len());
+                Box::pin(self.carry_out(msgs, r1, e1, outcomes)).await;
+                Box::pin(self.carry_out(msgs, r2, e2, outcomes)).await;
+                return;
+            }
             Err(e) => {
                 // One cause for every message of the batch: shared, not copied as text.
                 let e = Arc::new(e);
@@ -272,12 +285,7 @@ impl Notifier {
                     .map(|r| r.0)
                     .chain(effects.iter().map(|e| e.0))
                 {
-                    outcomes.set(
-                        i,
-                        Err(HandlerError::Transient(
-                            anyhow::Error::new(Arc::clone(&e)).context("notifier database"),
-                        )),
-                    );
+                    outcomes.set(i, Err(HandlerError::database(&e, "notifier database")));
                 }
                 return;
             }

@@ -80,7 +80,7 @@ impl State {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         State::ALL.into_iter().find(|state| state.as_str() == s)
     }
 
@@ -434,7 +434,11 @@ pub async fn finish_batch(pool: &PgPool, done: &[Finished<'_>]) -> Result<(), sq
             continue;
         };
         let state = State::after(failure.kind);
-        let detail = failure.to_string().chars().take(500).collect();
+        // A peer's words: a NUL in them must not make the outcome unrecordable.
+        let detail = shared::db::storable_text(&failure.to_string())
+            .chars()
+            .take(500)
+            .collect();
         ended.push((f.key, f.attempt, state, detail));
     }
     sent.sort_unstable();
@@ -442,8 +446,15 @@ pub async fn finish_batch(pool: &PgPool, done: &[Finished<'_>]) -> Result<(), sq
     let mut tx = shared::db::begin_batch(pool).await?;
     if !sent.is_empty() {
         sqlx::query(
+            // A confirmation sent, its address is masked (SPEC §4.7) as
+            // `shared::phone::mask` writes it: `i***@mail.ru`. A reply's number stays
+            // (operators answer "did you get my SMS?" by it) until the row ages out.
             "UPDATE deliveries SET state = $2, sent_at = now(), lease_until = NULL,
-                 detail = NULL, updated_at = now()
+                 detail = NULL, updated_at = now(),
+                 recipient = CASE WHEN channel = 'email' AND recipient LIKE '%@%'
+                                  THEN left(split_part(recipient, '@', 1), 1) || '***@'
+                                       || substr(recipient, strpos(recipient, '@') + 1)
+                                  ELSE recipient END
              WHERE key = ANY($1)",
         )
         .bind(&sent)

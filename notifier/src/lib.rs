@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod limits;
 pub mod mailer;
 pub mod metrics;
+pub mod report;
 
 use std::time::Duration;
 
@@ -39,6 +40,14 @@ const BATCHING: Batching = Batching {
 /// How often spent reply-quota windows are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// What ages out after `RETENTION_DAYS` (SPEC §4.7): the record of whom each reply
+/// and confirmation went to. (The reply quotas expire on their own within days.)
+pub const RETENTION: [shared::retention::Purge; 1] = [shared::retention::Purge {
+    table: "deliveries",
+    aged_by: "created_at",
+    only_if: "TRUE",
+}];
+
 /// The notifier's tables (schema `notifier`).
 pub const DATABASE: Schema = Schema {
     name: SCHEMA,
@@ -53,16 +62,29 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let send_timeout = config.send_timeout();
-    let gateway = gateway::SmsGateway::from_config(&config.sms, send_timeout)?;
+    let gateway = gateway::SmsGateway::from_config(&config.sms, &config.reports, send_timeout)?;
     let mailer = mailer::Mailer::from_config(&config.email, send_timeout).await?;
     tracing::info!(
         gateway = gateway.name(),
         mail = mailer.transport(),
+        delivery_reports = gateway.reports(),
         "notifier sends through"
     );
     let mut service = Service::new("notifier", "notifier", &config.runtime);
+    for (setting, link, url) in config.links() {
+        // Lazy clients: nothing is sent before `run` has checked.
+        service.link(setting, link, url);
+    }
     let pool = service.database(&config.database, DATABASE)?;
+    service.retention(&config.database, RETENTION.to_vec())?;
     let metrics = metrics::NotifierMetrics::register(service.registry());
+    let report_metrics = report::ReportMetrics::register(service.registry());
+    service.routes(report::router(report::ReportState {
+        pool: pool.clone(),
+        keys: config.reports.dlr_secret.clone(),
+        aggregator_token: config.sms.sms_http_token.clone().map(std::sync::Arc::new),
+        metrics: report_metrics,
+    }));
     service.consume(
         &config.broker,
         QUEUE,

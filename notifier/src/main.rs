@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         let shutdown = shared::shutdown::on_signals();
         match cli.command.unwrap_or(Standard::Serve) {
             Standard::Migrate => {
+                shared::tls::require_database(&cli.config.runtime, &cli.config.database)?;
                 notifier::DATABASE
                     .migrate(&cli.config.database, &shutdown)
                     .await

@@ -44,7 +44,7 @@ async fn notifier(env: &TestEnv, scratch: &tempfile::TempDir, gateway: &MockServ
     let send_timeout = cfg.send_timeout();
     Notifier {
         pool: ledger(env),
-        gateway: SmsGateway::from_config(&cfg.sms, send_timeout).expect("gateway"),
+        gateway: SmsGateway::from_config(&cfg.sms, &cfg.reports, send_timeout).expect("gateway"),
         mailer: Mailer::from_config(&cfg.email, send_timeout)
             .await
             .expect("mailer"),

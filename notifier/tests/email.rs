@@ -222,6 +222,34 @@ async fn one_confirmation_per_accepted_reading_even_when_redelivered() {
     env.cleanup().await;
 }
 
+/// SPEC §2: `ivan@почта.рф` is a valid address, and the confirmation must reach it
+/// through a relay that, like most, offers no SMTPUTF8: the domain goes in IDNA form.
+#[tokio::test]
+async fn an_internationalised_domain_is_sent_in_idna_form() {
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let sink = SmtpSink::start(&scratch.path().join("smtp"), &["--no-smtputf8"]).await;
+    let app = App::spawn(smtp_config(&env, &scratch, sink.url())).await;
+    let broker = Broker::connect(&env).await;
+
+    let reading_id = Uuid::new_v4();
+    broker
+        .publish(&accepted(reading_id, Some("ivan@почта.рф"), vec![45100]))
+        .await;
+    wait_state(&ledger(&env), &format!("email:{reading_id}"), "sent").await;
+    let saved = sink.saved();
+    assert_eq!(saved.len(), 1);
+    let m = read_saved(&saved[0]);
+    assert_eq!(m.rcpt_tos, vec!["ivan@xn--80a1acny.xn--p1ai".to_owned()]);
+    assert_eq!(m.to, vec!["ivan@xn--80a1acny.xn--p1ai".to_owned()]);
+    assert!(m.plain.contains("Показание: 45100"), "{}", m.plain);
+
+    broker.close().await;
+    app.stop().await;
+    sink.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn an_interrupted_smtp_attempt_is_resent_with_the_same_message_id() {
     let env = TestEnv::new().await;
@@ -412,6 +440,75 @@ async fn email_dir_mode_writes_one_eml_per_reading() {
     );
 
     broker.close().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// SPEC §4.7: once the confirmation is sent, the ledger keeps its address masked; a
+/// redelivered event still finds it sent and sends nothing.
+#[tokio::test]
+async fn a_sent_confirmation_leaves_its_address_masked() {
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let cfg = config(&env, &scratch);
+    let dir = cfg.email.email_dir.clone();
+    let app = App::spawn(cfg).await;
+    let broker = Broker::connect(&env).await;
+    let reading_id = Uuid::new_v4();
+    let event = accepted(reading_id, Some(RESIDENT), vec![45100]);
+    broker.publish(&event).await;
+    let key = format!("email:{reading_id}");
+    let pool = ledger(&env);
+    wait_state(&pool, &key, "sent").await;
+    let recipient = || async {
+        sqlx::query_scalar::<_, String>("SELECT recipient FROM deliveries WHERE key = $1")
+            .bind(&key)
+            .fetch_one(&pool)
+            .await
+            .expect("the delivery")
+    };
+    assert_eq!(recipient().await, "i***@example.ru");
+    assert_eq!(recipient().await, shared::phone::mask(RESIDENT));
+
+    broker.publish(&event).await;
+    app.wait_settled("acked", 2.0).await;
+    assert_eq!(eml_files(&dir).len(), 1, "sent once");
+    broker.close().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// SPEC §4.7: deliveries older than `RETENTION_DAYS` are purged at start (and daily),
+/// newer ones kept, and the rows counted.
+#[tokio::test]
+async fn deliveries_past_the_retention_period_are_purged() {
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let pool = ledger(&env);
+    notifier::DATABASE
+        .apply(&pool, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("migrations");
+    sqlx::query(
+        "INSERT INTO deliveries (key, channel, recipient, state, created_at) VALUES
+             ('reply:old', 'sms', '+79001234567', 'sent', now() - interval '1096 days'),
+             ('reply:new', 'sms', '+79001234568', 'sent', now() - interval '1094 days')",
+    )
+    .execute(&pool)
+    .await
+    .expect("rows");
+    let app = App::spawn(config(&env, &scratch)).await;
+    app.wait_metric(
+        "notifier_retention_purged_rows_total",
+        &[("table", "deliveries")],
+        1.0,
+    )
+    .await;
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM deliveries ORDER BY key")
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
+    assert_eq!(keys, ["reply:new"]);
     app.stop().await;
     env.cleanup().await;
 }

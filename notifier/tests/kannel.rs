@@ -10,9 +10,10 @@
 
 mod common;
 
-use common::{App, Broker, WAIT, accepted, config, rejected};
+use common::{App, Broker, WAIT, accepted, config, dead_letter, ledger, rejected};
 use notifier::config::GatewayKind;
-use shared::testing::{PortLease, TestEnv, with_leases};
+use notifier::report::SigningKeys;
+use shared::testing::{PortLease, TestEnv, eventually, with_leases};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::TcpStream;
@@ -35,19 +36,34 @@ impl Kannel {
     /// Starts Kannel on four leased ports; on the rare failure (a port of the range
     /// taken by something outside the lease scheme) once more on new ones.
     async fn start(dir: &Path) -> Kannel {
+        Kannel::start_with(dir, &[]).await
+    }
+
+    /// [`Kannel::start`] with more of `kannel.sh`'s settings.
+    async fn start_with(dir: &Path, env: &[(&str, &str)]) -> Kannel {
         assert!(
             Path::new(BEARERBOX).exists(),
             "Kannel is not installed ({BEARERBOX} missing): run `scripts/kannel.sh install` \
              as root (Debian packages kannel and kannel-extras); .ci/run does this"
         );
-        with_leases(4, 3, |ports| async move { Kannel::try_start(dir, ports) }).await
+        with_leases(
+            4,
+            3,
+            |ports| async move { Kannel::try_start(dir, ports, env) },
+        )
+        .await
     }
 
-    fn try_start(dir: &Path, ports: Vec<PortLease>) -> Result<Kannel, String> {
+    fn try_start(
+        dir: &Path,
+        ports: Vec<PortLease>,
+        env: &[(&str, &str)],
+    ) -> Result<Kannel, String> {
         let [admin, smsbox, smsc, sendsms] = [0, 1, 2, 3].map(|i| ports[i].port());
         let out = std::process::Command::new(SCRIPT)
             .args(["start"])
             .arg(dir)
+            .envs(env.iter().copied())
             .env("KANNEL_ADMIN_PORT", admin.to_string())
             .env("KANNEL_SMSBOX_PORT", smsbox.to_string())
             .env("KANNEL_SMSC_PORT", smsc.to_string())
@@ -187,14 +203,9 @@ fn ucs2(bytes: &[u8]) -> String {
     String::from_utf16(&units).expect("valid UTF-16")
 }
 
-#[tokio::test]
-async fn cyrillic_reply_leaves_kannel_as_ucs2_and_accepted_readings_send_nothing() {
-    let scratch = tempfile::tempdir().expect("tmp");
-    let kannel = Kannel::start(&scratch.path().join("kannel")).await;
-    let mut phones = Phones::connect(kannel.smsc_port).await;
-    let env = TestEnv::new().await;
-
-    let mut cfg = config(&env, &scratch);
+/// The notifier's configuration for `kannel`'s sendsms.
+fn kannel_config(env: &TestEnv, scratch: &tempfile::TempDir, kannel: &Kannel) -> notifier::Config {
+    let mut cfg = config(env, scratch);
     cfg.sms.sms_gateway = GatewayKind::Kannel;
     cfg.sms.kannel_sendsms_url = Some(
         format!("http://127.0.0.1:{}/cgi-bin/sendsms", kannel.sendsms_port)
@@ -204,7 +215,17 @@ async fn cyrillic_reply_leaves_kannel_as_ucs2_and_accepted_readings_send_nothing
     cfg.sms.kannel_user = Some("notifier".into());
     cfg.sms.kannel_password = Some("secret".to_owned().into());
     cfg.sms.sms_sender = Some("7377".into());
-    let app = App::spawn(cfg).await;
+    cfg
+}
+
+#[tokio::test]
+async fn cyrillic_reply_leaves_kannel_as_ucs2_and_accepted_readings_send_nothing() {
+    let scratch = tempfile::tempdir().expect("tmp");
+    let kannel = Kannel::start(&scratch.path().join("kannel")).await;
+    let mut phones = Phones::connect(kannel.smsc_port).await;
+    let env = TestEnv::new().await;
+
+    let app = App::spawn(kannel_config(&env, &scratch, &kannel)).await;
     let broker = Broker::connect(&env).await;
 
     // An accepted reading (even with an address) is never an SMS. It is settled before
@@ -249,6 +270,106 @@ async fn cyrillic_reply_leaves_kannel_as_ucs2_and_accepted_readings_send_nothing
             .await,
         2.0
     );
+
+    broker.close().await;
+    app.stop().await;
+    env.cleanup().await;
+    drop(kannel);
+}
+
+/// The report recorded for a reply, once there is one: `(report, report_detail)`.
+async fn wait_report(pool: &sqlx::PgPool, message_id: &str) -> (String, String) {
+    eventually(
+        &format!("a delivery report for {message_id}"),
+        WAIT,
+        || async {
+            sqlx::query_as::<_, (Option<String>, Option<String>)>(
+                "SELECT report, report_detail FROM deliveries WHERE key = $1",
+            )
+            .bind(format!("reply:{message_id}"))
+            .fetch_optional(pool)
+            .await
+            .expect("ledger query")
+            .and_then(|(report, detail)| Some((report?, detail.unwrap_or_default())))
+        },
+    )
+    .await
+}
+
+/// SPEC §4.3 through the real Kannel: the notifier asks sendsms for `dlr-mask=3` and a
+/// signed `dlr-url` back to itself. Kannel 1.4.5's fake SMSC reports status 1
+/// (delivered) once it has handed the message to the phone side — smsc_fake.c makes the
+/// final report itself, since fakesmsc has no message ids — and bearerbox reports 16
+/// (refused by the SMSC) for a number no SMSC may route (`denied-prefix`), while sendsms
+/// answers that one `403 Not routable`. Both reports reach the notifier only through
+/// smsbox fetching the dlr-url: nothing here calls the notifier's endpoint itself.
+#[tokio::test]
+async fn kannel_reports_each_replys_fate_to_the_signed_dlr_url() {
+    let scratch = tempfile::tempdir().expect("tmp");
+    let kannel = Kannel::start_with(
+        &scratch.path().join("kannel"),
+        &[("KANNEL_DENIED_PREFIX", "+7999")],
+    )
+    .await;
+    let mut phones = Phones::connect(kannel.smsc_port).await;
+    let env = TestEnv::new().await;
+    let mut cfg = kannel_config(&env, &scratch, &kannel);
+    cfg.reports.dlr_secret = Some(SigningKeys::parse("dlr-secret-for-tests-0123").expect("keys"));
+    let app = App::spawn_with_reports(cfg).await;
+    let broker = Broker::connect(&env).await;
+    let pool = ledger(&env);
+    let reply = "Неверный формат. Пример: 1000001 12345";
+
+    broker
+        .publish(&rejected("kannel-dlr-1", "+79001234567", Some(reply)))
+        .await;
+    assert_eq!(phones.next().await.text, reply);
+    assert_eq!(
+        wait_report(&pool, "kannel-dlr-1").await,
+        ("delivered".to_owned(), "kannel 1".to_owned())
+    );
+    common::wait_state(&pool, "reply:kannel-dlr-1", "sent").await;
+
+    // No route to +7999…: sendsms refuses (dead letter, never re-sent) and Kannel
+    // reports the failure.
+    broker
+        .publish(&rejected("kannel-dlr-2", "+79991234567", Some(reply)))
+        .await;
+    let dead = dead_letter(&broker).await;
+    assert!(
+        String::from_utf8_lossy(&dead.body).contains("kannel-dlr-2"),
+        "the refused reply is the dead letter"
+    );
+    assert_eq!(
+        wait_report(&pool, "kannel-dlr-2").await,
+        ("failed".to_owned(), "kannel 16".to_owned())
+    );
+    common::wait_state(&pool, "reply:kannel-dlr-2", "failed").await;
+
+    // Each report counted once, as recorded — or as early, when smsbox fetched the
+    // dlr-url before the notifier had written sendsms's answer.
+    for status in ["delivered", "failed"] {
+        let mut taken = 0.0;
+        for outcome in ["recorded", "early"] {
+            taken += app
+                .metric(
+                    "notifier_delivery_reports_total",
+                    &[
+                        ("source", "kannel"),
+                        ("status", status),
+                        ("outcome", outcome),
+                    ],
+                )
+                .await;
+        }
+        assert_eq!(taken, 1.0, "{status} reports");
+    }
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT attempts FROM deliveries WHERE key = 'reply:kannel-dlr-2'")
+            .fetch_one(&pool)
+            .await
+            .expect("attempts");
+    assert_eq!(attempts, 1, "a failed reply is not sent again");
 
     broker.close().await;
     app.stop().await;

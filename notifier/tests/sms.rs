@@ -487,3 +487,94 @@ async fn the_log_gateway_is_the_local_default() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// SPEC §5: an event the ledger cannot store (a foreign publisher's message id with a
+/// NUL, so its delivery key has one: SQLSTATE 22021) is dead-lettered at once with the reason; the other replies of its
+/// batch are sent and recorded.
+#[tokio::test]
+async fn an_event_the_ledger_refuses_is_dead_lettered_alone() {
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let broker = Broker::connect(&env).await;
+    // Queued before the notifier starts, so that they arrive as one batch.
+    let good = ["gw-good-1", "gw-good-2", "gw-good-3"];
+    broker
+        .publish(&rejected(good[0], "+79001234561", Some(REPLY)))
+        .await;
+    broker
+        .publish(&rejected("gw-refused\u{0}", "+79001234562", Some(REPLY)))
+        .await;
+    broker
+        .publish(&rejected(good[1], "+79001234563", Some(REPLY)))
+        .await;
+    broker
+        .publish(&rejected(good[2], "+79001234564", Some(REPLY)))
+        .await;
+    let app = App::spawn(config(&env, &scratch)).await;
+
+    let pool = ledger(&env);
+    for key in good {
+        wait_state(&pool, &format!("reply:{key}"), "sent").await;
+    }
+    let dead = common::dead_letter(&broker).await;
+    let event = shared::events::Event::from_json(&dead.body).expect("the event itself");
+    assert_eq!(event.message_id(), "gw-refused\u{0}");
+    let reason = dead.header("x-last-error").unwrap_or_default();
+    assert!(reason.contains("0x00"), "{reason}");
+    assert_eq!(
+        shared::broker::header_int(&dead.headers, shared::consumer::ATTEMPT_HEADER),
+        Some(1),
+        "dead-lettered on its first attempt"
+    );
+    app.wait_settled("acked", 3.0).await;
+    app.wait_settled("dead_lettered", 1.0).await;
+    assert!(broker.take("notifier.dead").await.is_none(), "only the one");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(&pool)
+        .await
+        .expect("ledger");
+    assert_eq!(
+        rows, 3,
+        "the three good replies, nothing of the refused one"
+    );
+
+    broker.close().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A peer's answer is recorded in the ledger's `detail`: a NUL in it (the gateway's
+/// bytes) is stored as `␀`, so the failed attempt is recorded (`failed`) instead of the
+/// record being refused and the row left `sending`.
+#[tokio::test]
+async fn a_nul_in_the_gateways_answer_is_recorded() {
+    let env = TestEnv::new().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let server = gateway().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("invalid\u{0}destination"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut cfg = config(&env, &scratch);
+    use_http_gateway(&mut cfg, &gateway_url(&server));
+    let app = App::spawn(cfg).await;
+    let broker = Broker::connect(&env).await;
+    broker
+        .publish(&rejected("gw-nul-answer", "+79001234567", Some(REPLY)))
+        .await;
+    let pool = ledger(&env);
+    wait_state(&pool, "reply:gw-nul-answer", "failed").await;
+    let detail: Option<String> =
+        sqlx::query_scalar("SELECT detail FROM deliveries WHERE key = 'reply:gw-nul-answer'")
+            .fetch_one(&pool)
+            .await
+            .expect("the delivery");
+    let detail = detail.unwrap_or_default();
+    assert!(detail.contains("invalid\u{2400}destination"), "{detail}");
+    app.wait_settled("dead_lettered", 1.0).await;
+    server.verify().await;
+    broker.close().await;
+    app.stop().await;
+    env.cleanup().await;
+}

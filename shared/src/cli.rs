@@ -22,6 +22,8 @@ where
             return ExitCode::FAILURE;
         }
     };
+    // Before any TLS client is built (the OTLP exporter's is the first).
+    crate::tls::install_provider();
     let result = runtime.block_on(async {
         // The OTLP batch exporter and the subscriber need the runtime entered.
         let _telemetry = crate::telemetry::init(service, log_format)?;

@@ -74,7 +74,16 @@ pub struct DatabaseConfig {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
+
+    /// Days personal data is kept (SPEC §4.7; three years, the limitation period for
+    /// billing disputes): each service purges its own older rows daily.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = DEFAULT_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: u32,
 }
+
+/// `RETENTION_DAYS` unless set.
+pub const DEFAULT_RETENTION_DAYS: u32 = 1095;
 
 impl DatabaseConfig {
     pub fn url(&self) -> &str {
@@ -82,7 +91,7 @@ impl DatabaseConfig {
     }
 }
 
-/// Logging, tracing and shutdown.
+/// Logging, tracing, shutdown and the HTTP server's bounds.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeConfig {
     /// `text` for people, `json` for log collectors.
@@ -92,11 +101,77 @@ pub struct RuntimeConfig {
     /// How long in-flight work may take to finish after SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+
+    #[command(flatten)]
+    pub http: HttpLimits,
+    /// Refuse to start when a link the service opens (broker, database, SMTP, billing,
+    /// SMS gateway) is not verified TLS, naming the setting (production: `true`).
+    #[arg(long, env = "REQUIRE_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_tls: bool,
 }
 
 impl RuntimeConfig {
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+impl Default for RuntimeConfig {
+    /// The defaults of the command line (a test changes what it needs).
+    fn default() -> Self {
+        RuntimeConfig {
+            log_format: LogFormat::Text,
+            shutdown_grace_seconds: 30,
+            http: HttpLimits::default(),
+            require_tls: false,
+        }
+    }
+}
+
+/// What a client may take of a service's HTTP server (SPEC §5: slow clients cannot
+/// exhaust a service). Every service serves through `shared::http::serve` with these.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimits {
+    /// Longest a client may take to send a request's headers — and longest an idle
+    /// keep-alive connection stays open; then the connection is closed.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout_seconds: u64,
+
+    /// Longest a client may take to send a request's body, counted from the end of
+    /// its headers; then `408` and the connection is closed.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_body_timeout_seconds: u64,
+
+    /// Connections served at once. Beyond it new connections wait in the kernel's
+    /// accept queue until one closes (the bounds above free one within seconds).
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+}
+
+impl HttpLimits {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_header_timeout_seconds)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_body_timeout_seconds)
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.http_max_connections as usize
+    }
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            http_header_timeout_seconds: 10,
+            http_body_timeout_seconds: 30,
+            http_max_connections: 512,
+        }
     }
 }
 
@@ -127,6 +202,39 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("hunter3"), "{shown}");
         assert_eq!(probe.broker.url(), "amqp://user:hunter2@host/%2f");
+    }
+
+    #[derive(Debug, Parser)]
+    struct RuntimeProbe {
+        #[command(flatten)]
+        runtime: RuntimeConfig,
+    }
+
+    #[test]
+    fn runtime_defaults_are_the_command_lines() {
+        let parsed = RuntimeProbe::try_parse_from(["probe"])
+            .expect("parses")
+            .runtime;
+        let default = RuntimeConfig::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+        assert_eq!(default.http.header_timeout(), Duration::from_secs(10));
+        assert_eq!(default.http.body_timeout(), Duration::from_secs(30));
+        assert_eq!(default.http.max_connections(), 512);
+        assert!(
+            RuntimeProbe::try_parse_from(["probe", "--http-max-connections", "0"]).is_err(),
+            "no connection at all is no server"
+        );
+    }
+
+    #[test]
+    fn retention_is_three_years_unless_set_and_never_zero() {
+        let probe = Probe::try_parse_from(["probe"]).expect("defaults");
+        assert_eq!(probe.db.retention_days, 1095);
+        let probe = Probe::try_parse_from(["probe", "--retention-days", "30"]).expect("30 days");
+        assert_eq!(probe.db.retention_days, 30);
+        let err = Probe::try_parse_from(["probe", "--retention-days", "0"])
+            .expect_err("0 days would purge everything");
+        assert!(err.to_string().contains("retention-days"), "{err}");
     }
 
     #[test]

@@ -107,6 +107,23 @@ impl HandlerError {
     pub fn permanent(e: impl Into<anyhow::Error>) -> Self {
         HandlerError::Permanent(e.into())
     }
+
+    /// A database error, judged once ([`crate::db::classify`]): `Permanent` when the
+    /// data is what the database refuses (dead-lettered at once, with the reason),
+    /// else `Transient`. The error is shared (one cause for the messages of a batch),
+    /// not copied as text; `doing` says what was being done.
+    pub fn database(
+        e: &Arc<sqlx::Error>,
+        doing: impl std::fmt::Display + Send + Sync + 'static,
+    ) -> Self {
+        let permanent = crate::db::is_permanent(e);
+        let error = anyhow::Error::new(Arc::clone(e)).context(doing);
+        if permanent {
+            HandlerError::Permanent(error)
+        } else {
+            HandlerError::Transient(error)
+        }
+    }
 }
 
 /// A service's message logic.

@@ -1,6 +1,11 @@
 //! PostgreSQL access: a pool whose connections live in the service's own schema
 //! (`search_path`), so each service's tables and its migration history stay apart
 //! in one database, and a start-up that waits for the database instead of failing.
+//!
+//! Also the one place where a database error is judged ([`classify`]): whether trying
+//! again can help, or the data itself is what the database refuses — and, for a batch
+//! stored in one transaction, how to find the one message it refuses ([`isolate`])
+//! without taking the others down with it (SPEC §5).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -120,9 +125,127 @@ pub fn is_connection_problem(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether a failed statement can succeed when tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database is away, busy or lost a race (a connection error, a deadlock, a
+    /// serialization failure, a timeout): the same statement may succeed later.
+    Transient,
+    /// The data is what the database refuses — SQLSTATE class 22 (data exception: a
+    /// NUL in a text, a value out of range), 23 (integrity constraint violation: a
+    /// CHECK, NOT NULL, a foreign or unique key) or 54 (program limit exceeded: a key
+    /// too large for its index), or a value that cannot be encoded at all. The same
+    /// data fails the same way every time: never retried.
+    Permanent,
+}
+
+/// Judges a database error once, by its SQLSTATE class (see [`Failure`]). Anything
+/// not known to be the data's fault is transient — a statement that is wrong for
+/// every message (a bug, a missing migration) is not one message's fault, and
+/// retrying it with back-off leaves the messages for a fixed release to take.
+pub fn classify(e: &sqlx::Error) -> Failure {
+    match e {
+        sqlx::Error::Encode(_) => Failure::Permanent,
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code)
+                if ["22", "23", "54"]
+                    .iter()
+                    .any(|class| code.starts_with(class)) =>
+            {
+                Failure::Permanent
+            }
+            _ => Failure::Transient,
+        },
+        _ => Failure::Transient,
+    }
+}
+
+/// Whether `e` can never succeed ([`classify`]).
+pub fn is_permanent(e: &sqlx::Error) -> bool {
+    classify(e) == Failure::Permanent
+}
+
+/// What [`isolate`] made of one part of a batch: the items `range` of it and how
+/// storing them ended.
+pub type Part<R> = (std::ops::Range<usize>, Result<R, sqlx::Error>);
+
+/// Stores `items` with `store` (one transaction for all of them) and, when the
+/// database refuses them permanently ([`classify`]), stores the two halves apart, and
+/// so on down: the parts that the database takes are stored, and each item it refuses
+/// ends alone, with its own error. One bad item among `n` costs about `2·log2 n`
+/// more transactions, not `n`. A transient failure ends its whole part (retry later).
+///
+/// The parts are stored in order, front to back, so a later item still sees what the
+/// earlier ones wrote (the validator's rounds rely on it). Returns the parts in order;
+/// together they cover `items` exactly once.
+pub async fn isolate<'a, T, R, F, Fut>(items: &'a [T], mut store: F) -> Vec<Part<R>>
+where
+    F: FnMut(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = Result<R, sqlx::Error>>,
+{
+    let mut parts = Vec::new();
+    // Still to store, front first.
+    let mut todo = std::collections::VecDeque::new();
+    todo.push_back(0..items.len());
+    while let Some(range) = todo.pop_front() {
+        if range.is_empty() {
+            continue;
+        }
+        match store(&items[range.clone()]).await {
+            Err(e) if range.len() > 1 && is_permanent(&e) => {
+                let mid = range.start + range.len() / 2;
+                tracing::warn!(error = %e, items = range.len(),
+                    "the database refuses part of a batch for good; storing its halves apart");
+                todo.push_front(mid..range.end);
+                todo.push_front(range.start..mid);
+            }
+            result => parts.push((range, result)),
+        }
+    }
+    parts
+}
+
+/// Text as PostgreSQL can store it: a `text` column refuses the NUL character, so
+/// each NUL becomes the visible `␀` (U+2400 SYMBOL FOR NULL). Other text is returned
+/// as it is. For what is kept as a record of what arrived (the validator's audit),
+/// never for what is decided on.
+pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{2400}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// `{1,2,3}`: a `bigint[]` literal, for passing arrays of arrays to `unnest` (which
 /// flattens a two-dimensional array): bind them as `text[]` and cast each `::bigint[]`.
 pub fn bigint_array_literal(values: impl IntoIterator<Item = i64>) -> String {
     let inner: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
     format!("{{{}}}", inner.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_becomes_the_visible_symbol_and_nothing_else_changes() {
+        assert_eq!(storable_text("1000001\u{0}45100"), "1000001\u{2400}45100");
+        assert_eq!(storable_text("\u{0}\u{0}"), "\u{2400}\u{2400}");
+        let plain = "1000001 45100\t\u{200B}";
+        assert!(matches!(storable_text(plain), std::borrow::Cow::Borrowed(s) if s == plain));
+    }
+
+    #[test]
+    fn errors_without_a_database_answer_are_transient_except_encoding() {
+        assert_eq!(classify(&sqlx::Error::PoolTimedOut), Failure::Transient);
+        assert_eq!(
+            classify(&sqlx::Error::Io(std::io::Error::other("reset"))),
+            Failure::Transient
+        );
+        assert_eq!(
+            classify(&sqlx::Error::Encode("too big".into())),
+            Failure::Permanent
+        );
+    }
 }

@@ -15,7 +15,9 @@ pub struct PhoneNumber(String);
 pub enum PhoneError {
     #[error("empty phone number")]
     Empty,
-    #[error("`{0}` is not a valid phone number (expected e.g. +79001234567)")]
+    /// What was given, as [`shown`] makes it: never the whole of it (it may be
+    /// someone's number, and this error is logged and answered).
+    #[error("`{0}` is not a valid phone number (expected the form +7XXXXXXXXXX)")]
     Invalid(String),
 }
 
@@ -26,9 +28,9 @@ impl PhoneNumber {
         if trimmed.is_empty() {
             return Err(PhoneError::Empty);
         }
-        let shown = || PhoneError::Invalid(trimmed.chars().take(32).collect());
+        let invalid = || PhoneError::Invalid(shown(trimmed));
         if trimmed.len() > 32 {
-            return Err(shown());
+            return Err(invalid());
         }
         let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
         // `79…` without the plus is how Kannel and many gateways write Russian numbers;
@@ -39,9 +41,9 @@ impl PhoneNumber {
             } else {
                 trimmed.to_owned()
             };
-        let number = phonenumber::parse(Some(Id::RU), &candidate).map_err(|_| shown())?;
+        let number = phonenumber::parse(Some(Id::RU), &candidate).map_err(|_| invalid())?;
         if !number.is_valid() {
-            return Err(shown());
+            return Err(invalid());
         }
         Ok(PhoneNumber(number.format().mode(Mode::E164).to_string()))
     }
@@ -82,6 +84,15 @@ pub fn mask(s: &str) -> String {
     let head: String = chars[..5].iter().collect();
     let tail: String = chars[chars.len() - 4..].iter().collect();
     format!("{head}***{tail}")
+}
+
+/// Something given as a phone number that is not a valid one, as a log or an error
+/// may show it: its length and its last two characters (`…67, 12 characters`), so an
+/// operator can tell inputs apart and no one's number is written down whole.
+pub fn shown(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().filter(|c| !c.is_control()).collect();
+    let tail: String = chars[chars.len().saturating_sub(2)..].iter().collect();
+    format!("…{tail}, {} characters", chars.len())
 }
 
 /// The number a resident texted: a phone number in E.164, or a short code (digits).
@@ -153,6 +164,25 @@ mod tests {
         assert_eq!(service_address("7377"), Ok("7377".into()));
         assert_eq!(service_address("89037672060"), Ok("+79037672060".into()));
         assert!(service_address("").is_err());
+    }
+
+    #[test]
+    fn an_invalid_number_is_never_shown_whole() {
+        for raw in ["+790012345671234", "+7900123456x", "+7 900 123 45 6"] {
+            let Err(e) = PhoneNumber::parse(raw) else {
+                panic!("{raw} is not valid");
+            };
+            let text = e.to_string();
+            let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+            let shown_digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            assert!(!text.contains(raw), "{text}");
+            assert!(
+                !shown_digits.contains(&digits[..digits.len() - 2]),
+                "{text} shows too much of {raw}"
+            );
+        }
+        assert_eq!(shown("+790012345671234"), "…34, 16 characters");
+        assert_eq!(shown("1"), "…1, 1 characters");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! consumers it needs, its background tasks and its HTTP routes — on a [`Service`],
 //! then hands over with [`Service::run`]. The skeleton then, in this order:
 //!
+//! 0. **refuses to start** when `REQUIRE_TLS=true` and a link it was given (broker,
+//!    database, or one the service names with [`Service::link`]) is not verified TLS,
+//!    or when the bundle in `SSL_CERT_FILE` cannot be read (`shared::tls`) — before
+//!    anything is served or connected;
 //! 1. **serves HTTP at once**: `/healthz` answers, `/readyz` says "starting", and the
 //!    service's own routes answer `503` with `Retry-After` — so a slow database never
 //!    fails a liveness probe, and no request meets unmigrated tables;
@@ -130,11 +134,15 @@ pub struct Service {
     drains: Vec<(&'static str, TaskFn)>,
     routes: Router,
     topology: Vec<QueueSpec>,
+    /// Why links are not verified TLS, when `REQUIRE_TLS=true` (`run` then refuses).
+    plaintext: Vec<String>,
 }
 
 impl Service {
     /// `name` is the service's name in logs; `metrics_prefix` prefixes its metrics.
     pub fn new(name: &'static str, metrics_prefix: &str, runtime: &RuntimeConfig) -> Service {
+        // `run_main` did this for a binary; a test that calls `run` directly has not.
+        crate::tls::install_provider();
         Service {
             name,
             runtime: runtime.clone(),
@@ -148,12 +156,32 @@ impl Service {
             drains: Vec::new(),
             routes: Router::new(),
             topology: crate::topology::system_queues(),
+            plaintext: Vec::new(),
         }
+    }
+
+    /// A link the service opens, named by its setting: with `REQUIRE_TLS=true`, `run`
+    /// refuses to start if it is not verified TLS (`shared::tls::plaintext`). The broker
+    /// and database links are checked by the skeleton itself.
+    /// Returns whether the link is refused.
+    pub fn link(&mut self, setting: &str, link: crate::tls::Link, url: &str) -> bool {
+        if !self.runtime.require_tls {
+            return false;
+        }
+        let Some(reason) = crate::tls::plaintext(setting, link, url) else {
+            return false;
+        };
+        if !self.plaintext.contains(&reason) {
+            self.plaintext.push(reason);
+        }
+        true
     }
 
     /// The service owns `schema`: returns its pool (connections are made lazily; the
     /// migrations are applied by [`Service::run`] before anything else touches it).
     pub fn database(&mut self, config: &DatabaseConfig, schema: Schema) -> anyhow::Result<PgPool> {
+        // The pool is lazy: nothing connects before `run` has checked.
+        self.link("DATABASE_URL", crate::tls::Link::Database, config.url());
         let pool = crate::db::pool(config, schema.name)
             .with_context(|| format!("DATABASE_URL (schema {})", schema.name))?;
         self.database = Some((pool.clone(), schema));
@@ -168,12 +196,21 @@ impl Service {
     /// A publisher with confirms to `meter.events`; it connects in the background at
     /// once and stays open until every consumer, drain and request has finished.
     pub fn publisher(&mut self, broker: &BrokerConfig, connection_name: &str) -> Publisher {
+        // A refused link is never opened, not even once before `run` refuses: its
+        // supervisor starts stopped.
+        let shutdown = if self.link("AMQP_URL", crate::tls::Link::Broker, broker.url()) {
+            let stopped = CancellationToken::new();
+            stopped.cancel();
+            stopped
+        } else {
+            self.broker_shutdown.clone()
+        };
         let publisher = Publisher::start(
             broker.url().to_owned(),
             connection_name.to_owned(),
             self.topology.clone(),
             &self.broker_tracker,
-            self.broker_shutdown.clone(),
+            shutdown,
         );
         self.links.push(publisher.ready());
         publisher
@@ -188,6 +225,8 @@ impl Service {
         batching: Batching,
         handler: H,
     ) -> anyhow::Result<()> {
+        // Consumers connect only in `run`, after the check.
+        self.link("AMQP_URL", crate::tls::Link::Broker, broker.url());
         let spec = self
             .topology
             .iter()
@@ -226,6 +265,28 @@ impl Service {
             .push((name, Box::new(move |stop| Box::pin(task(stop)))));
     }
 
+    /// Purges the service's rows older than `RETENTION_DAYS` (from `database`), at
+    /// start and daily, as a background task ([`crate::retention`]). Returns the
+    /// purge's metrics, for what else the service expires (files).
+    pub fn retention(
+        &mut self,
+        database: &DatabaseConfig,
+        purges: Vec<crate::retention::Purge>,
+    ) -> anyhow::Result<crate::retention::RetentionMetrics> {
+        let (pool, _) = self
+            .database
+            .as_ref()
+            .context("retention purges the service's own tables: call `database` first")?;
+        let pool = pool.clone();
+        let metrics = crate::retention::RetentionMetrics::register(&mut self.registry);
+        let days = database.retention_days;
+        let task_metrics = metrics.clone();
+        self.task("retention", move |stop| {
+            crate::retention::run(pool, purges, days, task_metrics, stop)
+        });
+        Ok(metrics)
+    }
+
     /// A task that must outlive the consumers: told to stop only once every consumer
     /// has finished its messages, so it can finish what they left (the outbox relay).
     pub fn drain<F, Fut>(&mut self, name: &'static str, task: F)
@@ -261,8 +322,17 @@ impl Service {
             drains,
             routes,
             topology: _,
+            plaintext,
         } = self;
+        // Before anything is served or opened: a link that would cross in clear, or a
+        // bundle of trusted certificates that cannot be read, stops the start-up.
+        if !plaintext.is_empty() {
+            return Err(crate::tls::refusal(&plaintext));
+        }
+        crate::tls::check_trust()?;
         let state = State::default();
+        let mut registry = registry;
+        let http_metrics = crate::http::HttpMetrics::register(&mut registry);
         let ops = crate::http::Ops {
             registry: Arc::new(registry),
             broker_links: links,
@@ -275,8 +345,14 @@ impl Service {
             .local_addr()
             .context("the HTTP listener's address")?;
         tracing::info!(%addr, "{name} listening");
-        let mut http =
-            tokio::spawn(crate::http::serve(listener, app, shutdown.child_token())).fuse();
+        let mut http = tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            runtime.http.clone(),
+            http_metrics,
+            shutdown.child_token(),
+        ))
+        .fuse();
 
         let outcome = async {
             if !migrated(database.as_ref(), &shutdown).await? {

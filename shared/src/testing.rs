@@ -23,11 +23,13 @@
 //! on a fixed sleep.
 
 mod broker;
+mod logs;
 mod metrics;
 mod ports;
 mod service;
 
 pub use broker::{Broker, Taken};
+pub use logs::CapturedLogs;
 pub use metrics::{Metrics, Sample};
 pub use ports::{PortLease, listening_port, listening_ports, with_leases};
 pub use service::Service;
@@ -219,6 +221,7 @@ impl TestEnv {
         DatabaseConfig {
             database_url: secrecy::SecretString::from(self.database_url.clone()),
             database_max_connections: 5,
+            retention_days: crate::config::DEFAULT_RETENTION_DAYS,
         }
     }
 

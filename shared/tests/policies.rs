@@ -213,3 +213,112 @@ async fn without_any_policy_the_declared_limit_still_ends_a_crash_loop() {
     .await;
     env.cleanup().await;
 }
+
+/// SPEC §4.7: dead letters expire after 14 days by the `meter-dead-letters` policy. The
+/// policy in force on every `.dead` queue carries that TTL; and a dead letter under the
+/// same policy with a 1 s TTL (14 days being too long for a test) is gone after it —
+/// the policy, not a queue argument, expires the messages of our quorum queues.
+#[tokio::test]
+async fn dead_letters_expire_by_the_broker_policy() {
+    let env = TestEnv::new().await;
+    let conn = connect(&env).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let queues = topology::system_queues();
+    topology::declare(&ch, &queues).await.expect("declare");
+    let http = reqwest::Client::new();
+    let fourteen_days = u64::try_from(topology::DEAD_LETTER_TTL.as_millis()).expect("ms");
+    assert_eq!(fourteen_days, 14 * 24 * 3600 * 1000);
+    for q in &queues {
+        let dead = q.dead_letter_queue();
+        eventually(&format!("the 14-day TTL in force on {dead}"), WAIT, || {
+            let (http, env, dead) = (&http, &env, dead.clone());
+            async move {
+                let body: serde_json::Value = http
+                    .get(format!("{}/api/queues/{}/{dead}", rabbit_api(), env.name))
+                    .basic_auth("guest", Some("guest"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let ttl = body.pointer("/effective_policy_definition/message-ttl")?;
+                (ttl.as_u64() == Some(fourteen_days)).then_some(())
+            }
+        })
+        .await;
+    }
+
+    let policy = topology::policies(&queues)
+        .into_iter()
+        .find(|p| p.name == "meter-dead-letters")
+        .expect("the dead-letter policy");
+    let resp = http
+        .put(format!(
+            "{}/api/policies/{}/{}",
+            rabbit_api(),
+            env.name,
+            policy.name
+        ))
+        .basic_auth("guest", Some("guest"))
+        .json(&serde_json::json!({
+            "pattern": policy.pattern,
+            "definition": {"message-ttl": 1000},
+            "priority": topology::POLICY_PRIORITY,
+            "apply-to": "queues",
+        }))
+        .send()
+        .await
+        .expect("set policy");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    eventually("the 1 s TTL in force", WAIT, || async {
+        let body: serde_json::Value = http
+            .get(format!(
+                "{}/api/queues/{}/validator.dead",
+                rabbit_api(),
+                env.name
+            ))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let ttl = body.pointer("/effective_policy_definition/message-ttl")?;
+        (ttl.as_u64() == Some(1000)).then_some(())
+    })
+    .await;
+    // As the consumer dead-letters: through the dead-letter exchange, by queue name.
+    publish_confirmed(
+        &ch,
+        DEAD_LETTER_EXCHANGE,
+        "validator",
+        b"{\"dead\": true}",
+        BasicProperties::default().with_delivery_mode(2),
+        WAIT,
+    )
+    .await
+    .expect("dead letter routed and confirmed");
+    // Counted without taking it (a passive declare), so only the TTL can remove it.
+    eventually("the dead letter expired", WAIT, || async {
+        let queue = ch
+            .queue_declare(
+                "validator.dead".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare");
+        (queue.message_count() == 0).then_some(())
+    })
+    .await;
+    conn.close(200, "done".into()).await.expect("close");
+    env.cleanup().await;
+}

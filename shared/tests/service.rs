@@ -25,6 +25,7 @@ fn runtime() -> RuntimeConfig {
     RuntimeConfig {
         log_format: LogFormat::Text,
         shutdown_grace_seconds: 10,
+        ..RuntimeConfig::default()
     }
 }
 
@@ -56,6 +57,7 @@ async fn own_routes_wait_for_the_migrations_and_liveness_does_not() {
     let unreachable = DatabaseConfig {
         database_url: "postgres://postgres@127.0.0.1:1/nothing".to_owned().into(),
         database_max_connections: 1,
+        retention_days: 1095,
     };
     let mut service = Service::new("skeleton-test", "skeleton_test", &runtime());
     service
@@ -170,5 +172,70 @@ async fn a_consumer_that_dies_fails_readiness_and_run() {
     stop.cancel();
     tracker.close();
     tracker.wait().await;
+    env.cleanup().await;
+}
+
+/// The queues of the vhost, from the management API (declared by whoever connects).
+async fn queues(env: &TestEnv) -> Option<usize> {
+    let api =
+        std::env::var("TEST_RABBITMQ_API").unwrap_or_else(|_| "http://127.0.0.1:15672".into());
+    let resp = reqwest::Client::new()
+        .get(format!("{api}/api/queues/{}", env.name))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .ok()?;
+    resp.json::<Vec<serde_json::Value>>()
+        .await
+        .ok()
+        .map(|q| q.len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn require_tls_refuses_plaintext_links_before_opening_any() {
+    let env = TestEnv::new().await;
+    let runtime = RuntimeConfig {
+        require_tls: true,
+        ..runtime()
+    };
+    let mut service = Service::new("skeleton-test", "skeleton", &runtime);
+    let database = DatabaseConfig {
+        database_url: env.database_url.clone().into(),
+        database_max_connections: 2,
+        retention_days: 1095,
+    };
+    service
+        .database(
+            &database,
+            Schema {
+                name: "skeleton",
+                migrator: &NO_MIGRATIONS,
+            },
+        )
+        .expect("pool");
+    let _publisher = service.publisher(&broker(&env), "skeleton-test-publisher");
+    service
+        .consume(&broker(&env), "validator", Batching::ONE_BY_ONE, Panics)
+        .expect("the validator queue is in the topology");
+    // A service sets itself up for a while before `run`: long enough for a publisher
+    // that connects at once to declare the topology.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let ended = tokio::time::timeout(WAIT, service.run(listener, CancellationToken::new()))
+        .await
+        .expect("a refusal is immediate");
+    let error = format!("{:#}", ended.expect_err("plaintext links are refused"));
+    assert!(error.contains("REQUIRE_TLS=true"), "{error}");
+    assert!(error.contains("AMQP_URL names amqp://"), "{error}");
+    assert!(error.contains("DATABASE_URL has sslmode=prefer"), "{error}");
+    assert_eq!(error.matches("AMQP_URL").count(), 1, "named once: {error}");
+    // The refused broker link was never opened, not even for the topology.
+    assert_eq!(
+        queues(&env).await,
+        Some(0),
+        "nothing was declared on the broker"
+    );
     env.cleanup().await;
 }

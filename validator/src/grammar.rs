@@ -17,27 +17,40 @@
 //! - A number may end in one `.` (the end of a sentence): `12345.` is 12345.
 //!   A decimal part has one or two digits; `12345.678` is unrecognised.
 //! - The account is digits only: `1000001,5` in its place is unrecognised.
-//! - Labels match case-insensitively after dropping `.`, `/`, `\`, `-` and `·`
-//!   (`Л.С.`, `л/с`, `Т-1`) and after reading Latin letters that look like
-//!   Cyrillic ones as Cyrillic (`T1`, `H`, `Дeнь` with a Latin `e`).
-//!   A field `т1 45100` needs the space or a `:`/`=`; only `№` may touch its
-//!   value (`№1000001`). A lone `:`/`=` field, or one leading a value, is
-//!   accepted right after a label (`т1 : 45100`, `т1 =45100`).
+//! - Labels, units and added words are matched as [`vocabulary`] says (any case,
+//!   `ё` as `е`, abbreviation dots and slashes dropped, Latin look-alikes read as
+//!   Cyrillic). A label is its own field or glued to its value by `:`, `=` or one
+//!   `-` (`т1=45100`, `Т1-45100`); a lone `:`, `=` or `-` field right after a label
+//!   is accepted too (`т1 : 45100`, `т1 - 45100`), and so is `:`/`=` leading the
+//!   value (`т1 =45100`) — but not `-`: `т1 -45100` reads as a negative number.
+//!   Only account labels may touch their value (`№1000001`, `лс1000001`): a
+//!   reading label touching digits (`т145100`) could be T1 45100 or T 145100.
 //! - Account labels are accepted only before the account, reading labels only
 //!   after it. A reading label with no reading after it is ignored, so that a
 //!   forgotten value is reported as a zone mismatch rather than a stray label.
+//!   A label applies to the next reading; zone labels decide the zones only when
+//!   every reading has one and they name different zones (`день` is the first
+//!   zone, `ночь` the last: T2 of two, T3 of three); otherwise the typed order counts.
+//! - Added words (`показания`, `лицевой`, `счёт`, `счетчик`, …) are ignored anywhere
+//!   before the first reading, also between an account label and the account,
+//!   with or without a trailing `:` (`счёт: 1000001`, `показания:45100`); after
+//!   the first reading they are unrecognised fields. `e-mail`, `email`, `почта`,
+//!   `эл.почта` are ignored only as the field right before the address, or glued
+//!   to it by `:` (`e-mail:ivan@mail.ru`).
 //! - Units (`квт`, `кВт·ч`, `квт*ч`, `kWh`, `kw/h`, …) are accepted as their own
 //!   field right after a reading; glued to it (`45100квт`) they are not.
 //! - The first unrecognised field is reported before counting readings, so
 //!   `1000001 1 2 3 4 x` is a bad field `x`; any format problem wins over an
 //!   invalid e-mail (SPEC §3 order).
 //! - In the account's place, an unrecognised field that holds a numeric
-//!   character of any script is a bad field (`1ООО001`, `лс1000001`); any
+//!   character of any script is a bad field (`1ООО001`, `лс1000001,5`); any
 //!   other field there means the account is missing.
 //! - An e-mail may end in one `.`, which is dropped. It must have a dot in the
 //!   domain, no domain literal or display name, and no part (between `@` and
 //!   `.`) mixing Latin and Cyrillic letters: such a mix is a typo that would
-//!   bounce. The domain is stored lower-cased, the local part as typed.
+//!   bounce. Internationalised domains are valid (`ivan@почта.рф`) and stored as
+//!   typed, lower-cased; the notifier sends to their IDNA form. The local part is
+//!   stored as typed.
 //! - Reading values saturate at `u64::MAX`; [`Reading::digits`] keeps the true
 //!   count of significant digits for the register-size check.
 
@@ -46,6 +59,10 @@ use std::ops::RangeInclusive;
 
 use email_address::{EmailAddress, Options};
 
+mod vocabulary;
+
+use vocabulary::{Label, Unit, Zone, label_kind};
+
 /// The most readings a message may carry: one per tariff zone.
 const MAX_READINGS: usize = 3;
 /// How much of an unrecognised field is echoed back: enough to recognise it,
@@ -53,8 +70,6 @@ const MAX_READINGS: usize = 3;
 const BAD_FIELD_MAX_CHARS: usize = 20;
 /// How much of an invalid e-mail is echoed back; longer text is no address.
 const EMAIL_ECHO_MAX_CHARS: usize = 64;
-/// No label or unit is longer than this; longer fields skip the keyword lookup.
-const KEYWORD_MAX_CHARS: usize = 12;
 
 /// A personal account number: ASCII digits only, leading zeros significant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -158,7 +173,8 @@ impl fmt::Display for Email {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedMessage {
     pub account: AccountNumber,
-    /// One to three readings, in the order typed (day then night; T1 T2 T3).
+    /// One to three readings in zone order (day then night; T1 T2 T3): as typed, or
+    /// as the zone labels say where every reading has a different one.
     pub readings: Vec<Reading>,
     pub email: Option<Email>,
 }
@@ -240,15 +256,28 @@ pub fn parse(
         Some(last) if last.contains('@') => fields.pop(),
         Some(_) => None,
     };
+    if email_field.is_some() && fields.last().is_some_and(|f| vocabulary::is_email_word(f)) {
+        fields.pop();
+    }
     let tokens: Vec<Token<'_>> = fields.iter().flat_map(|field| tokens(field)).collect();
     let (account, rest) = parse_account(&tokens, account_digits)?;
     let readings = parse_readings(rest)?;
-    let email = email_field.map(Email::parse).transpose()?;
+    let email = email_field
+        .map(|field| Email::parse(address_of(field)))
+        .transpose()?;
     Ok(ParsedMessage {
         account,
         readings,
         email,
     })
+}
+
+/// The address in an e-mail field, without an `e-mail:` or `почта:` glued before it.
+fn address_of(field: &str) -> &str {
+    match field.split_once(':') {
+        Some((word, address)) if vocabulary::is_email_word(word) => address,
+        _ => field,
+    }
 }
 
 fn is_separator(c: char) -> bool {
@@ -287,12 +316,6 @@ fn split_fields(text: &str) -> Vec<&str> {
     fields
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Label {
-    Account,
-    Reading,
-}
-
 /// Digits with an optional one- or two-digit decimal part.
 #[derive(Debug, Clone, Copy)]
 struct Number<'a> {
@@ -320,12 +343,12 @@ impl<'a> Number<'a> {
 #[derive(Debug, Clone, Copy)]
 enum Atom<'a> {
     Label(Label),
-    /// `:` or `=` between a label and its value.
+    /// `:`, `=` or `-` between a label (or an added word) and its value.
     Glue,
     Number(Number<'a>),
-    Unit,
-    /// The `ч` of `квт*ч`, split off by the `*` separator.
-    UnitTail,
+    Unit(Unit),
+    /// A word residents add (`показания`, `счёт`), ignored before the first reading.
+    Word,
     Unknown,
 }
 
@@ -347,7 +370,7 @@ fn tokens(field: &str) -> Vec<Token<'_>> {
 fn classify(field: &str) -> Option<Vec<Atom<'_>>> {
     if let Some(rest) = field.strip_prefix('№') {
         let mut atoms = vec![Atom::Label(Label::Account)];
-        let value = match rest.strip_prefix([':', '=']) {
+        let value = match rest.strip_prefix([':', '=', '-']) {
             Some(value) => {
                 atoms.push(Atom::Glue);
                 value
@@ -361,89 +384,83 @@ fn classify(field: &str) -> Option<Vec<Atom<'_>>> {
     }
     if let Some((label, value)) = field.split_once([':', '=']) {
         let mut atoms = Vec::with_capacity(3);
-        if !label.is_empty() {
-            atoms.push(Atom::Label(label_kind(label)?));
+        match keyword_atom(label) {
+            // A word's `:` is its own (`счёт:`), not a label's glue.
+            Some(Atom::Word) if field.as_bytes().get(label.len()) == Some(&b':') => {
+                atoms.push(Atom::Word);
+            }
+            Some(atom) => atoms.extend([atom, Atom::Glue]),
+            None if label.is_empty() => atoms.push(Atom::Glue),
+            None => return None,
         }
-        atoms.push(Atom::Glue);
         if !value.is_empty() {
             atoms.push(Atom::Number(Number::parse(value)?));
         }
         return Some(atoms);
     }
-    let atom = if let Some(number) = Number::parse(field) {
-        Atom::Number(number)
-    } else if let Some(label) = label_kind(field) {
-        Atom::Label(label)
-    } else {
-        unit_kind(field)?
-    };
-    Some(vec![atom])
+    if field == "-" {
+        return Some(vec![Atom::Glue]);
+    }
+    if let Some(number) = Number::parse(field) {
+        return Some(vec![Atom::Number(number)]);
+    }
+    if let Some(atom) = keyword_atom(field) {
+        return Some(vec![atom]);
+    }
+    if let Some(unit) = vocabulary::unit_kind(field) {
+        return Some(vec![Atom::Unit(unit)]);
+    }
+    dash_glued(field).or_else(|| touching_account(field))
 }
 
-/// Lower-cases a short keyword and drops the punctuation residents put in
-/// abbreviations; with `homoglyphs`, Latin letters that look Cyrillic become
-/// Cyrillic. `None` if the text is too long to be a keyword.
-fn keyword(text: &str, homoglyphs: bool) -> Option<String> {
-    if text.chars().nth(KEYWORD_MAX_CHARS).is_some() {
+/// A label or an added word.
+fn keyword_atom(text: &str) -> Option<Atom<'static>> {
+    match label_kind(text) {
+        Some(label) => Some(Atom::Label(label)),
+        None => vocabulary::is_added_word(text).then_some(Atom::Word),
+    }
+}
+
+/// `Т1-45100`, `лс-1000001`: a label glued to its value by one `-`. A `-` with no
+/// label before it is a minus (`-45100`), and `т1--45100` is no label and value:
+/// both stay unrecognised.
+fn dash_glued(field: &str) -> Option<Vec<Atom<'_>>> {
+    field.match_indices('-').find_map(|(i, _)| {
+        // `-` is one byte, so `i + 1` is a char boundary.
+        let (label, value) = (&field[..i], &field[i + 1..]);
+        if label.is_empty() || label.ends_with('-') {
+            return None;
+        }
+        // The label first: it is at most a few characters, the value may be long.
+        let label = label_kind(label)?;
+        let number = Number::parse(value)?;
+        Some(vec![Atom::Label(label), Atom::Glue, Atom::Number(number)])
+    })
+}
+
+/// `лс1000001`, `Л/С1000001`: an account label touching the account. Reading
+/// labels may not touch their value: `т145100` could be T1 45100 or T 145100.
+fn touching_account(field: &str) -> Option<Vec<Atom<'_>>> {
+    let at = field.find(|c: char| c.is_ascii_digit())?;
+    let (label, value) = field.split_at(at);
+    if label_kind(label)? != Label::Account {
         return None;
     }
-    let key = text
-        .chars()
-        .filter(|c| !matches!(c, '.' | '/' | '\\' | '-' | '·'))
-        .map(|c| if homoglyphs { as_cyrillic(c) } else { c })
-        .flat_map(char::to_lowercase)
-        .collect();
-    Some(key)
-}
-
-fn as_cyrillic(c: char) -> char {
-    match c {
-        'A' | 'a' => 'а',
-        'B' => 'в',
-        'C' | 'c' => 'с',
-        'E' | 'e' => 'е',
-        'H' | 'h' => 'н',
-        'K' | 'k' => 'к',
-        'M' | 'm' => 'м',
-        'O' | 'o' => 'о',
-        'P' | 'p' => 'р',
-        'T' | 't' => 'т',
-        'X' | 'x' => 'х',
-        'Y' | 'y' => 'у',
-        other => other,
-    }
-}
-
-fn label_kind(text: &str) -> Option<Label> {
-    match keyword(text, true)?.as_str() {
-        "лс" | "ls" | "№" => Some(Label::Account),
-        "т1" | "т2" | "т3" | "день" | "ночь" | "д" | "н" => Some(Label::Reading),
-        _ => None,
-    }
-}
-
-fn unit_kind(text: &str) -> Option<Atom<'static>> {
-    const UNITS: [&str; 5] = ["квт", "квтч", "квтчас", "kwh", "kw"];
-    let plain = keyword(text, false)?;
-    let folded = keyword(text, true)?;
-    if UNITS.contains(&plain.as_str()) || UNITS.contains(&folded.as_str()) {
-        Some(Atom::Unit)
-    } else if matches!(folded.as_str(), "ч" | "час") {
-        Some(Atom::UnitTail)
-    } else {
-        None
-    }
+    Some(vec![
+        Atom::Label(Label::Account),
+        Atom::Number(Number::parse(value)?),
+    ])
 }
 
 fn parse_account<'t, 'a>(
     tokens: &'t [Token<'a>],
     digits: RangeInclusive<usize>,
 ) -> Result<(AccountNumber, &'t [Token<'a>]), FormatProblem> {
-    let mut after_label = false;
+    let mut glue_fits = false;
     for (i, token) in tokens.iter().enumerate() {
         match token.atom {
-            Atom::Label(Label::Account) => after_label = true,
-            Atom::Glue if after_label => {}
+            Atom::Label(Label::Account) | Atom::Word => glue_fits = true,
+            Atom::Glue if glue_fits => glue_fits = false,
             Atom::Number(number) if !number.has_fraction => {
                 let account = AccountNumber::parse(number.integer, digits)?;
                 // `i < len`, so `i + 1..` is in bounds.
@@ -460,34 +477,74 @@ fn parse_account<'t, 'a>(
 }
 
 fn parse_readings(tokens: &[Token<'_>]) -> Result<Vec<Reading>, FormatProblem> {
-    let mut readings = Vec::with_capacity(MAX_READINGS);
+    let mut typed: Vec<(Reading, Option<Zone>)> = Vec::with_capacity(MAX_READINGS);
     let mut found = 0usize;
+    // The atom before, added words left out: they change nothing around them.
     let mut previous = None;
+    // Right after an added word, whose `:` may stand apart (`показания : 45100`).
+    let mut after_word = false;
+    // The zone of a label still waiting for its reading.
+    let mut zone = None;
     for token in tokens {
         let fits = match token.atom {
-            Atom::Label(Label::Reading) => true,
-            Atom::Glue => matches!(previous, Some(Atom::Label(Label::Reading))),
+            Atom::Word if found == 0 => {
+                after_word = true;
+                continue;
+            }
+            Atom::Label(Label::Reading(named)) => {
+                zone = Some(named);
+                true
+            }
+            Atom::Glue => after_word || matches!(previous, Some(Atom::Label(Label::Reading(_)))),
             Atom::Number(number) => {
                 found += 1;
-                if readings.len() < MAX_READINGS {
-                    readings.push(Reading::from_digits(number.integer));
+                let named = zone.take();
+                if typed.len() < MAX_READINGS {
+                    typed.push((Reading::from_digits(number.integer), named));
                 }
                 true
             }
-            Atom::Unit => matches!(previous, Some(Atom::Number(_))),
-            Atom::UnitTail => matches!(previous, Some(Atom::Unit)),
-            Atom::Label(Label::Account) | Atom::Unknown => false,
+            Atom::Unit(Unit::Unit) => matches!(previous, Some(Atom::Number(_))),
+            Atom::Unit(Unit::Tail) => matches!(previous, Some(Atom::Unit(Unit::Unit))),
+            Atom::Word | Atom::Label(Label::Account) | Atom::Unknown => false,
         };
         if !fits {
             return Err(bad_field(token.field));
         }
         previous = Some(token.atom);
+        after_word = false;
     }
     match found {
         0 => Err(FormatProblem::NoReading),
-        1..=MAX_READINGS => Ok(readings),
+        1..=MAX_READINGS => Ok(in_zone_order(typed)),
         _ => Err(FormatProblem::TooManyReadings { found }),
     }
+}
+
+/// The readings in zone order (SPEC §2): by their labels when every reading has one
+/// and the labels name different zones, else as typed (day then night; T1 T2 T3).
+fn in_zone_order(typed: Vec<(Reading, Option<Zone>)>) -> Vec<Reading> {
+    let count = typed.len();
+    let slots: Option<Vec<usize>> = typed
+        .iter()
+        .map(|(_, zone)| zone.map(|z| z.slot(count)))
+        .collect();
+    let mut pairs: Vec<(usize, Reading)> = match slots {
+        Some(slots) if all_different(&slots) => slots
+            .into_iter()
+            .zip(typed.into_iter().map(|(r, _)| r))
+            .collect(),
+        _ => return typed.into_iter().map(|(r, _)| r).collect(),
+    };
+    pairs.sort_by_key(|(slot, _)| *slot);
+    pairs.into_iter().map(|(_, r)| r).collect()
+}
+
+fn all_different(slots: &[usize]) -> bool {
+    slots
+        .iter()
+        .enumerate()
+        .all(|(i, s)| !slots[..i].contains(s))
 }
 
 fn bad_field(field: &str) -> FormatProblem {

@@ -198,7 +198,7 @@ fn meter_checked(parsed: &ParsedMessage, meters: Vec<MeterRow>) -> Result<MeterR
         return refuse(Refusal::AccountClosed(account));
     };
     if active.next().is_some() {
-        return refuse(Refusal::MultipleMeters(account));
+        return refuse(Refusal::MultipleMeters);
     }
     let zones = u8::try_from(meter.zones).unwrap_or(0);
     if parsed.readings.len() != usize::from(zones) {
@@ -212,7 +212,6 @@ fn meter_checked(parsed: &ParsedMessage, meters: Vec<MeterRow>) -> Result<MeterR
     {
         return refuse(Refusal::TooManyDigits {
             value: long.value(),
-            digits,
         });
     }
     Ok(meter)
@@ -262,4 +261,92 @@ fn previous_reading(
             (p <= period).then_some(Previous { period: p, values })
         })
         .max_by_key(|prev| prev.period)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry row whose stored facts — meter number, previous readings — are
+    /// distinctive enough to be found in a reply by search.
+    fn meter(active: bool) -> MeterRow {
+        MeterRow {
+            account: "2200002".into(),
+            meter: "SN-884422".into(),
+            zones: 2,
+            digits: 5,
+            active,
+            baseline_period: Some("2026-10".into()),
+            baseline_values: Some(vec![73_519, 21_980]),
+        }
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            window: Window {
+                start_day: 15,
+                end_day: 25,
+                zone: chrono_tz::Asia::Yekaterinburg,
+            },
+            account_digits: 6..=12,
+            max_monthly_kwh: 10_000,
+            rate_limit_per_hour: 10,
+        }
+    }
+
+    /// The refusal of `text` against `meters`, through the same decisions the batch
+    /// path makes.
+    fn refused(text: &str, meters: Vec<MeterRow>) -> Refused {
+        let parsed = grammar::parse(text, 6..=12).expect("parses");
+        let period = Period::new(2026, 11).expect("period");
+        let meter = match meter_checked(&parsed, meters) {
+            Ok(meter) => meter,
+            Err(refused) => return refused,
+        };
+        match reading_checked(&rules(), &parsed, &meter, period, None) {
+            Err(refused) => refused,
+            Ok(()) => panic!("{text} was accepted"),
+        }
+    }
+
+    #[test]
+    fn no_refusal_repeats_what_the_system_holds() {
+        let stored = ["SN-884422", "73519", "21980", "10000", "5 цифр"];
+        let cases = [
+            (
+                "2200002 45000 22000",
+                vec![meter(true)],
+                "reading_decreased",
+            ),
+            (
+                "2200002 73519 21000",
+                vec![meter(true)],
+                "reading_decreased",
+            ),
+            ("2200002 93600 22000", vec![meter(true)], "implausible"),
+            ("2200002 123456 22000", vec![meter(true)], "too_many_digits"),
+            ("2200002 74000", vec![meter(true)], "zone_mismatch"),
+            ("2200002 74000 22000", vec![meter(false)], "account_closed"),
+            (
+                "2200002 74000 22000",
+                vec![meter(true), meter(true)],
+                "multiple_meters",
+            ),
+            ("2200002 74000 22000", vec![], "unknown_account"),
+        ];
+        for (text, meters, reason) in cases {
+            let refused = refused(text, meters);
+            assert_eq!(refused.reason.as_str(), reason, "{text}");
+            let reply = refused.reply.expect("a reply");
+            for value in stored {
+                assert!(
+                    !reply.contains(value),
+                    "{text}: the reply {reply:?} repeats {value}"
+                );
+            }
+        }
+        // The consumption (93600 − 73519 = 20081) is not named either.
+        let reply = refused("2200002 93600 22000", vec![meter(true)]).reply;
+        assert!(reply.is_some_and(|r| !r.contains("20081") && r.contains("93600")));
+    }
 }

@@ -181,43 +181,46 @@ fn decode(msg: &Incoming) -> Result<SmsReceived, HandlerError> {
 }
 
 impl Intake {
-    /// Decides and stores `items` in one transaction. A batch the database refuses for
-    /// any reason but a lost connection is split into batches of one, so that one
-    /// message the database cannot take does not hold the others back.
+    /// Decides and stores `items` in one transaction. When the database refuses the
+    /// batch for good (the data: [`shared::db::classify`]), its halves are stored
+    /// apart, and so on down ([`shared::db::isolate`]): the messages it takes are
+    /// stored in their order, and each one it refuses is dead-lettered alone with the
+    /// reason. A transient failure (connection, deadlock, timeout) retries the batch.
     async fn process(
         &self,
         items: &[BatchItem<'_>],
     ) -> (Vec<Result<Outcome, HandlerError>>, Vec<outbox::Pending>) {
-        match intake::process_batch(&self.pool, &self.rules, items).await {
-            Ok((outcomes, pending)) => (outcomes.into_iter().map(Ok).collect(), pending),
-            Err(e) if items.len() == 1 || shared::db::is_connection_problem(&e) => {
-                let e = Arc::new(e);
-                let failed = items
-                    .iter()
-                    .map(|_| Err(HandlerError::transient(StoringFailed(e.clone()))))
-                    .collect();
-                (failed, Vec::new())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, messages = items.len(), "batch failed; storing its messages one by one");
-                let mut outcomes = Vec::with_capacity(items.len());
-                let mut pending = Vec::new();
-                for item in items {
-                    let (mut one, events) =
-                        Box::pin(self.process(std::slice::from_ref(item))).await;
-                    outcomes.append(&mut one);
+        let parts = shared::db::isolate(items, |part| {
+            intake::process_batch(&self.pool, &self.rules, part)
+        })
+        .await;
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut pending = Vec::new();
+        for (range, stored) in parts {
+            match stored {
+                Ok((stored, events)) => {
+                    outcomes.extend(stored.into_iter().map(Ok));
                     pending.extend(events);
                 }
-                (outcomes, pending)
+                Err(e) => {
+                    let e = Arc::new(e);
+                    if shared::db::is_permanent(&e) {
+                        for item in &items[range.clone()] {
+                            item.span.in_scope(|| {
+                                tracing::error!(message_id = %item.sms.message_id, error = %e,
+                                    "the database refuses this message for good; dead-lettering it");
+                            });
+                        }
+                    }
+                    outcomes.extend(
+                        range.map(|_| Err(HandlerError::database(&e, "storing the outcome"))),
+                    );
+                }
             }
         }
+        (outcomes, pending)
     }
 }
-
-/// The database refused a batch's transaction (shared by every message of it).
-#[derive(Debug, thiserror::Error)]
-#[error("storing the outcome")]
-struct StoringFailed(#[source] Arc<sqlx::Error>);
 
 impl BatchHandler for Intake {
     async fn handle_batch(&self, msgs: &[Incoming]) -> Outcomes {
@@ -265,6 +268,24 @@ pub const DATABASE: Schema = Schema {
     migrator: &MIGRATOR,
 };
 
+/// What ages out after `RETENTION_DAYS` (SPEC §4.7): the audit of each message (its
+/// sender and text), and accepted readings — except each meter's latest one, the base
+/// the next reading is checked against (its e-mail address is masked already).
+pub const RETENTION: [shared::retention::Purge; 2] = [
+    shared::retention::Purge {
+        table: "messages",
+        aged_by: "received_at",
+        only_if: "TRUE",
+    },
+    shared::retention::Purge {
+        table: "readings",
+        aged_by: "received_at",
+        only_if: "r.superseded_by IS NOT NULL OR EXISTS (
+            SELECT 1 FROM readings n
+            WHERE n.account = r.account AND n.meter = r.meter AND n.period > r.period)",
+    },
+];
+
 /// The queue the validator consumes.
 pub const QUEUE: &str = "validator";
 
@@ -279,6 +300,7 @@ pub async fn run(
     let rules = config.rules()?;
     let mut service = Service::new("validator", "validator", &config.runtime);
     let pool = service.database(&config.database, DATABASE)?;
+    service.retention(&config.database, RETENTION.to_vec())?;
     let publisher = service.publisher(&config.broker, "validator-outbox");
     let metrics = ValidatorMetrics::register(service.registry());
     let (relay_handoff, relay_committed) = outbox::handoff();

@@ -45,11 +45,13 @@ fn main() -> ExitCode {
                 validator::run(cli.config, listener, shutdown).await
             }
             Command::Standard(Standard::Migrate) => {
+                shared::tls::require_database(&cli.config.runtime, &cli.config.database)?;
                 validator::DATABASE
                     .migrate(&cli.config.database, &shutdown)
                     .await
             }
             Command::ImportRegistry { file, strict } => {
+                shared::tls::require_database(&cli.config.runtime, &cli.config.database)?;
                 let pool = validator::DATABASE
                     .open(&cli.config.database, &shutdown)
                     .await?;

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use shared::events::Period;
 use sqlx::PgPool;
 
-/// Columns of the registry file, in the contract's order.
+/// Columns of the registry file, in the contract's order; [`AVERAGE_COLUMN`] may follow.
 pub const HEADER: [&str; 10] = [
     "account",
     "meter",
@@ -25,6 +25,11 @@ pub const HEADER: [&str; 10] = [
     "last_t3",
     "normative_kwh",
 ];
+
+/// The optional column after [`HEADER`]: billing's average monthly consumption of the
+/// meter (SPEC §4.6). A file without it, or an empty value, stores none: an average
+/// the billing system no longer states is not kept from an earlier import.
+pub const AVERAGE_COLUMN: &str = "average_kwh";
 
 /// Rows sent to PostgreSQL per COPY chunk.
 const CHUNK_ROWS: usize = 20_000;
@@ -57,10 +62,16 @@ pub struct RegistryRow {
     pub active: bool,
     pub last: Option<(Period, Vec<u64>)>,
     pub normative_kwh: Option<String>,
+    /// Billing's average monthly consumption, if the file gives one.
+    pub average_kwh: Option<String>,
 }
 
-/// Positions of the contract's columns in the file's header (any order, any case).
-struct Columns([usize; 10]);
+/// Positions of the contract's columns in the file's header (any order, any case),
+/// and of the optional `average_kwh`.
+struct Columns {
+    required: [usize; 10],
+    average: Option<usize>,
+}
 
 impl Columns {
     fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
@@ -77,11 +88,22 @@ impl Columns {
                 )
             })?;
         }
-        Ok(Columns(idx))
+        let average = names.iter().position(|n| n == AVERAGE_COLUMN);
+        Ok(Columns {
+            required: idx,
+            average,
+        })
     }
 
     fn get<'r>(&self, record: &'r csv::StringRecord, col: usize) -> &'r str {
-        record.get(self.0[col]).map(str::trim).unwrap_or("")
+        record.get(self.required[col]).map(str::trim).unwrap_or("")
+    }
+
+    fn average<'r>(&self, record: &'r csv::StringRecord) -> &'r str {
+        self.average
+            .and_then(|i| record.get(i))
+            .map(str::trim)
+            .unwrap_or("")
     }
 }
 
@@ -161,21 +183,8 @@ fn parse_row(cols: &Columns, record: &csv::StringRecord) -> Result<RegistryRow, 
         }
         Some((period, parsed))
     };
-    let normative = cols.get(record, 9);
-    let normative_kwh = if normative.is_empty() {
-        None
-    } else {
-        let n = normative.replace(',', ".");
-        match n.parse::<f64>() {
-            Ok(v) if v.is_finite() && (0.0..1e9).contains(&v) => Some(n),
-            _ => {
-                return Err(format!(
-                    "normative_kwh `{}` is not a non-negative number",
-                    shown(normative)
-                ));
-            }
-        }
-    };
+    let normative_kwh = kwh("normative_kwh", cols.get(record, 9))?;
+    let average_kwh = kwh(AVERAGE_COLUMN, cols.average(record))?;
     Ok(RegistryRow {
         account: account.to_owned(),
         meter: meter.to_owned(),
@@ -184,7 +193,24 @@ fn parse_row(cols: &Columns, record: &csv::StringRecord) -> Result<RegistryRow, 
         active,
         last,
         normative_kwh,
+        average_kwh,
     })
+}
+
+/// A monthly kWh figure of the file (`,` or `.` as the decimal mark), as the
+/// `numeric(12, 3)` column takes it; empty is none.
+fn kwh(column: &str, text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let n = text.replace(',', ".");
+    match n.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..1e9).contains(&v) => Ok(Some(n)),
+        _ => Err(format!(
+            "{column} `{}` is not a non-negative number",
+            shown(text)
+        )),
+    }
 }
 
 fn shown(s: &str) -> String {
@@ -221,11 +247,13 @@ fn copy_line(out: &mut String, line: u64, row: &RegistryRow) {
         row.digits,
         if row.active { "active" } else { "closed" }
     );
-    match &row.normative_kwh {
-        Some(n) => out.push_str(n),
-        None => out.push_str("\\N"),
+    for figure in [&row.normative_kwh, &row.average_kwh] {
+        match figure {
+            Some(n) => out.push_str(n),
+            None => out.push_str("\\N"),
+        }
+        out.push('\t');
     }
-    out.push('\t');
     match &row.last {
         Some((period, values)) => {
             let list: Vec<String> = values.iter().map(u64::to_string).collect();
@@ -253,7 +281,7 @@ pub async fn import(pool: &PgPool, input: impl Read) -> anyhow::Result<ImportRep
     sqlx::query(
         "CREATE TEMP TABLE registry_import (
             line bigint, account text, meter text, zones smallint, digits smallint, status text,
-            normative_kwh numeric(12,3), baseline_period text, baseline_values bigint[]
+            normative_kwh numeric(12,3), average_kwh numeric(12,3), baseline_period text, baseline_values bigint[]
          ) ON COMMIT DROP",
     )
     .execute(&mut *tx)
@@ -265,7 +293,7 @@ pub async fn import(pool: &PgPool, input: impl Read) -> anyhow::Result<ImportRep
     {
         let mut copy = tx
             .copy_in_raw(
-                "COPY registry_import (line, account, meter, zones, digits, status, normative_kwh, baseline_period, baseline_values) FROM STDIN",
+                "COPY registry_import (line, account, meter, zones, digits, status, normative_kwh, average_kwh, baseline_period, baseline_values) FROM STDIN",
             )
             .await?;
         let mut record = csv::StringRecord::new();
@@ -310,12 +338,13 @@ pub async fn import(pool: &PgPool, input: impl Read) -> anyhow::Result<ImportRep
     }
 
     let upserted = sqlx::query(
-        "INSERT INTO meters AS m (account, meter, zones, digits, status, normative_kwh, baseline_period, baseline_values, imported_at)
-         SELECT DISTINCT ON (account, meter) account, meter, zones, digits, status, normative_kwh, baseline_period, baseline_values, now()
+        "INSERT INTO meters AS m (account, meter, zones, digits, status, normative_kwh, average_kwh, baseline_period, baseline_values, imported_at)
+         SELECT DISTINCT ON (account, meter) account, meter, zones, digits, status, normative_kwh, average_kwh, baseline_period, baseline_values, now()
          FROM registry_import ORDER BY account, meter, line DESC
          ON CONFLICT (account, meter) DO UPDATE SET
             zones = EXCLUDED.zones, digits = EXCLUDED.digits, status = EXCLUDED.status,
-            normative_kwh = EXCLUDED.normative_kwh, baseline_period = EXCLUDED.baseline_period,
+            normative_kwh = EXCLUDED.normative_kwh, average_kwh = EXCLUDED.average_kwh,
+            baseline_period = EXCLUDED.baseline_period,
             baseline_values = EXCLUDED.baseline_values, imported_at = EXCLUDED.imported_at",
     )
     .execute(&mut *tx)
@@ -343,7 +372,11 @@ mod tests {
     use super::*;
 
     fn row(line: &str) -> Result<RegistryRow, String> {
-        let text = format!("{}\n{line}\n", HEADER.join(","));
+        row_under(&HEADER.join(","), line)
+    }
+
+    fn row_under(header: &str, line: &str) -> Result<RegistryRow, String> {
+        let text = format!("{header}\n{line}\n");
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .from_reader(text.as_bytes());
@@ -368,6 +401,22 @@ mod tests {
         assert!(!r.active);
         assert_eq!(r.last, None);
         assert_eq!(r.normative_kwh, None);
+    }
+
+    #[test]
+    fn average_kwh_is_an_optional_last_column() {
+        let with = format!("{},{AVERAGE_COLUMN}", HEADER.join(","));
+        let r = row_under(&with, "1000001,M,1,5,active,2026-10,100,,,85,\"142,5\"").expect("valid");
+        assert_eq!(r.average_kwh.as_deref(), Some("142.5"));
+        assert_eq!(r.normative_kwh.as_deref(), Some("85"));
+        let r = row_under(&with, "1000001,M,1,5,active,,,,,,").expect("empty average");
+        assert_eq!(r.average_kwh, None);
+        let r = row("1000001,M,1,5,active,,,,,85").expect("without the column");
+        assert_eq!(r.average_kwh, None);
+        let err = row_under(&with, "1000001,M,1,5,active,,,,,,-3").expect_err("negative");
+        assert!(err.contains("average_kwh"), "{err}");
+        let err = row_under(&with, "1000001,M,1,5,active,,,,,,many").expect_err("text");
+        assert!(err.contains("average_kwh `many`"), "{err}");
     }
 
     #[test]

@@ -1,33 +1,52 @@
-//! The SMS sent back for each refusal: Russian, naming the problem and the fix, in one
-//! SMS segment (70 UCS-2 characters) wherever possible and never over two (134).
-//! A resident with a basic phone reads these on a small screen: short words, the
-//! example in the form they must type, no jargon.
+//! The SMS sent back for each refusal (SPEC §3): Russian, the fix first, then what
+//! is wrong, in one SMS segment (70 UCS-2 characters) — for the longest input too,
+//! except an account number longer than 15 digits in `account_closed` — and never
+//! over two. A resident with a basic phone reads these on a small screen: plain
+//! words, the example in the form they must type, no jargon.
+//!
+//! A reply repeats only what the sender typed, never what the system holds (the
+//! previous reading, a consumption, the register's size, the meter): anyone can
+//! text any account number. `docs/replies.md` lists every reply with its length;
+//! a test keeps it and this module in agreement.
 
 use shared::events::RejectReason;
 
 use crate::grammar::FormatProblem;
 use crate::rules::ReadingProblem;
 
-/// One UCS-2 segment; two concatenated segments carry 67 characters each.
-pub const ONE_SEGMENT: usize = 70;
+pub mod segments;
+
+pub use segments::ucs2_len;
+
+/// Two concatenated UCS-2 parts of 67 characters: no reply is ever longer.
 pub const TWO_SEGMENTS: usize = 134;
 
-/// Length as the phone network counts it (UTF-16 code units).
-pub fn ucs2_len(text: &str) -> usize {
-    text.encode_utf16().count()
-}
+/// How much of what the sender typed (a field, an address) a reply repeats, in
+/// UTF-16 code units: enough to recognise it, short enough for one segment.
+const ECHO_MAX: usize = 16;
+/// The example every format reply ends with.
+const EXAMPLE: &str = "Пример: 1234567 45100";
 
-/// What a reply needs to know about the refusal.
+/// What a reply needs to know about the refusal: what the sender typed and what
+/// the rule found, nothing else.
 #[derive(Debug, Clone)]
 pub enum Refusal<'a> {
     Format(&'a FormatProblem),
     InvalidEmail(&'a str),
-    OutsideWindow { start_day: u32, end_day: u32 },
+    OutsideWindow {
+        start_day: u32,
+        end_day: u32,
+    },
     UnknownAccount(&'a str),
     AccountClosed(&'a str),
-    MultipleMeters(&'a str),
-    ZoneMismatch { zones: u8 },
-    TooManyDigits { value: u64, digits: u8 },
+    MultipleMeters,
+    ZoneMismatch {
+        zones: u8,
+    },
+    /// `value`: the reading typed, with more digits than the register has.
+    TooManyDigits {
+        value: u64,
+    },
     Reading(&'a ReadingProblem),
     RateLimited,
 }
@@ -40,7 +59,7 @@ impl Refusal<'_> {
             Refusal::OutsideWindow { .. } => RejectReason::OutsideWindow,
             Refusal::UnknownAccount(_) => RejectReason::UnknownAccount,
             Refusal::AccountClosed(_) => RejectReason::AccountClosed,
-            Refusal::MultipleMeters(_) => RejectReason::MultipleMeters,
+            Refusal::MultipleMeters => RejectReason::MultipleMeters,
             Refusal::ZoneMismatch { .. } => RejectReason::ZoneMismatch,
             Refusal::TooManyDigits { .. } => RejectReason::TooManyDigits,
             Refusal::Reading(ReadingProblem::Decreased { .. }) => RejectReason::ReadingDecreased,
@@ -55,43 +74,43 @@ impl Refusal<'_> {
         let text = match self {
             Refusal::Format(problem) => format_reply(problem),
             Refusal::InvalidEmail(email) => {
-                let e = clip(email, 20);
-                format!("Неверный e-mail {e}. Исправьте и пришлите снова")
+                format!("Исправьте e-mail {} или пришлите SMS без него", clip(email))
             }
             Refusal::OutsideWindow { start_day, end_day } => {
                 format!(
-                    "Показания принимаются с {start_day} по {end_day} число месяца. Пришлите их в эти дни"
+                    "Пришлите показания с {start_day} по {end_day} число месяца: сейчас приём закрыт"
                 )
             }
             Refusal::UnknownAccount(account) => {
-                format!("Лицевой счёт {account} не найден. Проверьте номер и пришлите снова")
+                format!("Проверьте номер лицевого счёта: {account} не найден")
             }
             Refusal::AccountClosed(account) => {
-                format!("Лицевой счёт {account} закрыт, показания по нему не принимаются")
+                format!("Проверьте номер: счёт {account} закрыт, показания не принимаются")
             }
-            Refusal::MultipleMeters(account) => {
-                format!("У счёта {account} несколько счётчиков: передайте через сайт или звонком")
+            Refusal::MultipleMeters => {
+                "Передайте на сайте или по телефону: у счёта несколько счётчиков".to_owned()
             }
             Refusal::ZoneMismatch { zones: 1 } => {
-                "Счётчик однотарифный: нужно одно показание. Пример: 1234567 45100".to_owned()
+                format!("Пришлите одно показание: счётчик однотарифный. {EXAMPLE}")
             }
             Refusal::ZoneMismatch { zones: 2 } => {
-                "Счётчик двухтарифный: нужны день и ночь. Пример: 1234567 45100 12000".to_owned()
+                "Пришлите два показания, день и ночь. Пример: 1234567 45100 12000".to_owned()
             }
-            Refusal::ZoneMismatch { zones } => {
-                format!("Нужны {zones} показания (Т1 Т2 Т3). Пример: 1234567 45100 20000 12000")
+            Refusal::ZoneMismatch { .. } => {
+                "Пришлите три показания: Т1 Т2 Т3. Пример: 1234567 45100 20000 12000".to_owned()
             }
-            Refusal::TooManyDigits { value, digits } => {
-                format!(
-                    "В показании {} больше {digits} цифр. Пришлите цифры до запятой",
-                    clip(&value.to_string(), 20)
-                )
+            // A value that saturated is not what the sender typed: not repeated.
+            Refusal::TooManyDigits { value: u64::MAX } => {
+                "Пришлите только цифры до запятой: в показании лишние цифры".to_owned()
             }
-            Refusal::Reading(ReadingProblem::Decreased { previous, new, .. }) => {
-                format!("Показание {new} меньше прежнего {previous}. Проверьте и пришлите снова")
+            Refusal::TooManyDigits { value } => {
+                format!("Пришлите только цифры до запятой: в {value} лишние цифры")
             }
-            Refusal::Reading(ReadingProblem::Implausible { consumption, .. }) => {
-                format!("Расход {consumption} кВт·ч — слишком много. Проверьте и пришлите снова")
+            Refusal::Reading(ReadingProblem::Decreased { new, .. }) => {
+                format!("Проверьте показание {new}: оно меньше прежнего")
+            }
+            Refusal::Reading(ReadingProblem::Implausible { new, .. }) => {
+                format!("Проверьте показание {new}: расход слишком большой")
             }
             Refusal::RateLimited => return None,
         };
@@ -100,30 +119,52 @@ impl Refusal<'_> {
 }
 
 fn format_reply(problem: &FormatProblem) -> String {
-    const EXAMPLE: &str = "Пример: 1234567 45100";
     match problem {
-        FormatProblem::Empty => format!("Пустое SMS. Пришлите счёт и показания. {EXAMPLE}"),
-        FormatProblem::NoAccount => {
-            format!("Сначала номер лицевого счёта, потом показания. {EXAMPLE}")
+        // An empty message and one that does not start with the account need the
+        // same fix: one reply.
+        FormatProblem::Empty | FormatProblem::NoAccount => {
+            format!("Напишите номер лицевого счёта, потом показания. {EXAMPLE}")
         }
         FormatProblem::AccountLength { found } => {
-            format!("Неверный номер счёта ({found} цифр). {EXAMPLE}")
+            format!(
+                "Проверьте номер счёта: в нём {found} {}. {EXAMPLE}",
+                digits_word(*found)
+            )
         }
         FormatProblem::NoReading => {
-            format!("Нет показаний: цифры до запятой после счёта. {EXAMPLE}")
+            format!("Напишите показания после номера счёта. {EXAMPLE}")
         }
         FormatProblem::TooManyReadings { .. } => {
-            "Больше 3 показаний. Пример: 1234567 45100 или 1234567 45100 12000".to_owned()
+            "Пришлите не больше трёх показаний. Пример: 1234567 45100 12000".to_owned()
         }
-        FormatProblem::BadField(field) => format!("Не понятно: «{}». {EXAMPLE}", clip(field, 16)),
+        FormatProblem::BadField(field) => {
+            format!("Исправьте «{}» и пришлите снова. {EXAMPLE}", clip(field))
+        }
     }
 }
 
-/// Shortens resident-supplied text that goes into a reply.
-fn clip(s: &str, max: usize) -> String {
-    let mut out: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
-    if s.chars().count() > max {
-        out.push('…');
+/// `цифра`, `цифры` or `цифр`, as Russian says it after the number `n`.
+fn digits_word(n: usize) -> &'static str {
+    match (n % 10, n % 100) {
+        (_, 11..=14) => "цифр",
+        (1, _) => "цифра",
+        (2..=4, _) => "цифры",
+        _ => "цифр",
+    }
+}
+
+/// Resident-supplied text as a reply repeats it: control characters dropped, at
+/// most [`ECHO_MAX`] UTF-16 code units (an emoji counts two), then `…`.
+fn clip(s: &str) -> String {
+    let mut out = String::new();
+    let mut units = 0;
+    for c in s.chars().filter(|c| !c.is_control()) {
+        if units + c.len_utf16() > ECHO_MAX {
+            out.push('…');
+            return out;
+        }
+        units += c.len_utf16();
+        out.push(c);
     }
     out
 }
@@ -145,125 +186,4 @@ fn fit(text: String) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every refusal, with realistic values (`extreme` = the longest inputs possible).
-    fn all(extreme: bool) -> Vec<Refusal<'static>> {
-        static DEC: [ReadingProblem; 2] = [
-            ReadingProblem::Decreased {
-                zone: 0,
-                previous: 45_100,
-                new: 45_000,
-            },
-            ReadingProblem::Decreased {
-                zone: 0,
-                previous: 999_999_999_999_999_999,
-                new: 999_999_999_999_999_998,
-            },
-        ];
-        static IMP: [ReadingProblem; 2] = [
-            ReadingProblem::Implausible {
-                zone: 0,
-                consumption: 15_000,
-                limit: 10_000,
-            },
-            ReadingProblem::Implausible {
-                zone: 0,
-                consumption: 999_999_999_999_999_999,
-                limit: 10_000,
-            },
-        ];
-        static FORMATS: [FormatProblem; 6] = [
-            FormatProblem::Empty,
-            FormatProblem::NoAccount,
-            FormatProblem::AccountLength { found: 13 },
-            FormatProblem::NoReading,
-            FormatProblem::TooManyReadings { found: 4 },
-            FormatProblem::BadField(String::new()),
-        ];
-        let i = usize::from(extreme);
-        let account = if extreme { "123456789012" } else { "1234567" };
-        let mut v: Vec<Refusal<'static>> = FORMATS.iter().map(Refusal::Format).collect();
-        v.extend([
-            Refusal::InvalidEmail(if extreme {
-                "very.long.address.with.typo@@example-domain.ru"
-            } else {
-                "ivan@@mail.ru"
-            }),
-            Refusal::OutsideWindow {
-                start_day: 15,
-                end_day: 25,
-            },
-            Refusal::UnknownAccount(account),
-            Refusal::AccountClosed(account),
-            Refusal::MultipleMeters(account),
-            Refusal::ZoneMismatch { zones: 1 },
-            Refusal::ZoneMismatch { zones: 2 },
-            Refusal::ZoneMismatch { zones: 3 },
-            Refusal::TooManyDigits {
-                value: if extreme { u64::MAX } else { 1_234_567 },
-                digits: if extreme { 18 } else { 6 },
-            },
-            Refusal::Reading(&DEC[i]),
-            Refusal::Reading(&IMP[i]),
-        ]);
-        v
-    }
-
-    #[test]
-    fn realistic_replies_fit_one_segment() {
-        for r in all(false) {
-            let text = r.text().expect("a reply");
-            println!("{:3} {:?} {text}", ucs2_len(&text), r.reason());
-            assert!(
-                ucs2_len(&text) <= ONE_SEGMENT,
-                "{} > 70: {text}",
-                ucs2_len(&text)
-            );
-        }
-    }
-
-    #[test]
-    fn every_reply_fits_two_segments_whatever_the_input() {
-        for r in all(true) {
-            let text = r.text().expect("a reply");
-            assert!(
-                ucs2_len(&text) <= TWO_SEGMENTS,
-                "{}: {text}",
-                ucs2_len(&text)
-            );
-        }
-    }
-
-    #[test]
-    fn replies_name_the_problem() {
-        let window = Refusal::OutsideWindow {
-            start_day: 15,
-            end_day: 25,
-        }
-        .text()
-        .expect("text");
-        assert!(window.contains("с 15 по 25"), "{window}");
-        let unknown = Refusal::UnknownAccount("1000001").text().expect("text");
-        assert!(unknown.contains("1000001"), "{unknown}");
-        let dec = ReadingProblem::Decreased {
-            zone: 0,
-            previous: 45_100,
-            new: 45_000,
-        };
-        let text = Refusal::Reading(&dec).text().expect("text");
-        assert!(text.contains("45000") && text.contains("45100"), "{text}");
-        assert_eq!(Refusal::RateLimited.text(), None);
-    }
-
-    #[test]
-    fn resident_text_is_clipped() {
-        let long = "ж".repeat(500);
-        let text = Refusal::Format(&FormatProblem::BadField(long))
-            .text()
-            .expect("text");
-        assert!(ucs2_len(&text) <= ONE_SEGMENT, "{text}");
-        assert!(ucs2_len(&fit("я".repeat(400))) <= TWO_SEGMENTS);
-    }
-}
+mod tests;

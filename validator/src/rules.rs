@@ -12,7 +12,9 @@ pub struct Previous {
     pub values: Vec<u64>,
 }
 
-/// Why a set of readings is refused against the previous one.
+/// Why a set of readings is refused against the previous one. `new` is the value the
+/// sender typed for `zone`; the rest is what the system holds, for logs and tests —
+/// never for the reply (`crate::reply`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadingProblem {
     Decreased {
@@ -22,6 +24,7 @@ pub enum ReadingProblem {
     },
     Implausible {
         zone: usize,
+        new: u64,
         consumption: u64,
         limit: u64,
     },
@@ -76,6 +79,7 @@ pub fn check_against(
             Some(used) if used > limit => {
                 return Err(ReadingProblem::Implausible {
                     zone,
+                    new: value,
                     consumption: used,
                     limit,
                 });
@@ -127,6 +131,7 @@ mod tests {
             check_against(&prev, nov, &[55_001, 12_000], 6, 10_000),
             Err(ReadingProblem::Implausible {
                 zone: 0,
+                new: 55_001,
                 consumption: 10_001,
                 limit: 10_000
             })

@@ -53,6 +53,7 @@ pub fn config(env: &TestEnv, addr: std::net::SocketAddr) -> validator::Config {
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 30,
+            ..RuntimeConfig::default()
         },
     }
 }
@@ -92,6 +93,14 @@ impl Harness {
         let env = &self.env;
         let app = Service::start("validator", |addr| config(env, addr), validator::run).await;
         self.app = Some(app);
+    }
+
+    /// One sample of the running validator's metrics (`0` while never counted).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        match &self.app {
+            Some(app) => app.metric(name, labels).await,
+            None => panic!("the validator is not running"),
+        }
     }
 
     pub async fn stop_app(&mut self) {
@@ -156,4 +165,15 @@ impl Harness {
         self.pool.close().await;
         self.env.cleanup().await;
     }
+}
+
+/// Waits until the validator has counted `n` rows of `table` purged.
+pub async fn eventually_metric(h: &Harness, table: &str, n: f64) {
+    eventually(&format!("{table} purged"), WAIT, || async {
+        let got = h
+            .metric("validator_retention_purged_rows_total", &[("table", table)])
+            .await;
+        (got == n).then_some(())
+    })
+    .await;
 }

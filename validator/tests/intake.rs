@@ -278,3 +278,212 @@ async fn poison_and_foreign_messages_are_dead_lettered_without_blocking() {
     assert_eq!(dead.body, b"{not json");
     h.finish().await;
 }
+
+/// SPEC §3: whatever bytes a gateway passes in the text, the message is decided and
+/// audited. A NUL is a separator to the grammar (decided on the text as received) and
+/// `␀` in the audit (a text column cannot hold NUL); its batch-mates are stored as
+/// usual and nothing is dead-lettered.
+#[tokio::test]
+async fn texts_with_nul_bytes_are_decided_and_audited_with_their_batch_mates() {
+    let mut h = Harness::prepared().await;
+    // Published before the validator starts, so that they arrive as one batch.
+    h.send("nul-mate-1", "+79003100001", "0000007 5", IN_WINDOW)
+        .await;
+    h.send(
+        "nul-accepted",
+        "+79003100002",
+        "1000001\u{0}45100",
+        IN_WINDOW,
+    )
+    .await;
+    h.send("nul-format", "+79003100003", "\u{0}\u{0}abc", IN_WINDOW)
+        .await;
+    h.send("nul-mate-2", "+79003100004", "1000006 99960", IN_WINDOW)
+        .await;
+    h.start().await;
+
+    let accepted_event = h.event_for("nul-accepted").await;
+    assert_eq!(accepted(&accepted_event).values, vec![45100]);
+    let format = h.event_for("nul-format").await;
+    let refusal = rejected(&format);
+    assert_eq!(refusal.reason, RejectReason::Format);
+    let reply = refusal
+        .reply
+        .as_deref()
+        .expect("a format error is answered");
+    assert!(!reply.contains('\u{0}'), "{reply:?}");
+    for mate in ["nul-mate-1", "nul-mate-2"] {
+        assert!(
+            matches!(h.event_for(mate).await, Event::ReadingAccepted(_)),
+            "{mate}"
+        );
+    }
+
+    let body = |id: &'static str| {
+        let pool = h.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT body FROM messages WHERE message_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("audited")
+        }
+    };
+    assert_eq!(body("nul-accepted").await, "1000001\u{2400}45100");
+    assert_eq!(body("nul-format").await, "\u{2400}\u{2400}abc");
+    assert_eq!(
+        h.audit("nul-format").await,
+        Some(("rejected".to_owned(), Some("format".to_owned())))
+    );
+    assert!(
+        h.broker.take("validator.dead").await.is_none(),
+        "nothing dead-lettered"
+    );
+    h.finish().await;
+}
+
+/// SPEC §5: a message the database refuses for good (here an `sms.received` from a
+/// foreign publisher whose sender holds a NUL: SQLSTATE 22021) is dead-lettered at
+/// once, alone, with the reason; the other messages of its batch are stored.
+#[tokio::test]
+async fn a_message_the_database_refuses_is_dead_lettered_alone() {
+    let mut h = Harness::prepared().await;
+    let mates = ["refused-mate-1", "refused-mate-2", "refused-mate-3"];
+    h.send(mates[0], "+79003200001", "0000007 5", IN_WINDOW)
+        .await;
+    h.send(mates[1], "+79003200002", "1000001 45100", IN_WINDOW)
+        .await;
+    h.send("refused", "+7900\u{0}3200009", "1000006 99960", IN_WINDOW)
+        .await;
+    h.send(mates[2], "+79003200003", "1000004 1", IN_WINDOW)
+        .await;
+    h.start().await;
+
+    for mate in mates {
+        let _ = h.event_for(mate).await;
+        assert!(h.audit(mate).await.is_some(), "{mate} audited");
+    }
+    let dead = h.broker.wait_take("validator.dead").await;
+    assert_eq!(dead.event().message_id(), "refused");
+    let reason = dead
+        .header(shared::consumer::ERROR_HEADER)
+        .expect("the reason");
+    assert!(
+        reason.contains("storing the outcome") && reason.contains("0x00"),
+        "{reason}"
+    );
+    assert_eq!(
+        shared::broker::header_int(&dead.headers, shared::consumer::ATTEMPT_HEADER),
+        Some(1),
+        "dead-lettered on its first attempt, not after retries"
+    );
+    assert!(h.audit("refused").await.is_none());
+    assert!(
+        h.broker.take("validator.dead").await.is_none(),
+        "only the refused message is dead-lettered"
+    );
+    h.finish().await;
+}
+
+/// SPEC §4.7: the audit and the readings older than `RETENTION_DAYS` are purged at
+/// start (and daily) — except a meter's latest reading, the base the next one is
+/// checked against — and the rows counted.
+#[tokio::test]
+async fn rows_past_the_retention_period_are_purged_but_the_latest_reading() {
+    let mut h = Harness::prepared().await;
+    sqlx::raw_sql(
+        "INSERT INTO messages (message_id, sender, recipient, body, received_at, channel, outcome)
+         VALUES ('old', '+79001234567', '7377', '1000001 45000', now() - interval '1096 days', 'sms', 'accepted'),
+                ('new', '+79001234567', '7377', '1000001 45000', now() - interval '1094 days', 'sms', 'accepted');
+         INSERT INTO readings (reading_id, message_id, account, meter, period, readings, received_at)
+         VALUES (gen_random_uuid(), 'older', '1000001', 'M1', '2023-10', '{44000}', now() - interval '1130 days'),
+                (gen_random_uuid(), 'latest', '1000001', 'M1', '2023-11', '{44500}', now() - interval '1100 days'),
+                (gen_random_uuid(), 'other', '1000002', 'M2', '2023-11', '{1,2}', now() - interval '1094 days');",
+    )
+    .execute(&h.pool)
+    .await
+    .expect("rows");
+    h.start().await;
+    for table in ["messages", "readings"] {
+        common::eventually_metric(&h, table, 1.0).await;
+    }
+    let audit: Vec<String> = sqlx::query_scalar("SELECT message_id FROM messages ORDER BY 1")
+        .fetch_all(&h.pool)
+        .await
+        .expect("audit");
+    assert_eq!(audit, ["new"]);
+    let readings: Vec<String> = sqlx::query_scalar("SELECT message_id FROM readings ORDER BY 1")
+        .fetch_all(&h.pool)
+        .await
+        .expect("readings");
+    assert_eq!(readings, ["latest", "other"]);
+    h.finish().await;
+}
+
+/// SPEC §4.7: the validator keeps no e-mail address in full once the event carrying
+/// it is on its way: the reading's and the audited text's are masked.
+#[tokio::test]
+async fn an_accepted_address_is_kept_masked() {
+    let h = Harness::started().await;
+    h.send(
+        "with-email",
+        "+79003300001",
+        "1000001 45100 ivan.petrov@mail.ru",
+        IN_WINDOW,
+    )
+    .await;
+    let event = h.event_for("with-email").await;
+    assert_eq!(
+        accepted(&event).email.as_deref(),
+        Some("ivan.petrov@mail.ru"),
+        "the event carries the address for the confirmation"
+    );
+    let (email, body): (Option<String>, String) = sqlx::query_as(
+        "SELECT r.email, m.body FROM readings r JOIN messages m USING (message_id) WHERE message_id = $1",
+    )
+    .bind("with-email")
+    .fetch_one(&h.pool)
+    .await
+    .expect("stored");
+    assert_eq!(email.as_deref(), Some("i***@mail.ru"));
+    assert_eq!(body, "1000001 45100 i***@mail.ru");
+    h.finish().await;
+}
+
+/// SPEC §3: `reading_decreased` compares with the last accepted reading of an earlier
+/// period — November's accepted reading in December, not the registry's October
+/// baseline — and a correction within a period may go below the reading it corrects.
+#[tokio::test]
+async fn a_decrease_is_judged_against_the_last_accepted_reading_of_an_earlier_period() {
+    let h = Harness::started().await;
+    // Registry baseline for 1000001: October 45000.
+    h.send("nov", "+79003000001", "1000001 45100", IN_WINDOW)
+        .await;
+    accepted(&h.event_for("nov").await);
+    // December, below November's 45100 though above October's 45000: refused.
+    let dec = "2026-12-20T10:00:00+05:00";
+    h.send("dec-1", "+79003000001", "1000001 45050", dec).await;
+    let refused = h.event_for("dec-1").await;
+    let refused = rejected(&refused);
+    assert_eq!(refused.reason, RejectReason::ReadingDecreased);
+    let reply = refused.reply.as_deref().unwrap_or_default();
+    assert!(
+        reply.contains("45050") && !reply.contains("45100") && !reply.contains("45000"),
+        "the typed reading only: {reply}"
+    );
+    // December 45300, then corrected down to 45200: compared with November, accepted.
+    h.send("dec-2", "+79003000001", "1000001 45300", dec).await;
+    let first = accepted(&h.event_for("dec-2").await).reading_id;
+    h.send(
+        "dec-3",
+        "+79003000001",
+        "1000001 45200",
+        "2026-12-21T10:00:00+05:00",
+    )
+    .await;
+    let correction = h.event_for("dec-3").await;
+    let correction = accepted(&correction);
+    assert_eq!(correction.values, vec![45200]);
+    assert_eq!(correction.supersedes, Some(first));
+    h.finish().await;
+}

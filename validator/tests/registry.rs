@@ -110,3 +110,56 @@ async fn reimport_upserts_and_a_bad_header_changes_nothing() {
     pool.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn average_kwh_is_imported_when_given_and_cleared_by_a_file_without_it() {
+    let env = TestEnv::new().await;
+    let with = "\
+account,meter,zones,digits,status,last_period,last_t1,last_t2,last_t3,normative_kwh,average_kwh
+1000001,M1,1,5,active,2026-09,100,,,80,\"142,5\"
+1000002,M2,1,5,active,,,,,80,
+1000003,M3,1,5,active,,,,,80,-7
+";
+    let out = import(&env, with, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(":4: average_kwh `-7` is not a non-negative number"),
+        "{stderr}"
+    );
+    let pool = shared::db::pool(&env.database(), validator::SCHEMA).expect("pool");
+    // Read through the view billing-export reads, as it does (numeric as text).
+    let averages = || async {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT account, average_kwh::text FROM registry_meters ORDER BY account",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("q");
+        rows
+    };
+    assert_eq!(
+        averages().await,
+        vec![
+            ("1000001".into(), Some("142.500".into())),
+            ("1000002".into(), None),
+        ]
+    );
+    // The same meters from a file without the column: no average is kept.
+    let without = "\
+account,meter,zones,digits,status,last_period,last_t1,last_t2,last_t3,normative_kwh
+1000001,M1,1,5,active,2026-09,100,,,80
+";
+    let out = import(&env, without, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        averages().await,
+        vec![("1000001".into(), None), ("1000002".into(), None)]
+    );
+    pool.close().await;
+    env.cleanup().await;
+}

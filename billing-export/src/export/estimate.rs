@@ -13,8 +13,14 @@
 //!   zones of (later − earlier). A step where a zone went down (a register rollover
 //!   or a replaced meter: the registry view gives no register size to tell) or the
 //!   zone count changed is left out. Average = counted consumption / counted months.
-//! - `method`: `average` while `months_missing` ≤ 6 and an average exists; otherwise
-//!   `normative`, with the registry's `normative_kwh` (empty if the registry has none).
+//! - Where that gives no average — the system holds fewer than two readings, or no
+//!   step between them can be counted — billing's own `average_kwh` from the
+//!   registry stands in for it, if the registry gives one (SPEC §4.5). A meter with
+//!   no history at all has an unknown `months_missing`; billing's average is still
+//!   used for it, since billing, which knows the meter, states one.
+//! - `method`: `average` while `months_missing` ≤ 6 (or unknown) and an average
+//!   exists; otherwise `normative`, with the registry's `normative_kwh` (empty if the
+//!   registry has none).
 
 use shared::events::Period;
 
@@ -70,31 +76,38 @@ pub fn history(period: Period, accepted: Vec<Point>, baseline: Option<Point>) ->
     points
 }
 
-/// The estimate for `period` given the meter's `history` (from [`history`]) and the
-/// registry's norm (a decimal as PostgreSQL prints it).
-pub fn estimate(period: Period, history: &[Point], normative_kwh: Option<&str>) -> Estimate {
-    let normative = || normative_kwh.map(trim_decimal);
-    let Some(last) = history.last() else {
-        return Estimate {
-            months_missing: None,
-            method: Method::Normative,
-            kwh: normative(),
-        };
-    };
-    let months_missing = last.period.months_until(period);
-    let average = (months_missing <= AVERAGE_MONTHS)
-        .then(|| average_monthly(history))
+/// What the registry says of a meter's consumption: billing's figures, as PostgreSQL
+/// prints a decimal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Registry<'a> {
+    /// The consumption norm.
+    pub normative_kwh: Option<&'a str>,
+    /// Billing's own average monthly consumption.
+    pub average_kwh: Option<&'a str>,
+}
+
+/// The estimate for `period` given the meter's `history` (from [`history`]) and what
+/// the registry says.
+pub fn estimate(period: Period, history: &[Point], registry: Registry<'_>) -> Estimate {
+    let months_missing = history.last().map(|last| last.period.months_until(period));
+    let average = months_missing
+        .is_none_or(|months| months <= AVERAGE_MONTHS)
+        .then(|| {
+            average_monthly(history)
+                .map(format_kwh)
+                .or_else(|| registry.average_kwh.map(trim_decimal))
+        })
         .flatten();
     match average {
         Some(kwh) => Estimate {
-            months_missing: Some(months_missing),
+            months_missing,
             method: Method::Average,
-            kwh: Some(format_kwh(kwh)),
+            kwh: Some(kwh),
         },
         None => Estimate {
-            months_missing: Some(months_missing),
+            months_missing,
             method: Method::Normative,
-            kwh: normative(),
+            kwh: registry.normative_kwh.map(trim_decimal),
         },
     }
 }
@@ -152,6 +165,13 @@ mod tests {
         s.parse().expect("period")
     }
 
+    fn norm(normative_kwh: Option<&str>) -> Registry<'_> {
+        Registry {
+            normative_kwh,
+            average_kwh: None,
+        }
+    }
+
     fn point(period: &str, values: &[u64]) -> Point {
         Point {
             period: p(period),
@@ -168,7 +188,7 @@ mod tests {
         ];
         // (1300−1000) + (650−500) = 450 kWh over 3 months.
         assert_eq!(average_monthly(&h), Some(150.0));
-        let e = estimate(p("2026-05"), &h, Some("85.500"));
+        let e = estimate(p("2026-05"), &h, norm(Some("85.500")));
         assert_eq!(
             e,
             Estimate {
@@ -182,11 +202,11 @@ mod tests {
     #[test]
     fn method_switches_to_normative_in_the_seventh_month() {
         let h = [point("2026-01", &[1000]), point("2026-02", &[1100])];
-        let sixth = estimate(p("2026-08"), &h, Some("85.5"));
+        let sixth = estimate(p("2026-08"), &h, norm(Some("85.5")));
         assert_eq!(sixth.months_missing, Some(6));
         assert_eq!(sixth.method, Method::Average);
         assert_eq!(sixth.kwh.as_deref(), Some("100"));
-        let seventh = estimate(p("2026-09"), &h, Some("85.5"));
+        let seventh = estimate(p("2026-09"), &h, norm(Some("85.5")));
         assert_eq!(seventh.months_missing, Some(7));
         assert_eq!(seventh.method, Method::Normative);
         assert_eq!(seventh.kwh.as_deref(), Some("85.5"));
@@ -194,11 +214,11 @@ mod tests {
 
     #[test]
     fn no_history_or_a_single_point_falls_back_to_the_norm() {
-        let none = estimate(p("2026-05"), &[], Some("120.000"));
+        let none = estimate(p("2026-05"), &[], norm(Some("120.000")));
         assert_eq!(none.months_missing, None);
         assert_eq!(none.method, Method::Normative);
         assert_eq!(none.kwh.as_deref(), Some("120"));
-        let one = estimate(p("2026-05"), &[point("2026-03", &[5])], None);
+        let one = estimate(p("2026-05"), &[point("2026-03", &[5])], norm(None));
         assert_eq!(one.months_missing, Some(2));
         assert_eq!(one.method, Method::Normative);
         assert_eq!(one.kwh, None, "no norm in the registry: left empty");
@@ -217,6 +237,42 @@ mod tests {
         assert_eq!(average_monthly(&only_rollover), None);
         let zones_changed = [point("2025-06", &[10]), point("2025-07", &[20, 30])];
         assert_eq!(average_monthly(&zones_changed), None);
+    }
+
+    #[test]
+    fn billings_average_stands_in_where_fewer_than_two_readings_are_held() {
+        let registry = Registry {
+            normative_kwh: Some("120.000"),
+            average_kwh: Some("142.500"),
+        };
+        // One reading held: billing's average, for six months, then the norm.
+        let one = [point("2026-03", &[5])];
+        let e = estimate(p("2026-05"), &one, registry);
+        assert_eq!(
+            e,
+            Estimate {
+                months_missing: Some(2),
+                method: Method::Average,
+                kwh: Some("142.5".into())
+            }
+        );
+        let late = estimate(p("2026-10"), &one, registry);
+        assert_eq!(late.method, Method::Normative);
+        assert_eq!(late.kwh.as_deref(), Some("120"));
+        // None held: billing's average, months unknown.
+        let none = estimate(p("2026-05"), &[], registry);
+        assert_eq!(none.months_missing, None);
+        assert_eq!(none.method, Method::Average);
+        assert_eq!(none.kwh.as_deref(), Some("142.5"));
+        // Two or more: the system's own average wins.
+        let two = [point("2026-01", &[1000]), point("2026-03", &[1200])];
+        let own = estimate(p("2026-05"), &two, registry);
+        assert_eq!(own.kwh.as_deref(), Some("100"));
+        // Two whose only step cannot be counted (a rollover): billing's average.
+        let rolled = [point("2026-01", &[99_990]), point("2026-02", &[20])];
+        let e = estimate(p("2026-05"), &rolled, registry);
+        assert_eq!(e.kwh.as_deref(), Some("142.5"));
+        assert_eq!(e.method, Method::Average);
     }
 
     #[test]
@@ -262,7 +318,7 @@ mod tests {
             }
             let mut target = period;
             for _ in 0..gap { target = target.next(); }
-            let e = estimate(target, &h, Some("1"));
+            let e = estimate(target, &h, norm(Some("1")));
             prop_assert_eq!(e.months_missing, Some(gap));
             prop_assert_eq!(e.method == Method::Average, gap <= AVERAGE_MONTHS);
             let avg = average_monthly(&h).expect("steps go up");

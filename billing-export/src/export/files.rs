@@ -217,3 +217,62 @@ impl Drop for TempFile {
         }
     }
 }
+
+/// Whether `name` is one of the period files this service writes
+/// (`readings-YYYY-MM.csv`, `missing-YYYY-MM.csv`): the only files it ever removes.
+fn is_period_file(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".csv") else {
+        return false;
+    };
+    let Some(period) = stem
+        .strip_prefix("readings-")
+        .or_else(|| stem.strip_prefix("missing-"))
+    else {
+        return false;
+    };
+    period.parse::<Period>().is_ok()
+}
+
+/// Removes the period files of `dir` last written more than `days` days ago (SPEC
+/// §4.7: the exports hold every account's readings); returns how many went. Other
+/// files in the directory are left alone.
+pub async fn expire(dir: &Path, days: u32) -> std::io::Result<u64> {
+    let max_age = Duration::from_secs(u64::from(days) * 24 * 60 * 60);
+    let mut removed = 0;
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(is_period_file) {
+            continue;
+        }
+        let modified = entry.metadata().await?.modified()?;
+        let old = modified.elapsed().is_ok_and(|age| age > max_age);
+        if old {
+            tokio::fs::remove_file(entry.path()).await?;
+            tracing::info!(file = %entry.path().display(), days, "period file past the retention period removed");
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// [`expire`] at start and then daily, until `stop`; counted in the retention metric.
+pub async fn expire_daily(
+    dir: PathBuf,
+    days: u32,
+    metrics: shared::retention::RetentionMetrics,
+    stop: CancellationToken,
+) {
+    loop {
+        match expire(&dir, days).await {
+            Ok(n) => metrics.expired("export_files", n),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not expire period files; trying again tomorrow")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared::retention::EVERY) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+}

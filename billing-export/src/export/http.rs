@@ -1,9 +1,13 @@
-//! The export endpoints. The period comes from the path and is checked before any
-//! database work (a bad one is `400` with a JSON reason); the body is the report's
-//! chunk stream. The response starts only once the first chunk (or an error) is
-//! there, so a database that is down is a clean `503`, not a `200` with a cut body.
-//! A failure after that aborts the transfer: a truncated download must not look
-//! like a complete file.
+//! The export endpoints. They hold every account's readings (SPEC §4.5), so each
+//! request first needs a bearer token of `EXPORT_TOKEN` (`401` without one, `503`
+//! while the setting is missing), and each download is logged with its period, row
+//! count and the token's fingerprint (never the token). The period comes from the
+//! path and is checked before any database work (a bad one is `400` with a JSON
+//! reason); the body is the report's chunk stream. The response starts only once
+//! the first chunk (or an error) is there, so a database that is down is a clean
+//! `503`, not a `200` with a cut body. A failure after that — the export running
+//! past `EXPORT_TIMEOUT_SECONDS` included — aborts the transfer: a truncated
+//! download must not look like a complete file.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +16,17 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono_tz::Tz;
 use futures::StreamExt;
 use shared::events::Period;
+use shared::token::{self, Tokens};
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{CHUNKS_IN_FLIGHT, Chunk, ExportError, Report};
 use crate::metrics::BillingMetrics;
@@ -33,6 +39,11 @@ pub struct ExportState {
     /// Exports streaming at once. Each holds a database connection for as long as
     /// the client reads; the limit keeps connections free for the consumer.
     pub slots: Arc<Semaphore>,
+    /// The tokens that may download (`EXPORT_TOKEN`); `None`: not configured, so
+    /// every export is `503`.
+    pub tokens: Option<Arc<Tokens>>,
+    /// Longest one export may take, query and transfer together.
+    pub timeout: Duration,
 }
 
 /// How long a request waits for a free export slot before `503`.
@@ -47,6 +58,13 @@ pub fn router(state: ExportState) -> Router {
 
 #[derive(Debug, thiserror::Error)]
 enum ApiError {
+    #[error(
+        "EXPORT_TOKEN is not set: the exports hold personal data and are served only \
+         with one of its bearer tokens"
+    )]
+    NotConfigured,
+    #[error("a bearer token of EXPORT_TOKEN is required (Authorization: Bearer …)")]
+    Unauthorized,
     #[error("{0}")]
     BadPeriod(String),
     #[error("the database is not reachable now")]
@@ -55,6 +73,10 @@ enum ApiError {
     Busy,
     #[error("the account registry (validator.registry_meters) is not available")]
     RegistryMissing,
+    #[error(
+        "the export took longer than EXPORT_TIMEOUT_SECONDS ({0} s); try again when the database is less busy"
+    )]
+    TimedOut(u64),
     #[error("the export failed")]
     Internal,
 }
@@ -62,6 +84,9 @@ enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match self {
+            ApiError::NotConfigured => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::TimedOut(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::BadPeriod(_) => (StatusCode::BAD_REQUEST, "bad_period"),
             ApiError::Unavailable | ApiError::RegistryMissing | ApiError::Busy => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
@@ -74,9 +99,18 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({"error": code, "message": self.to_string()})),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        match self {
+            // Waiting does not set a missing setting: no Retry-After.
+            ApiError::NotConfigured => {}
+            ApiError::Unauthorized => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            }
+            _ => {}
         }
         resp
     }
@@ -85,6 +119,7 @@ impl IntoResponse for ApiError {
 impl From<ExportError> for ApiError {
     fn from(e: ExportError) -> Self {
         match &e {
+            ExportError::TimedOut(limit) => ApiError::TimedOut(limit.as_secs()),
             ExportError::Database(db)
                 if db.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P01") =>
             {
@@ -98,6 +133,34 @@ impl From<ExportError> for ApiError {
             _ => {
                 tracing::error!(error = %e, "export failed");
                 ApiError::Internal
+            }
+        }
+    }
+}
+
+/// Who downloads: the fingerprint of the `EXPORT_TOKEN` token presented. Extracted
+/// before anything else, so a request without a token learns nothing, not even
+/// whether its period is well-formed.
+struct Downloader {
+    token: String,
+}
+
+impl FromRequestParts<ExportState> for Downloader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ExportState,
+    ) -> Result<Self, Self::Rejection> {
+        let tokens = state.tokens.as_deref().ok_or(ApiError::NotConfigured)?;
+        match token::bearer(&parts.headers).and_then(|t| tokens.verify(t)) {
+            Some(token) => Ok(Downloader { token }),
+            None => {
+                tracing::info!(
+                    path = parts.uri.path(),
+                    "export refused: no valid EXPORT_TOKEN bearer"
+                );
+                Err(ApiError::Unauthorized)
             }
         }
     }
@@ -124,22 +187,29 @@ fn segment(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError
 }
 
 async fn readings_csv(
+    who: Downloader,
     State(state): State<ExportState>,
     file: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let period = period_of_file(&segment(file)?)?;
-    stream(state, Report::Readings, period).await
+    stream(state, Report::Readings, period, who).await
 }
 
 async fn missing_csv(
+    who: Downloader,
     State(state): State<ExportState>,
     period: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let period = parse_period(&segment(period)?)?;
-    stream(state, Report::Missing, period).await
+    stream(state, Report::Missing, period, who).await
 }
 
-async fn stream(state: ExportState, report: Report, period: Period) -> Result<Response, ApiError> {
+async fn stream(
+    state: ExportState,
+    report: Report,
+    period: Period,
+    who: Downloader,
+) -> Result<Response, ApiError> {
     let slot = tokio::time::timeout(SLOT_WAIT, state.slots.clone().acquire_owned())
         .await
         .map_err(|_| ApiError::Busy)?
@@ -150,30 +220,63 @@ async fn stream(state: ExportState, report: Report, period: Period) -> Result<Re
         .await
         .map_err(|e| ApiError::from(ExportError::Database(e)))?;
     let (tx, mut rx) = mpsc::channel::<Chunk>(CHUNKS_IN_FLIGHT);
+    // How the producer ended: the body ends cleanly only on `Ok`.
+    let (ended_tx, ended) = oneshot::channel::<Result<u64, ExportError>>();
     let zone = state.zone;
+    let limit = state.timeout;
     // The producer owns its connection and its slot; it stops when the client goes
-    // away (the channel closes). A connection left in the middle of a result set is
-    // closed rather than returned to the pool to drain the rest.
+    // away (the channel closes) or the time is up. A connection left in the middle
+    // of a result set is closed rather than returned to the pool to drain the rest.
     tokio::spawn(async move {
         let _slot = slot;
         let mut conn = conn;
-        match super::produce(&mut conn, report, period, zone, tx.clone()).await {
-            Ok(_) => {}
-            Err(ExportError::ReaderGone) => conn.close_on_drop(),
+        let produced = produce_within(&mut conn, report, period, zone, tx, limit).await;
+        let name = report.name();
+        match &produced {
+            Ok(rows) => {
+                tracing::info!(report = name, %period, rows, token = %who.token, "export downloaded");
+                // The connection goes back to the pool, which the consumer shares:
+                // without the export's statement_timeout, or not at all.
+                let reset = sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await;
+                if reset.is_err() {
+                    conn.close_on_drop();
+                }
+            }
+            Err(ExportError::ReaderGone) => {
+                conn.close_on_drop();
+                tracing::info!(report = name, %period, token = %who.token, "export abandoned by the client");
+            }
             Err(e) => {
                 conn.close_on_drop();
-                tracing::error!(error = %e, report = report.name(), %period, "export stream failed");
-                let _ = tx.send(Err(e)).await;
+                tracing::error!(error = %e, report = name, %period, token = %who.token, "export stream failed");
             }
         }
+        let _ = ended_tx.send(produced);
     });
     let first = match rx.recv().await {
         Some(Ok(bytes)) => bytes,
         Some(Err(e)) => return Err(e.into()),
-        None => return Err(ApiError::Internal),
+        // No chunk at all (a complete report has at least its header): how it ended.
+        None => {
+            return Err(match ended.await {
+                Ok(Err(e)) => e.into(),
+                _ => ApiError::Internal,
+            });
+        }
     };
-    let rest =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let rest = futures::stream::unfold(Some((rx, ended)), |open| async move {
+        let (mut rx, ended) = open?;
+        match rx.recv().await {
+            Some(chunk) => Some((chunk, Some((rx, ended)))),
+            None => match ended.await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some((Err(e), None)),
+                Err(_) => Some((Err(ExportError::Data("the export stopped".into())), None)),
+            },
+        }
+    });
     let body =
         Body::from_stream(futures::stream::once(async { Ok::<_, ExportError>(first) }).chain(rest));
     state.metrics.export_served(report.name());
@@ -189,6 +292,36 @@ async fn stream(state: ExportState, report: Report, period: Period) -> Result<Re
     }
     Ok(resp)
 }
+
+/// [`super::produce`] within `limit`: PostgreSQL's `statement_timeout` cancels a
+/// statement that runs (or waits for a lock) too long, and the same limit over the
+/// whole transfer ends one whose client reads too slowly.
+async fn produce_within(
+    conn: &mut sqlx::PgConnection,
+    report: Report,
+    period: Period,
+    zone: Tz,
+    out: mpsc::Sender<Chunk>,
+    limit: Duration,
+) -> Result<u64, ExportError> {
+    let millis = limit.as_millis().to_string();
+    sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+        .bind(millis)
+        .execute(&mut *conn)
+        .await?;
+    match tokio::time::timeout(limit, super::produce(conn, report, period, zone, out)).await {
+        Ok(Err(ExportError::Database(e)))
+            if e.as_database_error().and_then(|d| d.code()).as_deref() == Some(QUERY_CANCELED) =>
+        {
+            Err(ExportError::TimedOut(limit))
+        }
+        Ok(produced) => produced,
+        Err(_) => Err(ExportError::TimedOut(limit)),
+    }
+}
+
+/// SQLSTATE `query_canceled`: what `statement_timeout` raises.
+const QUERY_CANCELED: &str = "57014";
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,9 @@
 //! purpose (`validator.registry_meters`, SPEC §4.7). A meter whose registry baseline
 //! is in the period itself is not listed: billing already holds a reading for it
 //! (taken through another channel). The database gathers each meter's history;
-//! the rule itself is [`super::estimate`].
+//! the rule itself is [`super::estimate`], which falls back on billing's
+//! `average_kwh` (the view's column since validator migration 0003) where the
+//! system holds fewer than two readings.
 
 use futures::TryStreamExt;
 use shared::events::Period;
@@ -30,6 +32,8 @@ struct Row {
     meter: String,
     /// The registry's consumption norm, as PostgreSQL writes the number.
     normative_kwh: Option<String>,
+    /// Billing's average monthly consumption from the registry, likewise.
+    average_kwh: Option<String>,
     /// The registry's last reading (`YYYY-MM` and its values), if it has one.
     baseline_period: Option<String>,
     baseline_values: Option<Vec<i64>>,
@@ -62,7 +66,8 @@ pub async fn write(
                     json_agg(vals ORDER BY period)::text AS vals
              FROM cur GROUP BY account, meter
          )
-         SELECT m.account, m.meter, m.normative_kwh::text AS normative_kwh, m.baseline_period, m.baseline_values,
+         SELECT m.account, m.meter, m.normative_kwh::text AS normative_kwh, m.average_kwh::text AS average_kwh,
+                m.baseline_period, m.baseline_values,
                 h.periods, h.vals
          FROM validator.registry_meters m
          LEFT JOIN hist h ON h.account = m.account AND h.meter = m.meter
@@ -77,7 +82,8 @@ pub async fn write(
     while let Some(Row {
         account,
         meter,
-        normative_kwh: normative,
+        normative_kwh,
+        average_kwh,
         baseline_period,
         baseline_values,
         periods,
@@ -87,7 +93,11 @@ pub async fn write(
         let accepted = accepted_points(&account, &meter, periods, vals.as_deref())?;
         let baseline = baseline_point(baseline_period.as_deref(), baseline_values);
         let history = estimate::history(period, accepted, baseline);
-        let e = estimate::estimate(period, &history, normative.as_deref());
+        let registry = estimate::Registry {
+            normative_kwh: normative_kwh.as_deref(),
+            average_kwh: average_kwh.as_deref(),
+        };
+        let e = estimate::estimate(period, &history, registry);
         let months = e.months_missing.map(|m| m.to_string()).unwrap_or_default();
         out.row([
             account.as_str(),

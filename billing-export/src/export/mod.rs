@@ -57,6 +57,9 @@ pub enum ExportError {
     /// The reader went away (an HTTP client disconnected): stop quietly.
     #[error("the reader went away")]
     ReaderGone,
+    /// The export ran longer than EXPORT_TIMEOUT_SECONDS.
+    #[error("the export took longer than {} s (EXPORT_TIMEOUT_SECONDS)", .0.as_secs())]
+    TimedOut(std::time::Duration),
 }
 
 pub type Chunk = Result<Bytes, ExportError>;

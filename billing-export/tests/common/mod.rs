@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const TOKEN: &str = "billing-test-token";
+/// What the tests download the exports with (EXPORT_TOKEN), unless they say otherwise.
+pub const EXPORT_TOKEN: &str = "export-test-token-0123";
 
 /// A running billing-export.
 pub struct App(Service);
@@ -26,6 +28,12 @@ pub struct App(Service);
 pub struct Options {
     pub billing_url: Option<String>,
     pub export_dir: Option<PathBuf>,
+    /// EXPORT_TOKEN's value; `None`: [`EXPORT_TOKEN`].
+    pub export_tokens: Option<String>,
+    /// EXPORT_TOKEN left unset (every export answers 503).
+    pub no_export_token: bool,
+    /// EXPORT_TIMEOUT_SECONDS; `None`: the default.
+    pub export_timeout_seconds: Option<u64>,
 }
 
 pub fn config(
@@ -42,6 +50,11 @@ pub fn config(
         billing_token: Some(TOKEN.to_owned().into()),
         calendar: shared::calendar::Calendar::default(),
         export_dir: options.export_dir.clone(),
+        export_token: (!options.no_export_token).then(|| {
+            shared::token::Tokens::parse(options.export_tokens.as_deref().unwrap_or(EXPORT_TOKEN))
+                .expect("export tokens")
+        }),
+        export_timeout_seconds: options.export_timeout_seconds.unwrap_or(300),
         broker: BrokerConfig {
             amqp_url: env.amqp_url.clone().into(),
         },
@@ -49,6 +62,7 @@ pub fn config(
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 30,
+            ..RuntimeConfig::default()
         },
     }
 }
@@ -69,8 +83,21 @@ impl App {
         &self.0.base
     }
 
+    /// A GET with the bearer token the exports need ([`EXPORT_TOKEN`]).
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.0.get(path).await
+        self.get_as(path, Some(EXPORT_TOKEN)).await
+    }
+
+    /// A GET with `token` as the bearer, or without one.
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = reqwest::Client::new().get(self.0.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     pub async fn metrics(&self) -> shared::testing::Metrics {

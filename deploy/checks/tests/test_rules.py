@@ -117,6 +117,52 @@ class RenderedManifestsTest(unittest.TestCase):
         self.assertTrue(any("BILLING_URL (read at billing-export/src/config.rs:1)" in f
                             for f in report.failures), report.failures)
 
+    def prod(self):
+        return copy.deepcopy(self.rendered["prod"])
+
+    def tls_failures(self, objs):
+        report = quiet_report()
+        rules.check_tls(objs, report, "prod", self.contract)
+        return report
+
+    def test_prod_requires_tls_in_every_service_and_migrate_container(self):
+        report = self.tls_failures(self.prod())
+        self.assertEqual(report.failures, [])
+        self.assertGreaterEqual(report.passed, 8)  # four Deployments, four migrate containers
+        objs = self.prod()
+        for obj in objs:
+            if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("meter-common-"):
+                del obj["data"]["REQUIRE_TLS"]
+        failures = self.tls_failures(objs).failures
+        self.assertTrue(any("Deployment/ingest" in f and "REQUIRE_TLS is None" in f for f in failures), failures)
+        self.assertTrue(any("migrate-validator" in f for f in failures), failures)
+
+    def test_prod_urls_in_config_maps_must_be_tls(self):
+        objs = self.prod()
+        for obj in objs:
+            name = obj["metadata"]["name"]
+            if obj["kind"] == "ConfigMap" and name.startswith("meter-billing-export-"):
+                obj["data"]["BILLING_URL"] = "http://billing.example.com/api"
+            if obj["kind"] == "ConfigMap" and name.startswith("meter-notifier-"):
+                obj["data"]["SMS_HTTP_URL"] = "http://sms.example.com/send"
+        failures = self.tls_failures(objs).failures
+        self.assertTrue(any("BILLING_URL is http://" in f for f in failures), failures)
+        self.assertTrue(any("SMS_HTTP_URL is http://" in f for f in failures), failures)
+        for name, value, bad in [
+            ("AMQP_URL", "amqps://a:5671/m,amqp://b:5672/m", True),
+            ("AMQP_URL", "amqps://a:5671/m", False),
+            ("DATABASE_URL", "postgres://h/db?sslmode=verify-ca", True),
+            ("DATABASE_URL", "postgres://h/db?sslmode=verify-full", False),
+            ("SMTP_URL", "smtp://h:587", True),
+            ("SMTP_URL", "smtp://h:587?tls=required", False),
+            ("SMTP_URL", "smtps://h:465", False),
+            ("KANNEL_SENDSMS_URL", "http://kannel:13013/cgi-bin/sendsms", False),  # gateway http
+        ]:
+            reason = rules.plaintext_reason(name, value, {"SMS_GATEWAY": "http"})
+            self.assertEqual(reason is not None, bad, (name, value, reason))
+        self.assertIsNotNone(rules.plaintext_reason(
+            "KANNEL_SENDSMS_URL", "http://kannel:13013/", {"SMS_GATEWAY": "kannel"}))
+
     def test_secret_keys_must_have_an_example(self):
         objs = self.dev()
         self.ingest_container(objs)["env"].append(

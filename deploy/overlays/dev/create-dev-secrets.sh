@@ -66,6 +66,7 @@ DATABASE_URL=$(key meter-db-app uri)
 AMQP_URL="amqp://$(urlencode "$(key meter-rabbitmq-default-user username)"):$(urlencode "$(key meter-rabbitmq-default-user password)")@meter-rabbitmq:5672/%2f"
 
 INGEST_TOKEN=$(keep_or_new meter-ingest-secrets INGEST_TOKEN)
+EXPORT_TOKEN=$(keep_or_new meter-billing-export-secrets EXPORT_TOKEN)
 KANNEL_PASSWORD=$(keep_or_new meter-notifier-secrets KANNEL_PASSWORD)
 KANNEL_ADMIN_PASSWORD=$(key kannel-secrets admin.conf | sed -n 's/^admin-password = //p')
 [[ -n $KANNEL_ADMIN_PASSWORD ]] || KANNEL_ADMIN_PASSWORD=$(random_token)
@@ -79,7 +80,8 @@ apply_secret meter-notifier-secrets \
     --from-literal=AMQP_URL="$AMQP_URL" --from-literal=DATABASE_URL="$DATABASE_URL" \
     --from-literal=KANNEL_PASSWORD="$KANNEL_PASSWORD"
 apply_secret meter-billing-export-secrets \
-    --from-literal=AMQP_URL="$AMQP_URL" --from-literal=DATABASE_URL="$DATABASE_URL"
+    --from-literal=AMQP_URL="$AMQP_URL" --from-literal=DATABASE_URL="$DATABASE_URL" \
+    --from-literal=EXPORT_TOKEN="$EXPORT_TOKEN"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -93,3 +95,4 @@ apply_secret kannel-secrets \
     --from-file=get-url.conf="$tmp/get-url.conf"
 
 log "done. INGEST_TOKEN for manual calls: kubectl -n $NS get secret meter-ingest-secrets -o jsonpath='{.data.INGEST_TOKEN}' | base64 -d"
+log "      EXPORT_TOKEN for the exports: kubectl -n $NS get secret meter-billing-export-secrets -o jsonpath='{.data.EXPORT_TOKEN}' | base64 -d"

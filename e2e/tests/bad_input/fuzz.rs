@@ -72,6 +72,21 @@ const PIECES: &[&str] = &[
     "+",
     "e5",
     "1e3",
+    // Forms of issue 17: added words, `-` glue, labels touching the account.
+    "показания",
+    "Счёт:",
+    "счетчик",
+    "лицевой",
+    "e-mail:",
+    "почта",
+    "эл.почта:",
+    "Т1-",
+    "-45100",
+    "н-",
+    "лс1000001",
+    "Л/С",
+    "т3",
+    "ivan@ПОЧТА.РФ",
 ];
 
 fn fuzz_input(rng: &mut Rng) -> String {

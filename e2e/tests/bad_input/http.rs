@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use e2e::drill::plan::Rng;
-use e2e::system::TOKEN;
+use e2e::system::{EXPORT_TOKEN, TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -482,11 +482,13 @@ pub fn kannel_probes(rng: &mut Rng) -> Vec<Probe> {
 
 pub fn export_probes(rng: &mut Rng) -> Vec<Probe> {
     let mut probes = Vec::new();
+    // With the token, so that the paths reach the period's parsing.
+    let bearer = [("Authorization", format!("Bearer {EXPORT_TOKEN}"))];
     let mut add = |label: String, path: String| {
         probes.push(Probe {
             service: "billing-export",
             label,
-            raw: request("GET", &path, &[], &[]),
+            raw: request("GET", &path, &bearer, &[]),
             api: true,
             cut_at: None,
         });

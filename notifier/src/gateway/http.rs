@@ -39,6 +39,8 @@ impl HttpGateway {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
+            // Certificates checked as on every link (shared::tls).
+            .tls_backend_preconfigured(shared::tls::client_config()?)
             .build()?;
         Ok(HttpGateway {
             client,
@@ -68,7 +70,7 @@ impl HttpGateway {
             return Ok(());
         }
         let retry_after = shared::retry_after::parse(response.headers(), chrono::Utc::now());
-        let body = response.text().await.unwrap_or_default();
+        let body = shared::peer::error_body(response).await;
         Err(classify(status, &body).not_before(retry_after))
     }
 }

@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::Sms;
 use crate::failure::{SendFailure, excerpt, from_reqwest};
 use crate::ledger::AfterUnknown;
+use crate::report::{KANNEL_DLR_MASK, KannelCallback};
 
 #[derive(Clone)]
 pub struct KannelGateway {
@@ -23,6 +24,9 @@ pub struct KannelGateway {
     password: SecretString,
     /// `SMS_SENDER`; when unset, the sendsms-user's `default-sender` applies.
     from: Option<String>,
+    /// Where Kannel reports each reply's fate (`DLR_BASE_URL` + `DLR_SECRET`); `None`:
+    /// no reports asked for.
+    reports: Option<KannelCallback>,
 }
 
 impl std::fmt::Debug for KannelGateway {
@@ -31,6 +35,7 @@ impl std::fmt::Debug for KannelGateway {
             .field("url", &self.url.as_str())
             .field("user", &self.user)
             .field("from", &self.from)
+            .field("reports", &self.reports.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -41,6 +46,7 @@ impl KannelGateway {
         user: String,
         password: SecretString,
         from: Option<String>,
+        reports: Option<KannelCallback>,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
@@ -49,6 +55,8 @@ impl KannelGateway {
             // A fresh connection per SMS: a kept-alive one that Kannel closed meanwhile
             // could fail mid-request and read as "unknown", which Kannel never resends.
             .pool_max_idle_per_host(0)
+            // Certificates checked as on every link (shared::tls).
+            .tls_backend_preconfigured(shared::tls::client_config()?)
             .build()?;
         Ok(KannelGateway {
             client,
@@ -56,10 +64,16 @@ impl KannelGateway {
             user,
             password,
             from,
+            reports,
         })
     }
 
+    pub fn reports(&self) -> bool {
+        self.reports.is_some()
+    }
+
     pub async fn send(&self, sms: &Sms) -> Result<(), SendFailure> {
+        let dlr_url = self.reports.as_ref().map(|r| r.dlr_url(&sms.reply_to));
         let mut query: Vec<(&str, &str)> = vec![
             ("username", &self.user),
             ("password", self.password.expose_secret()),
@@ -70,6 +84,10 @@ impl KannelGateway {
         ];
         if let Some(from) = &self.from {
             query.push(("from", from));
+        }
+        if let Some(url) = &dlr_url {
+            query.push(("dlr-mask", KANNEL_DLR_MASK));
+            query.push(("dlr-url", url));
         }
         let response = self
             .client
@@ -82,7 +100,7 @@ impl KannelGateway {
         if status.is_success() {
             return Ok(());
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = shared::peer::error_body(response).await;
         Err(classify(status, &body))
     }
 }

@@ -12,9 +12,10 @@ use anyhow::Context as _;
 use shared::phone::PhoneNumber;
 use uuid::Uuid;
 
-use crate::config::{GatewayKind, SmsConfig};
+use crate::config::{GatewayKind, ReportConfig, SmsConfig};
 use crate::failure::SendFailure;
 use crate::ledger::AfterUnknown;
+use crate::report::KannelCallback;
 
 pub use http::HttpGateway;
 pub use kannel::KannelGateway;
@@ -53,7 +54,11 @@ pub enum SmsGateway {
 
 impl SmsGateway {
     /// Builds the transport, checking that its variables are set.
-    pub fn from_config(config: &SmsConfig, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn from_config(
+        config: &SmsConfig,
+        reports: &ReportConfig,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         Ok(match config.sms_gateway {
             GatewayKind::Log => SmsGateway::Log,
             GatewayKind::Http => SmsGateway::Http(HttpGateway::new(
@@ -85,9 +90,20 @@ impl SmsGateway {
                     .clone()
                     .context("SMS_GATEWAY=kannel needs KANNEL_PASSWORD")?,
                 config.sms_sender.clone(),
+                kannel_reports(reports),
                 timeout,
             )?),
         })
+    }
+
+    /// Whether the gateway is asked for delivery reports.
+    pub fn reports(&self) -> bool {
+        match self {
+            SmsGateway::Log => false,
+            // The aggregator reports by itself to `POST /v1/dlr`.
+            SmsGateway::Http(_) => true,
+            SmsGateway::Kannel(g) => g.reports(),
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -122,6 +138,20 @@ impl SmsGateway {
             SmsGateway::Http(g) => g.send(sms).await,
             SmsGateway::Kannel(g) => g.send(sms).await,
         }
+    }
+}
+
+/// Kannel's report callback, when both `DLR_BASE_URL` and `DLR_SECRET` are set.
+fn kannel_reports(reports: &ReportConfig) -> Option<KannelCallback> {
+    match (&reports.dlr_base_url, &reports.dlr_secret) {
+        (Some(base), Some(keys)) => Some(KannelCallback::new(base.clone(), keys.clone())),
+        (Some(_), None) | (None, Some(_)) => {
+            tracing::warn!(
+                "delivery reports need both DLR_BASE_URL and DLR_SECRET; Kannel is not asked for them"
+            );
+            None
+        }
+        (None, None) => None,
     }
 }
 

@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 use chrono::DateTime;
-use notifier::config::{CountryCodes, EmailConfig, GatewayKind, LimitsConfig, SmsConfig};
+use notifier::config::{
+    CountryCodes, EmailConfig, GatewayKind, LimitsConfig, ReportConfig, SmsConfig,
+};
 use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
 use shared::events::{Channel, Event, Period, ReadingAccepted, ReadingRejected, RejectReason};
 pub use shared::testing::{Broker, WAIT};
@@ -35,6 +37,7 @@ pub fn config(env: &TestEnv, scratch: &tempfile::TempDir) -> notifier::Config {
             kannel_user: None,
             kannel_password: None,
         },
+        reports: ReportConfig::default(),
         email: EmailConfig {
             smtp_url: None,
             email_from: "Показания счётчиков <noreply@energo.example>"
@@ -54,6 +57,7 @@ pub fn config(env: &TestEnv, scratch: &tempfile::TempDir) -> notifier::Config {
         runtime: RuntimeConfig {
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 30,
+            ..RuntimeConfig::default()
         },
     }
 }
@@ -78,9 +82,34 @@ impl App {
         App(Service::start("notifier", config, notifier::run).await)
     }
 
+    /// Starts the notifier with Kannel's delivery reports pointed at itself
+    /// (`DLR_BASE_URL` = its own address; `DLR_SECRET` from `config`).
+    pub async fn spawn_with_reports(config: notifier::Config) -> App {
+        let config = move |http_addr: std::net::SocketAddr| {
+            let mut config = notifier::Config {
+                http_addr,
+                ..config
+            };
+            config.reports.dlr_base_url =
+                Some(format!("http://{http_addr}").parse().expect("base url"));
+            config
+        };
+        App(Service::start("notifier", config, notifier::run).await)
+    }
+
     /// Shuts down gracefully and checks it exited cleanly.
     pub async fn stop(self) {
         self.0.stop().await;
+    }
+
+    /// `http://<its address>` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        self.0.url(path)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.0.addr()
     }
 
     /// The value of one sample (`0` while it has never been counted).

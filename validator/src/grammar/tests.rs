@@ -137,19 +137,128 @@ fn table() {
         case("1000001 Д:45100 Н:23456", ok("1000001", &[45100, 23456])),
         case("1000001 д=45100 н=23456", ok("1000001", &[45100, 23456])),
         case("1000001 д. 45100 н. 23456", ok("1000001", &[45100, 23456])),
-        case("1000001 н 23456 д 45100", ok("1000001", &[23456, 45100])),
+        // Zone labels decide the zones when every reading has a different one.
+        case("1000001 н 21100 д 45200", ok("1000001", &[45200, 21100])),
+        case(
+            "1000001 ночь 21100 день 45200",
+            ok("1000001", &[45200, 21100]),
+        ),
+        case("1000001 Н:21100 Д:45200", ok("1000001", &[45200, 21100])),
+        case("1000001 т2=21100 т1=45200", ok("1000001", &[45200, 21100])),
+        case(
+            "1000001 т3 3100 т1 1100 т2 2100",
+            ok("1000001", &[1100, 2100, 3100]),
+        ),
+        case(
+            "1000001 T3=3100 T2=2100 T1=1100",
+            ok("1000001", &[1100, 2100, 3100]),
+        ),
+        case(
+            "1000001 н 3100 т1 1100 т2 2100",
+            ok("1000001", &[1100, 2100, 3100]),
+        ),
+        // ... otherwise the order typed counts.
+        case("1000001 н 21100 45200", ok("1000001", &[21100, 45200])),
+        case("1000001 21100 д 45200", ok("1000001", &[21100, 45200])),
+        case("1000001 н 21100 н 45200", ok("1000001", &[21100, 45200])),
+        case("1000001 д 21100 т1 45200", ok("1000001", &[21100, 45200])),
+        case("1000001 т2 21100 н 45200", ok("1000001", &[21100, 45200])),
+        case("1000001 н 45100", ok("1000001", &[45100])),
+        case("1000001 т2 т1 45100 23456", ok("1000001", &[45100, 23456])),
+        // `-` glues a label to its value; a minus is no glue.
+        case("1000001 Т1-45100 Т2-23456", ok("1000001", &[45100, 23456])),
+        case("1000001 т-1-45100", ok("1000001", &[45100])),
+        case("1000001 н-21100 д-45200", ok("1000001", &[45200, 21100])),
+        case("1000001 т1 - 45100", ok("1000001", &[45100])),
+        case("1000001 т1- 45100", ok("1000001", &[45100])),
+        case("лс-1000001 45100", ok("1000001", &[45100])),
+        case("№-1000001 45100", ok("1000001", &[45100])),
+        case("1000001 т1 -45100", bad("-45100")),
+        case("1000001 т1--45100", bad("т1--45100")),
+        case("1000001 - 45100", bad("-")),
+        case("1000001-45100", bad("1000001-45100")),
+        case("1000001 45100-23456", bad("45100-23456")),
+        case("1000001 х-45100", bad("х-45100")),
         case("1000001 Дeнь 45100 H 23456", ok("1000001", &[45100, 23456])), // Latin e, H
         case("1000001 т1=45100,5", ok("1000001", &[45100])),
         case("1000001 45100 т2", ok("1000001", &[45100])),
         case("1000001 т1", fails(NoReading)),
         case("1000001 т145100", bad("т145100")),
         case("1000001 д45100", bad("д45100")),
-        case("лс1000001 45100", bad("лс1000001")),
+        case("лс1000001 45100", ok("1000001", &[45100])),
+        case("Л/С1000001 45100", ok("1000001", &[45100])),
+        case("л.с.1000001 45100", ok("1000001", &[45100])),
+        case("LS1000001 45100", ok("1000001", &[45100])),
+        case("лс1000001,5 45100", bad("лс1000001,5")),
+        case("лс12345 45100", fails(AccountLength { found: 5 })),
+        case("1000001 лс45100", bad("лс45100")),
+        case("т11000001 45100", bad("т11000001")),
         case("т1 1000001 45100", fails(NoAccount)),
         case("1000001 лс 45100", bad("лс")),
         case("1000001 №45100", bad("№45100")),
         case("1000001 : 45100", bad(":")),
         case("1000001 т1=абв", bad("т1=абв")),
+        // Words residents add, before the first reading.
+        case("показания 1000001 45100", ok("1000001", &[45100])),
+        case("1000001 показания 45100", ok("1000001", &[45100])),
+        case("лицевой счёт 1000001 45100", ok("1000001", &[45100])),
+        case(
+            "Лицевой счет: 1000001 Показания: 45100",
+            ok("1000001", &[45100]),
+        ),
+        case("лс 1000001 показания 46000", ok("1000001", &[46000])),
+        case("счёт:1000001 показания:45100", ok("1000001", &[45100])),
+        case("СЧЁТЧИК 1000001 45100", ok("1000001", &[45100])),
+        case(
+            "1000001 счетчик т1 45100 т2 23456",
+            ok("1000001", &[45100, 23456]),
+        ),
+        case("1000001 т1 показания 45100", ok("1000001", &[45100])),
+        case("пoкaзaния 1000001 45100", ok("1000001", &[45100])), // Latin o, a
+        case("1000001 показание : 45100", ok("1000001", &[45100])),
+        case("л/с показания 1000001 45100", ok("1000001", &[45100])),
+        case("1000001 показания", fails(NoReading)),
+        case("1000001 45100 показания", bad("показания")),
+        case("1000001 45100 показания 23456", bad("показания")),
+        case("1000001 показ 45100", bad("показ")),
+        case("1000001 спасибо 45100", bad("спасибо")),
+        case("1000001 показания-45100", bad("показания-45100")),
+        case("почта 1000001 45100", fails(NoAccount)),
+        case("1000001 почта 45100", bad("почта")),
+        // ... and right before the address.
+        case(
+            "1000001 45100 e-mail: ivan@mail.ru",
+            ok_mail("1000001", &[45100], "ivan@mail.ru"),
+        ),
+        case(
+            "1000001 45100 E-mail:ivan@mail.ru",
+            ok_mail("1000001", &[45100], "ivan@mail.ru"),
+        ),
+        case(
+            "1000001 45100 email ivan@mail.ru",
+            ok_mail("1000001", &[45100], "ivan@mail.ru"),
+        ),
+        case(
+            "1000001 45100 почта ivan@mail.ru",
+            ok_mail("1000001", &[45100], "ivan@mail.ru"),
+        ),
+        case(
+            "1000001 45100 Эл.почта: ivan@mail.ru",
+            ok_mail("1000001", &[45100], "ivan@mail.ru"),
+        ),
+        case(
+            "1000001 45100 почта:ivan@mail.ru",
+            ok_mail("1000001", &[45100], "ivan@mail.ru"),
+        ),
+        case("1000001 45100 почта ivan@mail", bad_email("ivan@mail")),
+        case("1000001 45100 почта", bad("почта")),
+        case("1000001 45100 почта почта ivan@mail.ru", bad("почта")),
+        case("1000001 45100 адрес ivan@mail.ru", bad("адрес")),
+        case(
+            "1000001 45100 адрес:ivan@mail.ru",
+            bad_email("адрес:ivan@mail.ru"),
+        ),
+        case("1000001 почта ivan@mail.ru", fails(NoReading)),
         // Units after a reading.
         case("1000001 45100 квт", ok("1000001", &[45100])),
         case(
@@ -188,6 +297,20 @@ fn table() {
             "1000001 1 иван@почта.рф",
             ok_mail("1000001", &[1], "иван@почта.рф"),
         ),
+        case(
+            "1000001 1 ivan@почта.рф",
+            ok_mail("1000001", &[1], "ivan@почта.рф"),
+        ),
+        case(
+            "1000001 1 Ivan@ПОЧТА.РФ",
+            ok_mail("1000001", &[1], "Ivan@почта.рф"),
+        ),
+        case(
+            "1000001 1 ivan@xn--80a1acny.xn--p1ai",
+            ok_mail("1000001", &[1], "ivan@xn--80a1acny.xn--p1ai"),
+        ),
+        case("1000001 1 ivan@пoчта.рф", bad_email("ivan@пoчта.рф")), // Latin o
+        case("1000001 1 ivan@почта", bad_email("ivan@почта")),
         case("1000001 1 ivan@mail", bad_email("ivan@mail")),
         case("1000001 1 ivan@@mail.ru", bad_email("ivan@@mail.ru")),
         case("1000001 1 ivan.@mail.ru", bad_email("ivan.@mail.ru")),
@@ -205,7 +328,7 @@ fn table() {
         ),
         // Junk, emoji, look-alikes, foreign digits.
         case("привет", fails(NoAccount)),
-        case("показания 1000001 45100", fails(NoAccount)),
+        case("здравствуйте 1000001 45100", fails(NoAccount)),
         case("1000001 45100 спасибо", bad("спасибо")),
         case("1000001 1 2 3 4 спасибо", bad("спасибо")),
         case("1000001 45100 😀", bad("😀")),
@@ -440,5 +563,238 @@ proptest! {
             noisy.push_str(run);
         }
         prop_assert_eq!(parse(&noisy, DIGITS), parse(&plain, DIGITS), "noisy: {:?}", noisy);
+    }
+}
+
+/// A label of zone `zone` (0-based) of `count` readings, as residents write it.
+fn zone_label(zone: usize, count: usize, pick: usize) -> &'static str {
+    let choices: &[&str] = match (count, zone) {
+        (2, 0) => &["д", "Д", "д.", "день", "ДЕНЬ", "Дeнь", "т1", "T1", "Т-1"],
+        (2, 1) => &["н", "Н", "н.", "ночь", "Ночь", "H", "т2", "t2", "Т-2"],
+        (_, 0) => &["т1", "Т1", "T1", "t1", "т-1"],
+        (_, 1) => &["т2", "Т2", "T2", "t-2"],
+        _ => &["т3", "Т3", "T3", "н", "ночь"],
+    };
+    choices[pick % choices.len()]
+}
+
+/// How a label is joined to its value, as residents do it (never ` -45100`: a minus).
+const GLUES: &[&str] = &[" ", ":", "=", "-", " : ", " = ", " - ", ": ", "= ", "- "];
+
+/// An account label and how it is joined to the account; `""` for none.
+const ACCOUNT_PREFIXES: &[&str] = &[
+    "", "", "лс ", "Л/С ", "л.с. ", "ls ", "№ ", "№", "лс", "Л/С", "лс:", "лс-", "№-", "ЛС=",
+];
+
+/// A word residents add, spelt as they might: any case, `ё` or `е`, Latin look-alike
+/// letters, a trailing `:` or none.
+fn added_word() -> impl Strategy<Value = String> {
+    const WORDS: &[&str] = &[
+        "показания",
+        "показание",
+        "лицевой",
+        "счёт",
+        "счет",
+        "счетчик",
+        "счётчик",
+    ];
+    (
+        prop::sample::select(WORDS),
+        0..3u8,
+        any::<u16>(),
+        any::<bool>(),
+    )
+        .prop_map(|(word, case, mask, colon)| spelt(word, case, mask, colon))
+}
+
+/// A word said before the address, spelt as residents might.
+fn email_word() -> impl Strategy<Value = String> {
+    const WORDS: &[&str] = &["e-mail", "email", "почта", "эл.почта"];
+    (
+        prop::sample::select(WORDS),
+        0..3u8,
+        any::<u16>(),
+        any::<bool>(),
+    )
+        .prop_map(|(word, case, mask, colon)| spelt(word, case, mask, colon))
+}
+
+/// `word` in lower case (0), capitalised (1) or upper case (2), with the Cyrillic
+/// letters picked by `mask` typed as their Latin look-alikes, and maybe a `:`.
+fn spelt(word: &str, case: u8, mask: u16, colon: bool) -> String {
+    let cased: String = match case {
+        0 => word.to_owned(),
+        1 => word
+            .chars()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                let up: Vec<char> = if i == 0 {
+                    c.to_uppercase().collect()
+                } else {
+                    vec![c]
+                };
+                up
+            })
+            .collect(),
+        _ => word.to_uppercase(),
+    };
+    let mut out: String = cased
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if mask & (1 << (i % 16)) == 0 {
+                return c;
+            }
+            match c {
+                'а' => 'a',
+                'с' => 'c',
+                'е' => 'e',
+                'о' => 'o',
+                'р' => 'p',
+                'х' => 'x',
+                'у' => 'y',
+                'к' => 'k',
+                'м' => 'm',
+                'т' => 't',
+                'н' => 'h',
+                'А' => 'A',
+                'В' => 'B',
+                'С' => 'C',
+                'Е' => 'E',
+                'Н' => 'H',
+                'К' => 'K',
+                'М' => 'M',
+                'О' => 'O',
+                'Р' => 'P',
+                'Т' => 'T',
+                'Х' => 'X',
+                other => other,
+            }
+        })
+        .collect();
+    if colon {
+        out.push(':');
+    }
+    out
+}
+
+/// A message with an optional account label, one to three readings each with a zone
+/// label, in any order, and an optional e-mail: the fields (split on spaces by the
+/// parser), the index of the first field holding a reading's value, and the same
+/// message in the canonical form.
+fn labelled_message() -> impl Strategy<Value = (Vec<String>, usize, String)> {
+    (
+        "[0-9]{6,12}",
+        prop::sample::select(ACCOUNT_PREFIXES),
+        prop::collection::vec(
+            (
+                "[0-9]{1,9}([.,][0-9]{1,2})?",
+                any::<usize>(),
+                prop::sample::select(GLUES),
+            ),
+            1..=3,
+        ),
+        prop::option::of(email()),
+        any::<bool>(),
+    )
+        .prop_flat_map(|(account, prefix, readings, email, labelled)| {
+            let count = readings.len();
+            let typed: Vec<(usize, String)> = readings
+                .iter()
+                .enumerate()
+                .map(|(zone, (value, pick, glue))| {
+                    let text = if labelled {
+                        format!("{}{glue}{value}", zone_label(zone, count, *pick))
+                    } else {
+                        value.clone()
+                    };
+                    (zone, text)
+                })
+                .collect();
+            let canonical = std::iter::once(account.clone())
+                .chain(readings.iter().map(|(v, _, _)| v.clone()))
+                .chain(email.clone())
+                .collect::<Vec<_>>()
+                .join(" ");
+            // Unlabelled readings keep their order; labelled ones may come in any.
+            let order = if labelled {
+                Just(typed).prop_shuffle().boxed()
+            } else {
+                Just(typed).boxed()
+            };
+            (
+                Just(format!("{prefix}{account}")),
+                order,
+                Just(email),
+                Just(canonical),
+            )
+        })
+        .prop_map(|(account, typed, email, canonical)| {
+            let mut fields: Vec<String> = account.split(' ').map(str::to_owned).collect();
+            let first_value = fields.len() + {
+                // The first reading's own fields: the label's and the glue's come before the value's.
+                let (_, text) = &typed[0];
+                text.split(' ').count() - 1
+            };
+            for (_, text) in &typed {
+                fields.extend(text.split(' ').map(str::to_owned));
+            }
+            fields.extend(email);
+            (fields, first_value, canonical)
+        })
+}
+
+proptest! {
+    #[test]
+    fn labels_in_any_order_give_the_canonical_values(
+        (fields, _, canonical) in labelled_message(),
+    ) {
+        let text = fields.join(" ");
+        let got = outcome(&text);
+        prop_assert!(got.is_ok(), "{:?}: {:?}", text, got);
+        prop_assert_eq!(got, outcome(&canonical), "{:?} vs {:?}", text, canonical);
+    }
+
+    #[test]
+    fn an_added_word_never_changes_the_values(
+        (fields, first_value, _) in labelled_message(),
+        words in prop::collection::vec((added_word(), any::<prop::sample::Index>()), 1..4),
+        before_address in prop::option::of(email_word()),
+    ) {
+        let plain = fields.join(" ");
+        let mut noisy = fields.clone();
+        // From the last insertion point down, so earlier positions stay valid.
+        let mut inserts: Vec<(usize, String)> = words
+            .into_iter()
+            .map(|(word, at)| (at.index(first_value + 1), word))
+            .collect();
+        inserts.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        for (at, word) in inserts {
+            noisy.insert(at, word);
+        }
+        let has_email = fields.last().is_some_and(|f| f.contains('@'));
+        if let (Some(word), true) = (before_address, has_email) {
+            noisy.insert(noisy.len() - 1, word);
+        }
+        let noisy = noisy.join(" ");
+        prop_assert_eq!(outcome(&noisy), outcome(&plain), "{:?} vs {:?}", noisy, plain);
+    }
+
+    #[test]
+    fn any_other_word_is_a_format_error(
+        (fields, first_value, _) in labelled_message(),
+        word in "[а-яё]{2,8}",
+        at in any::<prop::sample::Index>(),
+    ) {
+        prop_assume!(!vocabulary::is_added_word(&word));
+        prop_assume!(vocabulary::label_kind(&word).is_none());
+        prop_assume!(vocabulary::unit_kind(&word).is_none());
+        let mut noisy = fields.clone();
+        noisy.insert(at.index(first_value + 1), word.clone());
+        let noisy = noisy.join(" ");
+        prop_assert!(
+            matches!(parse(&noisy, DIGITS), Err(ParseError::Format(_))),
+            "{:?} parsed: {:?}", noisy, parse(&noisy, DIGITS)
+        );
     }
 }

@@ -522,7 +522,10 @@ async fn store_readings(
                 .map(|v| i64::try_from(*v).unwrap_or(i64::MAX)),
         ));
         received.push(a.received_at.with_timezone(&Utc));
-        emails.push(a.email.clone());
+        // The event carries the address to the notifier, which sends the
+        // confirmation; the validator never needs it again, so it keeps it masked
+        // (SPEC §4.7).
+        emails.push(a.email.as_deref().map(shared::phone::mask));
         previous.push(a.supersedes);
     }
     sqlx::query(
@@ -589,7 +592,17 @@ impl AuditColumns {
         self.message_id.push(sms.message_id.clone());
         self.sender.push(sms.from.clone());
         self.recipient.push(sms.to.clone());
-        self.body.push(sms.text.clone());
+        // Decided on the text as received (a NUL is a separator to the grammar);
+        // audited with each NUL shown as `␀`, which a text column can store, and —
+        // when the address goes out with the event for its confirmation — with the
+        // e-mail address masked, as in `readings` (SPEC §4.7).
+        let body = shared::db::storable_text(&sms.text);
+        let confirmed = matches!(outcome, Outcome::Accepted(a) if a.email.is_some());
+        self.body.push(if confirmed {
+            masked_addresses(&body)
+        } else {
+            body.into_owned()
+        });
         self.received_at.push(sms.received_at.with_timezone(&Utc));
         self.channel.push(sms.channel.as_str());
         self.outcome.push(status);
@@ -597,5 +610,48 @@ impl AuditColumns {
         self.account.push(account);
         self.reading_id.push(reading_id);
         self.reply.push(reply);
+    }
+}
+
+/// `text` with every field that holds an `@` masked (`ivan@mail.ru` → `i***@mail.ru`),
+/// the separators between fields kept as they were.
+fn masked_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut field = String::new();
+    let flush = |field: &mut String, out: &mut String| {
+        if field.contains('@') {
+            out.push_str(&shared::phone::mask(field));
+        } else {
+            out.push_str(field);
+        }
+        field.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() || matches!(c, '#' | '*' | ';' | '\u{2400}') {
+            flush(&mut field, &mut out);
+            out.push(c);
+        } else {
+            field.push(c);
+        }
+    }
+    flush(&mut field, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked_addresses;
+
+    #[test]
+    fn addresses_in_a_text_are_masked_and_nothing_else_changes() {
+        assert_eq!(
+            masked_addresses("1000001 45100\tivan.petrov@mail.ru."),
+            "1000001 45100\ti***@mail.ru."
+        );
+        assert_eq!(
+            masked_addresses("лс 1000001;45100 e-mail: a@b.ru"),
+            "лс 1000001;45100 e-mail: a***@b.ru"
+        );
+        assert_eq!(masked_addresses("1000001 45100"), "1000001 45100");
     }
 }

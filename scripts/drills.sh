@@ -5,9 +5,17 @@
 # one at a time (the broker and database restarts take the server from everything
 # else: run this on a machine where no other tests are running). Prints the table.
 #
+# Then the drills past one machine (e2e/tests/cluster_drills.rs): the system with two
+# replicas of every service on the project's three-node cluster (scripts/cluster.sh,
+# started here if it is not running and stopped afterwards unless CLUSTER_KEEP=1) —
+# kill -9 of the validator queue's leader node, kill -9 of one replica of each
+# service, a rolling SIGTERM restart — and the racing-replicas check of the rate
+# limit, the reply cap and supersession.
+#
 #   scripts/drills.sh                  # 5,000 messages per drill, 60 s outages
 #   DRILL_MESSAGES=1000 DRILL_OUTAGE_SECONDS=5 scripts/drills.sh   # the CI size
 #   scripts/drills.sh 'test(/kill9/)'  # a nextest filter: only some drills
+#   scripts/drills.sh 'test(/cluster/)'  # only the cluster drills
 #
 # Knobs (environment): DRILL_MESSAGES, DRILL_OUTAGE_SECONDS, DRILL_RATE (messages/s),
 # DRILL_IN_FLIGHT, DRILL_KILL_DOWN_SECONDS, DRILL_DEADLINE_SECONDS, DRILL_SEED — see
@@ -23,7 +31,7 @@ export DRILL_OUTAGE_SECONDS="${DRILL_OUTAGE_SECONDS:-60}"
 # it ends while messages are still arriving.
 export DRILL_RATE="${DRILL_RATE:-50}"
 export DRILL_KILL_DOWN_SECONDS="${DRILL_KILL_DOWN_SECONDS:-5}"
-filter="${1:-test(/^drill_/)}"
+filter="${1:-test(/^drill_|^cluster_/)}"
 
 report="$(mktemp)"
 export DRILL_REPORT="$report"
@@ -41,10 +49,21 @@ log "building"
 cargo build --workspace --bins --locked
 cargo build -p e2e --tests --locked
 
+cluster_was_running=""
+scripts/cluster.sh status >/dev/null 2>&1 && cluster_was_running=1
+stop_cluster() {
+    if [ -z "$cluster_was_running" ] && [ -z "${CLUSTER_KEEP:-}" ]; then
+        scripts/cluster.sh stop >/dev/null 2>&1 || true
+    fi
+}
+trap 'bring_back; stop_cluster' EXIT
+log "the local cluster (scripts/cluster.sh start)"
+scripts/cluster.sh start
+
 log "drills: $DRILL_MESSAGES messages each at $DRILL_RATE/s, outages of ${DRILL_OUTAGE_SECONDS}s"
 started=$(date +%s)
 status=0
-cargo nextest run -p e2e --locked --test drills --run-ignored all --test-threads 1 \
+cargo nextest run -p e2e --locked --test drills --test cluster_drills --run-ignored all --test-threads 1 \
     --no-fail-fast --success-output final -E "$filter" || status=$?
 
 echo

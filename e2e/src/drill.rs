@@ -13,6 +13,7 @@
 //! `DRILL_SEED` (1).
 
 pub mod account;
+pub mod cluster;
 pub mod plan;
 pub mod stream;
 
@@ -23,7 +24,7 @@ use account::{Observed, Tally};
 use plan::{Plan, Registry, Rng};
 use stream::{Stream, StreamConfig};
 
-use crate::system::TOKEN;
+use crate::system::{Scale, TOKEN};
 use crate::{BillingDouble, Gateway, SmtpSink, System, SystemOptions};
 
 /// A drill's sizes and durations.
@@ -126,6 +127,11 @@ impl Drill {
     /// Starts a system with a generated registry; billing and the SMS gateway as
     /// doubles that deduplicate by `Idempotency-Key`, as the real peers do.
     pub async fn start(name: &str) -> Drill {
+        Drill::start_scaled(name, Scale::single()).await
+    }
+
+    /// As [`Drill::start`], on `scale`'s broker with its replicas of every service.
+    pub async fn start_scaled(name: &str, scale: Scale) -> Drill {
         let settings = Settings::from_env();
         // The seed mixes in the name, so drills differ but each is reproducible.
         let seed = name
@@ -159,7 +165,7 @@ impl Drill {
             ],
             work_in: None,
         };
-        let system = System::start(options).await;
+        let system = System::start_scaled(options, scale).await;
         Drill {
             name: name.to_owned(),
             system,
@@ -175,7 +181,7 @@ impl Drill {
     /// Starts the gateway posting the plan.
     pub fn stream(&self) -> Stream {
         Stream::start(
-            self.system.base("ingest"),
+            self.system.bases("ingest"),
             TOKEN,
             self.plan.clone(),
             StreamConfig {
@@ -254,7 +260,7 @@ impl Drill {
         if std::fs::create_dir_all(&dir).is_err() {
             return;
         }
-        for s in crate::system::SERVICES {
+        for s in self.system.all_instances() {
             let _ = std::fs::copy(self.system.log_path(s), dir.join(format!("{s}.log")));
         }
         eprintln!("service logs kept in {}", dir.display());

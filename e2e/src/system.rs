@@ -6,6 +6,11 @@
 //! the same port again, because clients (a drill's gateway stream, Kannel's get-url)
 //! hold its URL. Kannel needs its four ports in its config file: they are leased
 //! (`shared::testing::PortLease`) and held while it runs.
+//!
+//! A system may run on the project's own RabbitMQ cluster with several replicas of
+//! every service ([`Scale`], SPEC §5 "past one machine"): each replica is an
+//! *instance* named after its service (`validator`, `validator-2`, …) with its own
+//! process, port and log; every `AMQP_URL` lists all the cluster's nodes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,13 +18,70 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use shared::testing::{
-    Metrics, PortLease, READY_WAIT, STOP_WAIT, TestEnv, listening_port, with_leases,
+    Metrics, PortLease, READY_WAIT, STOP_WAIT, TestBroker, TestEnv, listening_port, with_leases,
 };
 
 pub const TOKEN: &str = "e2e-ingest-token-0123";
 /// The bearer token of the exports (EXPORT_TOKEN).
 pub const EXPORT_TOKEN: &str = "e2e-export-token-0123";
 pub const SERVICES: [&str; 4] = ["ingest", "validator", "notifier", "billing-export"];
+
+/// The most replicas of one service a system runs.
+pub const MAX_REPLICAS: usize = 3;
+
+/// Instance names, by service (as in [`SERVICES`]) and replica: the first replica
+/// is the service's own name, so a one-replica system is what it always was.
+const INSTANCES: [[&str; MAX_REPLICAS]; 4] = [
+    ["ingest", "ingest-2", "ingest-3"],
+    ["validator", "validator-2", "validator-3"],
+    ["notifier", "notifier-2", "notifier-3"],
+    ["billing-export", "billing-export-2", "billing-export-3"],
+];
+
+/// The instance of `service`'s replica `replica` (0-based).
+pub fn instance(service: &str, replica: usize) -> &'static str {
+    let row = SERVICES
+        .iter()
+        .position(|s| *s == service)
+        .unwrap_or_else(|| panic!("no service `{service}`"));
+    assert!(replica < MAX_REPLICAS, "at most {MAX_REPLICAS} replicas");
+    INSTANCES[row][replica]
+}
+
+/// The service an instance is a replica of (its binary).
+pub fn service_of(instance: &str) -> &'static str {
+    INSTANCES
+        .iter()
+        .zip(SERVICES)
+        .find(|(names, _)| names.contains(&instance))
+        .map(|(_, service)| service)
+        .unwrap_or_else(|| panic!("no instance `{instance}`"))
+}
+
+/// Where a system runs and how many replicas of each service.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    pub broker: TestBroker,
+    pub replicas: usize,
+}
+
+impl Scale {
+    /// The machine's broker, one process per service.
+    pub fn single() -> Scale {
+        Scale {
+            broker: TestBroker::machine(),
+            replicas: 1,
+        }
+    }
+
+    /// The project's cluster (`scripts/cluster.sh start`) with `replicas` of each.
+    pub fn cluster(replicas: usize) -> Scale {
+        Scale {
+            broker: TestBroker::cluster(),
+            replicas: replicas.clamp(1, MAX_REPLICAS),
+        }
+    }
+}
 
 /// How the notifier sends SMS.
 #[derive(Debug, Clone)]
@@ -61,6 +123,7 @@ pub struct System {
     pub kannel: Option<Kannel>,
     pub work: tempfile::TempDir,
     opts: SystemOptions,
+    pub replicas: usize,
     http: reqwest::Client,
 }
 
@@ -88,7 +151,12 @@ pub fn bin(name: &str) -> PathBuf {
 
 impl System {
     pub async fn start(opts: SystemOptions) -> System {
-        let env = TestEnv::new().await;
+        System::start_scaled(opts, Scale::single()).await
+    }
+
+    /// As [`System::start`], on `scale`'s broker with its replicas of each service.
+    pub async fn start_scaled(opts: SystemOptions, scale: Scale) -> System {
+        let env = TestEnv::on(scale.broker).await;
         let work = match &opts.work_in {
             Some(dir) => tempfile::tempdir_in(dir),
             None => tempfile::tempdir(),
@@ -101,22 +169,45 @@ impl System {
             kannel: None,
             work,
             opts,
+            replicas: scale.replicas,
             http: reqwest::Client::new(),
         };
         system.import_registry().await;
         // ingest first: Kannel's get-url names its port, and the notifier's
         // configuration names Kannel's.
-        system.spawn("ingest").await;
+        for i in system.instances("ingest") {
+            system.spawn(i).await;
+        }
         if matches!(system.opts.gateway, Gateway::Kannel) {
             system.kannel = Some(system.start_kannel().await);
         }
         for s in &SERVICES[1..] {
-            system.spawn(s).await;
+            for i in system.instances(s) {
+                system.spawn(i).await;
+            }
         }
-        for s in SERVICES {
-            system.wait_ready(s).await;
+        for i in system.all_instances() {
+            system.wait_ready(i).await;
         }
         system
+    }
+
+    /// The instances of `service`, first replica first.
+    pub fn instances(&self, service: &str) -> Vec<&'static str> {
+        (0..self.replicas).map(|r| instance(service, r)).collect()
+    }
+
+    /// Every instance of every service.
+    pub fn all_instances(&self) -> Vec<&'static str> {
+        SERVICES.iter().flat_map(|s| self.instances(s)).collect()
+    }
+
+    /// The base URL of every replica of `service` (a load balancer's backends).
+    pub fn bases(&self, service: &str) -> Vec<String> {
+        self.instances(service)
+            .into_iter()
+            .map(|i| self.base(i))
+            .collect()
     }
 
     async fn start_kannel(&self) -> Kannel {
@@ -266,14 +357,19 @@ impl System {
             .open(self.log_path(service))
             .expect("log file");
         let log2 = log.try_clone().expect("log file");
-        let child = tokio::process::Command::new(bin(service))
+        let child = tokio::process::Command::new(bin(service_of(service)))
             .arg("serve")
             .envs(self.service_env(service))
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {service} ({}): {e}", bin(service).display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {service} ({}): {e}",
+                    bin(service_of(service)).display()
+                )
+            });
         let pid = child.id().expect("a started child has a pid");
         self.procs.insert(service, child);
         if !self.ports.contains_key(service) {
@@ -389,7 +485,7 @@ impl System {
     /// `/healthz`, `/readyz` — as ("<service> <path>", body).
     pub async fn open_pages(&self) -> Vec<(String, String)> {
         let mut pages = Vec::new();
-        for service in SERVICES {
+        for service in self.all_instances() {
             for path in ["/metrics", "/healthz", "/readyz"] {
                 let body = match self
                     .http
@@ -406,15 +502,20 @@ impl System {
         pages
     }
 
-    /// The sum of a service's samples called `name` that carry `labels`.
+    /// The sum of a service's samples called `name` that carry `labels`, over all
+    /// its replicas.
     pub async fn metric(&self, service: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.metrics(service).await.sum(name, labels)
+        let mut sum = 0.0;
+        for i in self.instances(service_of(service)) {
+            sum += self.metrics(i).await.sum(name, labels);
+        }
+        sum
     }
 
     /// Panics unless every service answers `GET /healthz` with 200 (`after`: what
     /// they just went through, for the message).
     pub async fn assert_all_alive(&self, after: &str) {
-        for s in SERVICES {
+        for s in self.all_instances() {
             let r = self
                 .http
                 .get(format!("{}/healthz", self.base(s)))
@@ -433,7 +534,7 @@ impl System {
     }
 
     pub async fn stop(mut self) {
-        for s in SERVICES {
+        for s in self.all_instances() {
             let _ = self.terminate(s).await;
         }
         if let Some(k) = self.kannel.take() {

@@ -5,6 +5,9 @@
 //! broker restarts): a supervisor task owns the connection, notices its loss (an
 //! error event, a closed status, or a failed publish), and builds a new connection,
 //! topology and channel with capped, jittered back-off until shutdown.
+//!
+//! `AMQP_URL` may list several nodes of one cluster ([`Nodes`]): [`connect`] tries
+//! them in turn from a random one, so the reconnect loops fail over to a live node.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +26,9 @@ use tokio_util::task::TaskTracker;
 use crate::events::{EXCHANGE, Event};
 use crate::topology::{self, QueueSpec};
 use crate::tracecontext;
+
+pub mod nodes;
+pub use nodes::{Nodes, NodesError};
 
 /// Readiness of one broker link, shared with `/readyz`.
 #[derive(Debug, Clone, Default)]
@@ -49,8 +55,48 @@ pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Opens a connection and declares the topology on a fresh channel.
-pub async fn connect(url: &str, name: &str, queues: &[QueueSpec]) -> lapin::Result<Connection> {
+/// How long one node may take to accept a connection and the topology before the
+/// next node is tried (a host that drops packets would otherwise hold the attempt
+/// for the kernel's TCP timeout, minutes).
+const NODE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects to one of the nodes `urls` lists (one URL, or several comma-separated:
+/// [`Nodes`]), trying each once from a random one, and declares the topology.
+/// Returns the last node's error when none answered.
+pub async fn connect(urls: &str, name: &str, queues: &[QueueSpec]) -> lapin::Result<Connection> {
+    let nodes = Nodes::parse(urls)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut last = None;
+    for url in nodes.in_turn() {
+        let node = nodes::redact(url);
+        match tokio::time::timeout(NODE_TIMEOUT, connect_node(url, name, queues)).await {
+            Ok(Ok(conn)) => {
+                if nodes.len() > 1 {
+                    tracing::info!(connection = %name, %node, "connected to broker node");
+                }
+                return Ok(conn);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(connection = %name, %node, error = %e, "broker node did not answer");
+                last = Some(e);
+            }
+            Err(_) => {
+                tracing::warn!(connection = %name, %node, timeout = ?NODE_TIMEOUT, "broker node did not answer in time");
+                last = Some(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("broker node {node} did not answer within {NODE_TIMEOUT:?}"),
+                    )
+                    .into(),
+                );
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("AMQP_URL lists no node").into()))
+}
+
+/// Opens a connection to one node and declares the topology on a fresh channel.
+async fn connect_node(url: &str, name: &str, queues: &[QueueSpec]) -> lapin::Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let conn = Connection::connect(url, props).await?;
     let channel = conn.create_channel().await?;

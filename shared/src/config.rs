@@ -19,11 +19,39 @@ pub enum LogFormat {
     Json,
 }
 
+/// Parses `AMQP_URL` (one node, or several comma-separated: `broker::Nodes`) and
+/// keeps it secret. A bad list is refused at start with the entry named; unlike
+/// clap's own validation errors the message does not quote the value (it holds the
+/// password).
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerNodesParser;
+
+impl clap::builder::TypedValueParser for BrokerNodesParser {
+    type Value = SecretString;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<SecretString, clap::Error> {
+        let refuse = |msg: String| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{msg}\n"))
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("AMQP_URL is not valid UTF-8".into()))?;
+        crate::broker::Nodes::parse(text).map_err(|e| refuse(e.to_string()))?;
+        Ok(SecretString::from(text.to_owned()))
+    }
+}
+
 /// The broker connection every service needs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerConfig {
-    /// RabbitMQ URL, vhost URL-encoded (`%2f` is `/`).
-    #[arg(long, env = "AMQP_URL", hide_env_values = true, value_parser = secret,
+    /// RabbitMQ URL, vhost URL-encoded (`%2f` is `/`); several nodes of one cluster
+    /// comma-separated (full URLs, or `host:port` after the first URL).
+    #[arg(long, env = "AMQP_URL", hide_env_values = true, value_parser = BrokerNodesParser,
           default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: SecretString,
 }
@@ -207,6 +235,28 @@ mod tests {
         let err = Probe::try_parse_from(["probe", "--retention-days", "0"])
             .expect_err("0 days would purge everything");
         assert!(err.to_string().contains("retention-days"), "{err}");
+    }
+
+    #[test]
+    fn a_node_list_is_accepted_and_kept_whole() {
+        let list = "amqp://u:hunter2@h1:5701/%2f,amqp://u:hunter2@h2:5702/%2f,h3:5703";
+        let probe = Probe::try_parse_from(["probe", "--amqp-url", list]).expect("parses");
+        assert_eq!(probe.broker.url(), list);
+    }
+
+    #[test]
+    fn a_bad_node_is_refused_with_its_position_and_without_the_password() {
+        let err = Probe::try_parse_from([
+            "probe",
+            "--amqp-url",
+            "amqp://u:hunter2@h1:5701/%2f,amqp://u:hunter2@h2:notaport/%2f",
+        ])
+        .expect_err("a bad port is refused");
+        let shown = err.to_string();
+        assert!(shown.contains("AMQP_URL entry 2"), "{shown}");
+        assert!(shown.contains("u:***@h2:notaport"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

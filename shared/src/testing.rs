@@ -5,7 +5,10 @@
 //!
 //! Servers come from `TEST_AMQP_BASE` (default `amqp://guest:guest@127.0.0.1:5672`),
 //! `TEST_RABBITMQ_API` (default `http://127.0.0.1:15672`, the management plugin) and
-//! `TEST_POSTGRES_BASE` (default `postgres://postgres@127.0.0.1:5432`).
+//! `TEST_POSTGRES_BASE` (default `postgres://postgres@127.0.0.1:5432`). A test on the
+//! project's own three-node cluster (`scripts/cluster.sh`) takes
+//! [`TestEnv::on`]`(`[`TestBroker::cluster`]`())`: its vhost is made through the
+//! management API of whichever node answers, and its `amqp_url` lists all three.
 //!
 //! Beside the environment, one way of doing what every service's tests do:
 //! [`Service`] runs a service's `run(config, listener, shutdown)` in-process on
@@ -59,8 +62,73 @@ fn amqp_base() -> String {
     env_or("TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
 }
 
-fn rabbit_api() -> String {
-    env_or("TEST_RABBITMQ_API", "http://127.0.0.1:15672")
+/// The RabbitMQ a test runs on: its AMQP bases (one per node, no vhost) and the
+/// management APIs that answer for it (any one will do).
+#[derive(Debug, Clone)]
+pub struct TestBroker {
+    pub amqp: Vec<String>,
+    pub api: Vec<String>,
+}
+
+impl TestBroker {
+    /// The machine's broker (`TEST_AMQP_BASE`, `TEST_RABBITMQ_API`).
+    pub fn machine() -> TestBroker {
+        TestBroker {
+            amqp: vec![amqp_base()],
+            api: vec![env_or("TEST_RABBITMQ_API", "http://127.0.0.1:15672")],
+        }
+    }
+
+    /// The project's own three-node cluster (`scripts/cluster.sh start`):
+    /// `TEST_CLUSTER_AMQP_BASES` and `TEST_CLUSTER_APIS`, comma-separated, default
+    /// ports 5701-5703 and 15701-15703.
+    pub fn cluster() -> TestBroker {
+        let list = |key: &str, default: &str| -> Vec<String> {
+            env_or(key, default)
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        TestBroker {
+            amqp: list(
+                "TEST_CLUSTER_AMQP_BASES",
+                "amqp://guest:guest@127.0.0.1:5701,amqp://guest:guest@127.0.0.1:5702,amqp://guest:guest@127.0.0.1:5703",
+            ),
+            api: list(
+                "TEST_CLUSTER_APIS",
+                "http://127.0.0.1:15701,http://127.0.0.1:15702,http://127.0.0.1:15703",
+            ),
+        }
+    }
+
+    /// `AMQP_URL` for `vhost`: every node, comma-separated.
+    fn url(&self, vhost: &str) -> String {
+        self.amqp
+            .iter()
+            .map(|base| format!("{base}/{vhost}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Sends the request `build` makes for each management API in turn until one
+    /// answers (a node of a cluster may be down); `None` if none did.
+    pub async fn api(
+        &self,
+        http: &reqwest::Client,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Option<reqwest::Response> {
+        for base in &self.api {
+            if let Ok(resp) = build(http, base)
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+            {
+                return Some(resp);
+            }
+        }
+        None
+    }
 }
 
 fn pg_base() -> String {
@@ -72,16 +140,30 @@ const PREFIX: &str = "mtest_";
 /// A vhost and a database of one's own.
 pub struct TestEnv {
     pub name: String,
+    /// The vhost on every node of the broker, comma-separated (one URL on the
+    /// machine's broker).
     pub amqp_url: String,
     pub database_url: String,
+    pub broker: TestBroker,
     http: reqwest::Client,
 }
 
 impl TestEnv {
+    /// On the machine's broker.
     pub async fn new() -> TestEnv {
+        TestEnv::on(TestBroker::machine()).await
+    }
+
+    /// On `broker` (e.g. [`TestBroker::cluster`]).
+    pub async fn on(broker: TestBroker) -> TestEnv {
         crate::telemetry::init_for_tests();
         let http = reqwest::Client::new();
-        SWEPT.get_or_init(|| sweep(&http)).await;
+        let machine = TestBroker::machine();
+        SWEPT.get_or_init(|| sweep(&http, &machine)).await;
+        if broker.api != machine.api {
+            // A cluster's leftovers are not the machine's: swept on every start.
+            sweep(&http, &broker).await;
+        }
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!(
             "{PREFIX}{}_{n}_{}",
@@ -90,24 +172,22 @@ impl TestEnv {
         );
         let name: String = name.chars().take(60).collect();
 
-        let resp = http
-            .put(format!("{}/api/vhosts/{name}", rabbit_api()))
-            .basic_auth("guest", Some("guest"))
-            .send()
+        let resp = broker
+            .api(&http, |h, api| h.put(format!("{api}/api/vhosts/{name}")))
             .await
             .expect(
-                "RabbitMQ management API reachable (rabbitmq-plugins enable rabbitmq_management)",
+                "RabbitMQ management API reachable (rabbitmq-plugins enable rabbitmq_management; a cluster: scripts/cluster.sh start)",
             );
         assert!(
             resp.status().is_success(),
             "create vhost: {}",
             resp.status()
         );
-        let resp = http
-            .put(format!("{}/api/permissions/{name}/guest", rabbit_api()))
-            .basic_auth("guest", Some("guest"))
-            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
-            .send()
+        let resp = broker
+            .api(&http, |h, api| {
+                h.put(format!("{api}/api/permissions/{name}/guest"))
+                    .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            })
             .await
             .expect("set permissions");
         assert!(
@@ -116,7 +196,7 @@ impl TestEnv {
             resp.status()
         );
 
-        set_policies(&http, &name).await;
+        set_policies(&http, &broker, &name).await;
 
         let mut admin = PgConnection::connect(&format!("{}/postgres", pg_base()))
             .await
@@ -129,9 +209,10 @@ impl TestEnv {
             .expect("create test database");
 
         TestEnv {
-            amqp_url: format!("{}/{name}", amqp_base()),
+            amqp_url: broker.url(&name),
             database_url: format!("{}/{name}", pg_base()),
             name,
+            broker,
             http,
         }
     }
@@ -148,27 +229,24 @@ impl TestEnv {
     /// The API refreshes its statistics every few seconds; poll with a deadline.
     pub async fn queue_depth(&self, queue: &str) -> Option<u64> {
         let resp = self
-            .http
-            .get(format!("{}/api/queues/{}/{queue}", rabbit_api(), self.name))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await
-            .ok()?;
+            .broker
+            .api(&self.http, |h, api| {
+                h.get(format!("{api}/api/queues/{}/{queue}", self.name))
+            })
+            .await?;
         let v: serde_json::Value = resp.json().await.ok()?;
         v["messages"].as_u64()
     }
 
     /// Drops the vhost and the database.
     pub async fn cleanup(self) {
-        drop_env(&self.http, &self.name).await;
+        drop_env(&self.http, &self.broker, &self.name).await;
     }
 }
 
-async fn drop_env(http: &reqwest::Client, name: &str) {
-    let _ = http
-        .delete(format!("{}/api/vhosts/{name}", rabbit_api()))
-        .basic_auth("guest", Some("guest"))
-        .send()
+async fn drop_env(http: &reqwest::Client, broker: &TestBroker, name: &str) {
+    let _ = broker
+        .api(http, |h, api| h.delete(format!("{api}/api/vhosts/{name}")))
         .await;
     if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", pg_base())).await {
         let _ = admin
@@ -192,12 +270,10 @@ fn owner_alive(name: &str) -> bool {
     }
 }
 
-async fn sweep(http: &reqwest::Client) {
+async fn sweep(http: &reqwest::Client, broker: &TestBroker) {
     let mut stale = Vec::new();
-    if let Ok(resp) = http
-        .get(format!("{}/api/vhosts", rabbit_api()))
-        .basic_auth("guest", Some("guest"))
-        .send()
+    if let Some(resp) = broker
+        .api(http, |h, api| h.get(format!("{api}/api/vhosts")))
         .await
         && let Ok(list) = resp.json::<Vec<serde_json::Value>>().await
     {
@@ -220,7 +296,7 @@ async fn sweep(http: &reqwest::Client) {
     stale.sort();
     stale.dedup();
     for name in stale {
-        drop_env(http, &name).await;
+        drop_env(http, broker, &name).await;
     }
 }
 
@@ -246,23 +322,19 @@ where
 /// The broker policies production has (`topology::policies`, as deploy/ and
 /// scripts/lib.sh set them), on a test's vhost, so tests run against the same
 /// effective queue settings.
-async fn set_policies(http: &reqwest::Client, vhost: &str) {
+async fn set_policies(http: &reqwest::Client, broker: &TestBroker, vhost: &str) {
     let queues = crate::topology::system_queues();
     for policy in crate::topology::policies(&queues) {
-        let resp = http
-            .put(format!(
-                "{}/api/policies/{vhost}/{}",
-                rabbit_api(),
-                policy.name
-            ))
-            .basic_auth("guest", Some("guest"))
-            .json(&serde_json::json!({
-                "pattern": policy.pattern,
-                "definition": policy.definition,
-                "priority": crate::topology::POLICY_PRIORITY,
-                "apply-to": "queues",
-            }))
-            .send()
+        let resp = broker
+            .api(http, |h, api| {
+                h.put(format!("{api}/api/policies/{vhost}/{}", policy.name))
+                    .json(&serde_json::json!({
+                        "pattern": policy.pattern,
+                        "definition": policy.definition,
+                        "priority": crate::topology::POLICY_PRIORITY,
+                        "apply-to": "queues",
+                    }))
+            })
             .await
             .expect("set policy");
         assert!(

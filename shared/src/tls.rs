@@ -129,7 +129,14 @@ pub enum Link {
 /// The reason names the setting and never repeats the URL (it may hold a password).
 pub fn plaintext(setting: &str, link: Link, url: &str) -> Option<String> {
     match link {
-        Link::Broker => url.split(',').find_map(|node| broker(setting, node.trim())),
+        // Every node as a full URL: a short `host:port` entry takes the first URL's
+        // scheme (shared::broker::Nodes), so it is checked as what it will connect to.
+        Link::Broker => match crate::broker::Nodes::parse(url) {
+            Ok(nodes) => nodes.from_offset(0).find_map(|node| broker(setting, node)),
+            Err(_) => Some(format!(
+                "{setting} is not a valid AMQP URL list, so it cannot be checked for TLS"
+            )),
+        },
         Link::Database => database(setting, url),
         Link::Smtp => smtp(setting, url),
         Link::Https => https(setting, url),
@@ -268,6 +275,11 @@ mod tests {
             (
                 Link::Broker,
                 "amqps://u:p@a.example:5671/m,amqps://u:p@b.example:5671/m",
+            ),
+            // Short entries take the first URL's scheme: amqps too.
+            (
+                Link::Broker,
+                "amqps://u:p@a.example:5671/m,b.example:5671,c.example",
             ),
             (
                 Link::Database,

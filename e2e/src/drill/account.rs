@@ -14,6 +14,7 @@ use crate::drill::plan::{Expect, Plan};
 use crate::drill::stream::StreamReport;
 use crate::smtp::SmtpSink;
 use crate::{BillingDouble, System};
+use shared::testing::TestEnv;
 
 /// Longer than the management API's statistics interval (5 s).
 const QUIET_FOR: Duration = Duration::from_secs(7);
@@ -115,10 +116,6 @@ pub struct Observed<'a> {
     pub smtp: &'a SmtpSink,
 }
 
-fn rabbit_api() -> String {
-    std::env::var("TEST_RABBITMQ_API").unwrap_or_else(|_| "http://127.0.0.1:15672".into())
-}
-
 /// One queue as the management API reports it.
 #[derive(Debug, Clone)]
 pub struct QueueStat {
@@ -130,15 +127,15 @@ pub struct QueueStat {
     pub redelivered: u64,
 }
 
-/// Every queue of the vhost.
-pub async fn queues(http: &reqwest::Client, vhost: &str) -> Option<Vec<QueueStat>> {
-    let list: Vec<serde_json::Value> = http
-        .get(format!("{}/api/queues/{vhost}", rabbit_api()))
-        .query(&[("columns", "name,messages,message_stats.redeliver")])
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await
-        .ok()?
+/// Every queue of the vhost, from the management API of any node that answers.
+pub async fn queues(http: &reqwest::Client, env: &TestEnv) -> Option<Vec<QueueStat>> {
+    let list: Vec<serde_json::Value> = env
+        .broker
+        .api(http, |h, api| {
+            h.get(format!("{api}/api/queues/{}", env.name))
+                .query(&[("columns", "name,messages,message_stats.redeliver")])
+        })
+        .await?
         .error_for_status()
         .ok()?
         .json()
@@ -182,7 +179,7 @@ pub async fn wait_quiet(o: &Observed<'_>, pool: &sqlx::PgPool, deadline: Duratio
     let mut quiet_since: Option<tokio::time::Instant> = None;
     while tokio::time::Instant::now() < until {
         let outbox = scalar(pool, "SELECT count(*) FROM validator.outbox").await;
-        let busy_queues = queues(&http, &o.system.env.name).await.map(|qs| {
+        let busy_queues = queues(&http, &o.system.env).await.map(|qs| {
             qs.iter()
                 .filter(|q| !q.name.ends_with(".dead"))
                 .map(|q| q.messages)
@@ -250,8 +247,8 @@ pub async fn account(
     replies(&mut t, plan, o.sms);
     emails(&mut t, plan, o.smtp);
 
-    for service in crate::system::SERVICES {
-        t.consumer_retries += consumer_retries(&o.system.metrics(service).await);
+    for instance in o.system.all_instances() {
+        t.consumer_retries += consumer_retries(&o.system.metrics(instance).await);
     }
     let http = reqwest::Client::new();
     t.peer_5xx = [o.billing, o.sms]
@@ -259,7 +256,7 @@ pub async fn account(
         .flat_map(|d| d.posts())
         .filter(|(_, status, _)| *status >= 500)
         .count();
-    match queues(&http, &o.system.env.name).await {
+    match queues(&http, &o.system.env).await {
         Some(qs) => {
             for q in qs {
                 if q.name.ends_with(".dead") {

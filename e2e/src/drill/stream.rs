@@ -57,8 +57,10 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Posts to the ingest replicas at `ingest_bases` as a load balancer in front of
+    /// them would: each message to the next replica, a retry to the one after.
     pub fn start(
-        ingest_base: String,
+        ingest_bases: Vec<String>,
         token: &str,
         plan: Arc<Plan>,
         config: StreamConfig,
@@ -72,20 +74,25 @@ impl Stream {
         let token = token.to_owned();
         let p = progress.clone();
         let task = tokio::spawn(async move {
-            let url = format!("{ingest_base}/v1/sms");
+            let urls: Arc<Vec<String>> = Arc::new(
+                ingest_bases
+                    .iter()
+                    .map(|base| format!("{base}/v1/sms"))
+                    .collect(),
+            );
             let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
             let period = Duration::from_secs_f64(1.0 / config.rate_per_sec.max(0.1));
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut posts = Vec::with_capacity(plan.order.len());
-            for &index in &plan.order {
+            for (n, &index) in plan.order.iter().enumerate() {
                 tick.tick().await;
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     break;
                 };
-                let (client, url, token, plan, p) = (
+                let (client, urls, token, plan, p) = (
                     client.clone(),
-                    url.clone(),
+                    urls.clone(),
                     token.clone(),
                     plan.clone(),
                     p.clone(),
@@ -101,7 +108,7 @@ impl Stream {
                         "text": m.text,
                         "received_at": m.received_at,
                     });
-                    post_until_taken(&client, &url, &token, &body, &p, config.give_up_after)
+                    post_until_taken(&client, &urls, n, &token, &body, &p, config.give_up_after)
                         .await
                         .map_err(|(last_status, attempts)| PostFailure {
                             message_id: m.id.clone(),
@@ -166,13 +173,14 @@ impl Stream {
 /// else is a failure at once: the request is well-formed, ingest must take it.
 async fn post_until_taken(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[String],
+    first: usize,
     token: &str,
     body: &serde_json::Value,
     progress: &Progress,
     give_up_after: Duration,
 ) -> Result<(), (u16, u32)> {
-    let (status, attempts) = post_as_a_gateway(client, url, token, body, give_up_after, || {
+    let (status, attempts) = post_to_any(client, urls, first, token, body, give_up_after, || {
         progress.retries.fetch_add(1, Ordering::Relaxed);
     })
     .await;
@@ -196,10 +204,35 @@ pub async fn post_as_a_gateway(
     give_up_after: Duration,
     on_retry: impl Fn(),
 ) -> (u16, u32) {
+    post_to_any(
+        client,
+        &[url.to_owned()],
+        0,
+        token,
+        body,
+        give_up_after,
+        on_retry,
+    )
+    .await
+}
+
+/// As [`post_as_a_gateway`], through a load balancer in front of several ingest
+/// replicas: the first attempt goes to `urls[first % len]`, each repeat to the next
+/// replica (a killed replica's requests are taken by another).
+pub async fn post_to_any(
+    client: &reqwest::Client,
+    urls: &[String],
+    first: usize,
+    token: &str,
+    body: &serde_json::Value,
+    give_up_after: Duration,
+    on_retry: impl Fn(),
+) -> (u16, u32) {
     let until = tokio::time::Instant::now() + give_up_after;
     let mut pause = Duration::from_millis(100);
-    let mut attempts = 0;
+    let mut attempts: u32 = 0;
     loop {
+        let url = &urls[(first + attempts as usize) % urls.len().max(1)];
         attempts += 1;
         let status = match client.post(url).bearer_auth(token).json(body).send().await {
             Ok(r) => r.status().as_u16(),

@@ -19,6 +19,8 @@ pub enum Action {
     Requeue,
     RequeueAll,
     DownloadMissing,
+    SaveUser,
+    RemoveUser,
 }
 
 impl Action {
@@ -35,6 +37,8 @@ impl Action {
             Action::Requeue => "requeue",
             Action::RequeueAll => "requeue_all",
             Action::DownloadMissing => "download_missing",
+            Action::SaveUser => "save_user",
+            Action::RemoveUser => "remove_user",
         }
     }
 }

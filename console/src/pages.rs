@@ -455,14 +455,37 @@ pub fn dead(
     )
 }
 
-pub fn users(session: &Session, users: &[crate::users::User], zone: Tz) -> Markup {
+pub fn users(
+    session: &Session,
+    users: &[crate::users::User],
+    zone: Tz,
+    notice: Option<&str>,
+) -> Markup {
     layout(
         "Сотрудники",
         Some(session),
         html! {
-            p { "Сотрудников добавляет и меняет команда " code { "console add-user ЛОГИН --role operator|supervisor" } "." }
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
+            h2 { "Добавить сотрудника или сменить роль и пароль" }
+            form method="post" action="/users" {
+                input type="hidden" name="csrf" value=(session.csrf);
+                label { "Логин " input name="login" required autocomplete="off"; }
+                " "
+                label { "Роль "
+                    select name="role" {
+                        option value="operator" { (Role::Operator.title()) }
+                        option value="supervisor" { (Role::Supervisor.title()) }
+                    }
+                }
+                " "
+                label { "Пароль (не короче 10 знаков) " input type="password" name="password" required autocomplete="new-password"; }
+                " "
+                button type="submit" { "Сохранить" }
+            }
+            p { small { "Тот же логин ещё раз — новая роль и новый пароль. Из командной строки: "
+                code { "console add-user ЛОГИН --role operator|supervisor" } "." } }
             table {
-                thead { tr { th { "Логин" } th { "Роль" } th { "Добавлен" } th { "Изменён" } } }
+                thead { tr { th { "Логин" } th { "Роль" } th { "Добавлен" } th { "Изменён" } th {} } }
                 tbody {
                     @for u in users {
                         tr {
@@ -470,6 +493,15 @@ pub fn users(session: &Session, users: &[crate::users::User], zone: Tz) -> Marku
                             td { (Role::parse(&u.role).map_or("?", Role::title)) }
                             td { (words::time(u.created_at, zone)) }
                             td { (words::time(u.updated_at, zone)) }
+                            td {
+                                @if u.login != session.login {
+                                    form method="post" action="/users/remove" {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        input type="hidden" name="login" value=(u.login);
+                                        button type="submit" { "Удалить" }
+                                    }
+                                }
+                            }
                         }
                     }
                 }

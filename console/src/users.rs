@@ -124,6 +124,16 @@ pub async fn add_user(
     Ok(())
 }
 
+/// Removes a member of staff; their sessions end with them (`ON DELETE CASCADE`).
+/// Whether there was such a user.
+pub async fn remove_user(pool: &PgPool, login: &Login) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM users WHERE login = $1")
+        .bind(login.as_str())
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// A member of staff, as the users page lists them.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {

@@ -231,7 +231,8 @@ pub fn router(state: AppState) -> Router {
         .route("/dead", get(dead_page))
         .route("/dead/requeue", post(dead_requeue))
         .route("/reports/missing", get(missing_report))
-        .route("/users", get(users_page))
+        .route("/users", get(users_page).post(users_save))
+        .route("/users/remove", post(users_remove))
         .merge(crate::api::router())
         .layer(axum::middleware::map_response(no_store))
         .with_state(state)
@@ -860,15 +861,113 @@ async fn missing_report(
     }
 }
 
-/// Staff and their roles (supervisors); accounts are managed with `console add-user`.
+/// Staff and their roles (supervisors): listed, added, given a new role or password,
+/// removed. `console add-user` does the same from the command line (the first user).
 async fn users_page(State(state): State<AppState>, staff: Staff) -> Response {
-    let loaded = async {
+    match staff.require(Role::Supervisor) {
+        Ok(()) => users_view(&state, &staff, None).await,
+        Err(f) => f.page(Some(&staff.0)),
+    }
+}
+
+async fn users_view(state: &AppState, staff: &Staff, notice: Option<&str>) -> Response {
+    match users::list(&state.pool).await {
+        Ok(list) => html(pages::users(&staff.0, &list, state.zone(), notice)),
+        Err(e) => Failure::Database(e).page(Some(&staff.0)),
+    }
+}
+
+#[derive(Deserialize)]
+struct UserForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn users_save(
+    State(state): State<AppState>,
+    staff: Staff,
+    Form(form): Form<UserForm>,
+) -> Response {
+    let done = async {
         staff.require(Role::Supervisor)?;
-        Ok::<_, Failure>(users::list(&state.pool).await?)
+        staff.check_csrf(&form.csrf)?;
+        let login = users::Login::parse(&form.login)
+            .map_err(|e| Failure::BadRequest(format!("Логин: {e}.")))?;
+        let role = Role::parse(&form.role)
+            .ok_or_else(|| Failure::BadRequest("Роль: оператор или руководитель.".into()))?;
+        if form.password.chars().count() < users::MIN_PASSWORD {
+            return Err(Failure::BadRequest(format!(
+                "Пароль должен быть не короче {} знаков.",
+                users::MIN_PASSWORD
+            )));
+        }
+        users::add_user(&state.pool, &login, role, &form.password)
+            .await
+            .map_err(|e| Failure::BadRequest(e.to_string()))?;
+        audit::record(
+            &state.pool,
+            staff.login(),
+            Action::SaveUser,
+            login.as_str(),
+            Some(serde_json::json!({"role": role.as_str()})),
+        )
+        .await?;
+        Ok::<_, Failure>(login)
     }
     .await;
-    match loaded {
-        Ok(list) => html(pages::users(&staff.0, &list, state.zone())),
+    match done {
+        Ok(login) => {
+            let notice = format!("Сохранено: {}.", login.as_str());
+            users_view(&state, &staff, Some(&notice)).await
+        }
+        Err(f) => f.page(Some(&staff.0)),
+    }
+}
+
+async fn users_remove(
+    State(state): State<AppState>,
+    staff: Staff,
+    Form(form): Form<UserForm>,
+) -> Response {
+    let done = async {
+        staff.require(Role::Supervisor)?;
+        staff.check_csrf(&form.csrf)?;
+        let login = users::Login::parse(&form.login)
+            .map_err(|e| Failure::BadRequest(format!("Логин: {e}.")))?;
+        if login.as_str() == staff.login() {
+            return Err(Failure::BadRequest(
+                "Себя удалить нельзя: это может сделать другой руководитель.".into(),
+            ));
+        }
+        let removed = users::remove_user(&state.pool, &login).await?;
+        if removed {
+            audit::record(
+                &state.pool,
+                staff.login(),
+                Action::RemoveUser,
+                login.as_str(),
+                None,
+            )
+            .await?;
+        }
+        Ok::<_, Failure>((login, removed))
+    }
+    .await;
+    match done {
+        Ok((login, true)) => {
+            let notice = format!("Удалён: {}; его сеансы закрыты.", login.as_str());
+            users_view(&state, &staff, Some(&notice)).await
+        }
+        Ok((login, false)) => {
+            let notice = format!("Нет такого сотрудника: {}.", login.as_str());
+            users_view(&state, &staff, Some(&notice)).await
+        }
         Err(f) => f.page(Some(&staff.0)),
     }
 }

@@ -35,6 +35,7 @@ use maud::{DOCTYPE, Markup, html};
 use shared::events::{Channel, SmsReceived};
 use tracing::Instrument;
 
+use crate::decisions::{self, Decision, Decisions};
 use crate::sms::{AppState, publish, request_span};
 
 /// The cookie that carries the double-submit token.
@@ -88,14 +89,21 @@ impl RateLimiter {
 #[derive(Clone)]
 pub struct FormState {
     app: AppState,
+    decisions: Decisions,
     limiter: Arc<RateLimiter>,
     client_ip_header: Option<header::HeaderName>,
 }
 
 impl FormState {
-    pub fn new(app: AppState, per_minute: u32, client_ip_header: Option<String>) -> FormState {
+    pub fn new(
+        app: AppState,
+        decisions: Decisions,
+        per_minute: u32,
+        client_ip_header: Option<String>,
+    ) -> FormState {
         FormState {
             app,
+            decisions,
             limiter: Arc::new(RateLimiter::new(per_minute)),
             client_ip_header: client_ip_header
                 .and_then(|h| header::HeaderName::from_bytes(h.trim().as_bytes()).ok()),
@@ -433,8 +441,13 @@ async fn answer(
         Ok(r) => r,
         Err(reason) => return with_form(StatusCode::BAD_REQUEST, &filled, Some(&reason), &id),
     };
+    // Subscribed before the publish, so a quick decision is not missed.
+    let rx = state.decisions.subscribe();
     match publish(&state.app, reading.event(&id)).await {
-        Ok(id) => received_page(&id, reading.email.is_some()),
+        Ok(id) => {
+            let decision = Decisions::wait(rx, &id, decisions::WAIT).await;
+            received_page(&id, &reading, decision)
+        }
         Err(_) => {
             let mut resp = with_form(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -449,16 +462,39 @@ async fn answer(
     }
 }
 
-fn received_page(id: &str, with_email: bool) -> Response {
+/// The answer: the decision when it came in time, else that the reading is being
+/// checked. Shows only what the resident typed (SPEC §3: replies never repeat stored
+/// data).
+fn received_page(id: &str, reading: &Reading, decision: Option<Decision>) -> Response {
+    let with_email = reading.email.is_some();
     let body = page(
-        "Показания приняты",
+        "Показания",
         html! {
-            h1 { "Спасибо" }
-            p.ok {
-                @if with_email {
-                    "Показания приняты к проверке, результат придёт на e-mail."
-                } @else {
-                    "Показания приняты к проверке."
+            @match &decision {
+                Some(Decision::Accepted { account, period }) => {
+                    h1 { "Показания приняты" }
+                    p.ok #decision {
+                        "Показания приняты: лицевой счёт " (account) ", период " (period)
+                        ", значения: " (reading.values.join(", ")) "."
+                        @if with_email { " Подтверждение придёт на e-mail." }
+                    }
+                }
+                Some(Decision::Rejected { reply }) => {
+                    h1 { "Показания не приняты" }
+                    p.err #decision {
+                        (reply.as_deref().unwrap_or("Слишком много отправок. Попробуйте позже."))
+                    }
+                    p { a href="/form" { "Исправить и отправить ещё раз" } }
+                }
+                None => {
+                    h1 { "Спасибо" }
+                    p.ok #decision {
+                        @if with_email {
+                            "Показания приняты к проверке, результат придёт на e-mail."
+                        } @else {
+                            "Показания приняты к проверке."
+                        }
+                    }
                 }
             }
             p { small { "Номер обращения: " (id) } }

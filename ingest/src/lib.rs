@@ -4,6 +4,7 @@
 //! it, `503` with `Retry-After`, so the gateway retries and nothing is lost. Ingest
 //! keeps no state of its own: duplicates are settled downstream by `message_id`.
 
+mod decisions;
 pub mod form;
 mod jasmin;
 mod sms;
@@ -67,8 +68,15 @@ pub async fn run(
     let metrics = IngestMetrics::register(service.registry());
     let state = sms::AppState::new(&config, publisher, metrics);
     service.routes(jasmin::router(state.clone()));
+    let decisions = decisions::Decisions::default();
+    {
+        let decisions = decisions.clone();
+        let url = config.broker.url().to_owned();
+        service.task("form-decisions", move |stop| decisions.follow(url, stop));
+    }
     service.routes(form::router(form::FormState::new(
         state.clone(),
+        decisions,
         config.form_rate_per_minute,
         config.form_client_ip_header.clone(),
     )));

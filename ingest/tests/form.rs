@@ -307,3 +307,85 @@ async fn a_body_over_the_limit_is_413() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// The answer page shows the decision when it comes within seconds: here the test
+/// plays the validator, taking the message and publishing the decision.
+#[tokio::test]
+async fn the_answer_page_shows_the_decision_that_arrives_in_time() {
+    use shared::events::{ReadingAccepted, ReadingRejected, RejectReason};
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024, 100).await;
+    app.ready().await;
+    // The decisions' queue is bound once ingest has connected; give it a moment.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let client = reqwest::Client::new();
+    for accept in [true, false] {
+        let shown = show(&client, &app.base).await;
+        let posting = {
+            let client = client.clone();
+            let base = app.base.clone();
+            let shown_cookie = shown.cookie.clone();
+            let csrf = shown.csrf.clone();
+            let id = shown.id.clone();
+            tokio::spawn(async move {
+                post(
+                    &client,
+                    &base,
+                    "198.51.100.7",
+                    Some(&shown_cookie),
+                    &[
+                        ("csrf", &csrf),
+                        ("id", &id),
+                        ("account", "1000001"),
+                        ("t1", "45100"),
+                    ],
+                )
+                .await
+            })
+        };
+        let broker = Broker::connect(&env).await;
+        let msg = broker.wait_take("validator").await;
+        let Event::SmsReceived(sms) = msg.event() else {
+            panic!("an sms.received");
+        };
+        let decision = if accept {
+            Event::ReadingAccepted(ReadingAccepted {
+                reading_id: uuid::Uuid::new_v4(),
+                message_id: sms.message_id.clone(),
+                account: "1000001".into(),
+                meter: "M-1".into(),
+                period: "2026-11".parse().expect("period"),
+                values: vec![45100],
+                received_at: sms.received_at,
+                channel: Channel::Web,
+                email: None,
+                supersedes: None,
+            })
+        } else {
+            Event::ReadingRejected(ReadingRejected {
+                message_id: sms.message_id.clone(),
+                from: sms.from.clone(),
+                account: Some("1000001".into()),
+                reason: RejectReason::ZoneMismatch,
+                reply: Some("Счётчик двухтарифный: укажите день и ночь".into()),
+                received_at: sms.received_at,
+                channel: Channel::Web,
+            })
+        };
+        broker.publish(&decision).await;
+        broker.close().await;
+        let (status, page) = posting.await.expect("post");
+        assert_eq!(status, 200, "{page}");
+        if accept {
+            assert!(
+                page.contains("Показания приняты: лицевой счёт 1000001, период 2026-11"),
+                "{page}"
+            );
+        } else {
+            assert!(page.contains("Показания не приняты"), "{page}");
+            assert!(page.contains("укажите день и ночь"), "{page}");
+        }
+    }
+    app.stop().await;
+    env.cleanup().await;
+}

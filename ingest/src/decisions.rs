@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use shared::events::{Channel, EXCHANGE, Event, READING_ACCEPTED, READING_REJECTED};
+use shared::events::{Channel, EXCHANGE, Event, READING_ACCEPTED, READING_REJECTED, RejectReason};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +23,14 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// A web form's decision, as the answer page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Accepted { account: String, period: String },
-    Rejected { reply: Option<String> },
+    Accepted {
+        account: String,
+        period: String,
+    },
+    Rejected {
+        reason: RejectReason,
+        reply: Option<String>,
+    },
 }
 
 #[derive(Clone)]
@@ -74,9 +80,13 @@ impl Decisions {
                     period: a.period.to_string(),
                 },
             ),
-            Ok(Event::ReadingRejected(r)) if r.channel == Channel::Web => {
-                (r.message_id, Decision::Rejected { reply: r.reply })
-            }
+            Ok(Event::ReadingRejected(r)) if r.channel == Channel::Web => (
+                r.message_id,
+                Decision::Rejected {
+                    reason: r.reason,
+                    reply: r.reply,
+                },
+            ),
             _ => return,
         };
         // No receiver: nobody is waiting for it.

@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use maud::{DOCTYPE, Markup, html};
-use shared::events::{Channel, SmsReceived};
+use shared::events::{Channel, RejectReason, SmsReceived};
 use tracing::Instrument;
 
 use crate::decisions::{self, Decision, Decisions};
@@ -479,10 +479,16 @@ fn received_page(id: &str, reading: &Reading, decision: Option<Decision>) -> Res
                         @if with_email { " Подтверждение придёт на e-mail." }
                     }
                 }
-                Some(Decision::Rejected { reply }) => {
+                Some(Decision::Rejected { reason, reply }) => {
                     h1 { "Показания не приняты" }
                     p.err #decision {
-                        (reply.as_deref().unwrap_or("Слишком много отправок. Попробуйте позже."))
+                        @match reply {
+                            Some(reply) => (reply),
+                            None if *reason == RejectReason::RateLimited => {
+                                "Слишком много отправок. Попробуйте позже."
+                            }
+                            None => { "Проверьте лицевой счёт и показания (" (reason.as_str()) ")." }
+                        }
                     }
                     p { a href="/form" { "Исправить и отправить ещё раз" } }
                 }

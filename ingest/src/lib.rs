@@ -3,6 +3,8 @@
 //! after the broker confirmed the message as persisted; when the broker cannot take
 //! it, `503` with `Retry-After`, so the gateway retries and nothing is lost. Ingest
 //! keeps no state of its own: duplicates are settled downstream by `message_id`.
+//! It also serves the residents' public web form (`form`, SPEC §4.9), which learns
+//! the validator's decisions from its own auto-delete queue (`decisions`).
 
 mod decisions;
 pub mod form;

@@ -10,93 +10,14 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
 use common::{Console, PASSWORD, decided, validator_config};
 use console::users::Role;
 use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use fantoccini::{Client, Locator};
 use lapin::types::{AMQPValue, FieldTable};
-use shared::testing::{Broker, Service, WAIT, eventually, listening_port};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// chromedriver on a port it binds itself (`--port=0`), read back from /proc: no
-/// free-port guess that another test could take first.
-struct Driver {
-    child: tokio::process::Child,
-    url: String,
-    _profile: tempfile::TempDir,
-    profile: PathBuf,
-}
-
-impl Driver {
-    async fn start() -> Driver {
-        for bin in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                std::path::Path::new(bin).exists(),
-                "{bin} missing: apt-get install chromium chromium-driver (scripts/test.sh does)"
-            );
-        }
-        let child = tokio::process::Command::new(CHROMEDRIVER)
-            .arg("--port=0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver starts");
-        let pid = child.id().expect("chromedriver pid");
-        let port = listening_port(pid, "chromedriver").await;
-        let profile = tempfile::tempdir().expect("profile dir");
-        Driver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            profile: profile.path().to_owned(),
-            _profile: profile,
-        }
-    }
-
-    async fn browser(&self) -> Client {
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--window-size=1280,800",
-            "--lang=ru",
-            &format!("--user-data-dir={}", self.profile.display()),
-        ];
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({"binary": CHROMIUM, "args": args}),
-        );
-        // A busy machine: Chromium's first start may take a while.
-        eventually("a Chromium session", WAIT, || {
-            let caps = caps.clone();
-            async move {
-                ClientBuilder::new(HttpConnector::new())
-                    .capabilities(caps)
-                    .connect(&self.url)
-                    .await
-                    .ok()
-            }
-        })
-        .await
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
+use shared::testing::browser::{Driver, type_into, until_page_has};
+use shared::testing::{Broker, Service, WAIT, eventually};
 
 fn screenshots() -> (PathBuf, Option<tempfile::TempDir>) {
     if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
@@ -112,28 +33,6 @@ fn screenshots() -> (PathBuf, Option<tempfile::TempDir>) {
 async fn shot(browser: &Client, dir: &std::path::Path, name: &str) {
     let png = browser.screenshot().await.expect("screenshot");
     std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
-}
-
-/// Waits until the current page (reloaded by `reload`) contains `text`.
-async fn until_page_has(browser: &Client, text: &str, reload: bool) -> String {
-    eventually(&format!("the page shows {text:?}"), WAIT, || async {
-        if reload {
-            browser.refresh().await.ok()?;
-        }
-        let page = browser.source().await.ok()?;
-        page.contains(text).then_some(page)
-    })
-    .await
-}
-
-async fn type_into(browser: &Client, css: &str, text: &str) {
-    let field = browser
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"));
-    field.send_keys(text).await.expect("typed");
 }
 
 async fn log_in(c: &Console, browser: &Client, login: &str) {

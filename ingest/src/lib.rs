@@ -3,7 +3,11 @@
 //! after the broker confirmed the message as persisted; when the broker cannot take
 //! it, `503` with `Retry-After`, so the gateway retries and nothing is lost. Ingest
 //! keeps no state of its own: duplicates are settled downstream by `message_id`.
+//! It also serves the residents' public web form (`form`, SPEC §4.9), which learns
+//! the validator's decisions from its own auto-delete queue (`decisions`).
 
+mod decisions;
+pub mod form;
 mod jasmin;
 mod sms;
 
@@ -35,6 +39,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
     pub max_body_bytes: u32,
 
+    /// Posts of the resident web form (`POST /form`) one client address may make a
+    /// minute (a token bucket per address, in each replica: N replicas allow N times).
+    #[arg(long, env = "FORM_RATE_PER_MINUTE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub form_rate_per_minute: u32,
+
+    /// A header set by the trusted reverse proxy in front of ingest that holds the
+    /// client's address (e.g. `X-Forwarded-For`; its last entry counts). Unset: the
+    /// TCP peer's address.
+    #[arg(long, env = "FORM_CLIENT_IP_HEADER")]
+    pub form_client_ip_header: Option<String>,
+
     #[command(flatten)]
     pub broker: BrokerConfig,
 
@@ -54,6 +70,18 @@ pub async fn run(
     let metrics = IngestMetrics::register(service.registry());
     let state = sms::AppState::new(&config, publisher, metrics);
     service.routes(jasmin::router(state.clone()));
+    let decisions = decisions::Decisions::default();
+    {
+        let decisions = decisions.clone();
+        let url = config.broker.url().to_owned();
+        service.task("form-decisions", move |stop| decisions.follow(url, stop));
+    }
+    service.routes(form::router(form::FormState::new(
+        state.clone(),
+        decisions,
+        config.form_rate_per_minute,
+        config.form_client_ip_header.clone(),
+    )));
     service.routes(sms::router(state));
     service.run(listener, shutdown).await
 }

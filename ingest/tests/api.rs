@@ -16,6 +16,8 @@ async fn spawn_app(amqp_url: &str, max_body: u32) -> Service {
         ingest_token: shared::token::Tokens::parse(&format!("{TOKEN}, {OLD_TOKEN}"))
             .expect("two tokens"),
         max_body_bytes: max_body,
+        form_rate_per_minute: 10,
+        form_client_ip_header: None,
         broker: BrokerConfig {
             amqp_url: amqp_url.into(),
         },

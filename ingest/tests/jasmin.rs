@@ -22,6 +22,8 @@ async fn spawn_app(amqp_url: &str) -> Service {
         http_addr,
         ingest_token: shared::token::Tokens::parse(TOKEN).expect("token"),
         max_body_bytes: 16 * 1024,
+        form_rate_per_minute: 10,
+        form_client_ip_header: None,
         broker: BrokerConfig {
             amqp_url: amqp_url.into(),
         },

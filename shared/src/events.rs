@@ -59,14 +59,16 @@ impl Event {
     }
 }
 
-/// How a message reached the system: an SMS (Kannel or an aggregator's webhook), or
-/// a paper slip from an information box that an operator typed into the console
-/// (SPEC §4.8). Both pass the same validation; billing can tell them apart.
+/// How a message reached the system: an SMS (Kannel or an aggregator's webhook), a
+/// paper slip from an information box that an operator typed into the console
+/// (SPEC §4.8), or the resident web form on ingest (SPEC §4.9). All pass the same
+/// validation; billing can tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Sms,
     Paper,
+    Web,
 }
 
 impl Channel {
@@ -74,6 +76,7 @@ impl Channel {
         match self {
             Channel::Sms => "sms",
             Channel::Paper => "paper",
+            Channel::Web => "web",
         }
     }
 }

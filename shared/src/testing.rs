@@ -23,6 +23,8 @@
 //! on a fixed sleep.
 
 mod broker;
+#[cfg(feature = "browser")]
+pub mod browser;
 mod logs;
 mod metrics;
 mod ports;

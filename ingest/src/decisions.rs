@@ -1,0 +1,157 @@
+//! How the web form's answer page learns the validator's decision without reading
+//! another service's database: each ingest process binds its own exclusive,
+//! auto-delete, server-named queue to `reading.accepted` and `reading.rejected` on
+//! `meter.events` (a third party's queue, SPEC §4.2), keeps only the `web` channel's
+//! decisions and broadcasts them in-process. `POST /form` subscribes before it
+//! publishes and waits up to [`WAIT`] for its message id; past that the page says the
+//! reading is being checked (and that the result comes by e-mail when one was given).
+//! Nothing is stored: a decision nobody waits for is dropped. Each replica has its own
+//! queue, so whichever replica answered the post sees the decision.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use shared::events::{Channel, EXCHANGE, Event, READING_ACCEPTED, READING_REJECTED, RejectReason};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// How long the answer page waits for the decision.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A web form's decision, as the answer page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accepted {
+        account: String,
+        period: String,
+    },
+    Rejected {
+        reason: RejectReason,
+        reply: Option<String>,
+    },
+}
+
+#[derive(Clone)]
+pub struct Decisions {
+    tx: broadcast::Sender<(String, Decision)>,
+}
+
+impl Default for Decisions {
+    fn default() -> Self {
+        Decisions {
+            tx: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Decisions {
+    pub fn subscribe(&self) -> broadcast::Receiver<(String, Decision)> {
+        self.tx.subscribe()
+    }
+
+    /// Waits for `message_id`'s decision on `rx` (subscribed before the publish).
+    pub async fn wait(
+        mut rx: broadcast::Receiver<(String, Decision)>,
+        message_id: &str,
+        wait: Duration,
+    ) -> Option<Decision> {
+        tokio::time::timeout(wait, async {
+            loop {
+                match rx.recv().await {
+                    Ok((id, d)) if id == message_id => return Some(d),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    fn offer(&self, body: &[u8]) {
+        let decision = match Event::from_json(body) {
+            Ok(Event::ReadingAccepted(a)) if a.channel == Channel::Web => (
+                a.message_id,
+                Decision::Accepted {
+                    account: a.account,
+                    period: a.period.to_string(),
+                },
+            ),
+            Ok(Event::ReadingRejected(r)) if r.channel == Channel::Web => (
+                r.message_id,
+                Decision::Rejected {
+                    reason: r.reason,
+                    reply: r.reply,
+                },
+            ),
+            _ => return,
+        };
+        // No receiver: nobody is waiting for it.
+        let _ = self.tx.send(decision);
+    }
+
+    /// Follows the decisions until `stop`, reconnecting when the link is lost.
+    pub async fn follow(self, amqp_url: String, stop: CancellationToken) {
+        let mut backoff = shared::broker::reconnect_backoff();
+        loop {
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.follow_once(&amqp_url) => r,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "web form decisions: broker link lost; reconnecting");
+            }
+            let pause = backoff.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn follow_once(&self, amqp_url: &str) -> lapin::Result<()> {
+        let conn = shared::broker::connect(amqp_url, "ingest-form-decisions", &[]).await?;
+        let channel = conn.create_channel().await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for key in [READING_ACCEPTED, READING_REJECTED] {
+            channel
+                .queue_bind(
+                    queue.name().as_str().into(),
+                    EXCHANGE.into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let mut consumer = channel
+            .basic_consume(
+                queue.name().as_str().into(),
+                "ingest-form".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!("web form decisions: following reading.accepted / reading.rejected");
+        while let Some(delivery) = consumer.next().await {
+            self.offer(&delivery?.data);
+        }
+        Err(std::io::Error::other("consumer ended").into())
+    }
+}

@@ -1,0 +1,118 @@
+//! A real browser for tests: Debian's Chromium, headless, driven through chromedriver
+//! with fantoccini (installed by scripts/test.sh: `chromium`, `chromium-driver`).
+//! Shared by the console's and the web form's browser tests.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::{WAIT, eventually, listening_port};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a port it binds itself (`--port=0`), read back from /proc: no
+/// free-port guess that another test could take first.
+pub struct Driver {
+    child: tokio::process::Child,
+    url: String,
+    _profile: tempfile::TempDir,
+    profile: PathBuf,
+}
+
+impl Driver {
+    pub async fn start() -> Driver {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                std::path::Path::new(bin).exists(),
+                "{bin} missing: apt-get install chromium chromium-driver (scripts/test.sh does)"
+            );
+        }
+        let child = tokio::process::Command::new(CHROMEDRIVER)
+            .arg("--port=0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        let pid = child.id().expect("chromedriver pid");
+        let port = listening_port(pid, "chromedriver").await;
+        let profile = tempfile::tempdir().expect("profile dir");
+        Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            profile: profile.path().to_owned(),
+            _profile: profile,
+        }
+    }
+
+    /// A headless Chromium session with a window of `width`×`height`.
+    pub async fn browser_sized(&self, width: u32, height: u32) -> Client {
+        let args = [
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            format!("--window-size={width},{height}"),
+            "--lang=ru".to_owned(),
+            format!("--user-data-dir={}", self.profile.display()),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({"binary": CHROMIUM, "args": args}),
+        );
+        // A busy machine: Chromium's first start may take a while.
+        eventually("a Chromium session", WAIT, || {
+            let caps = caps.clone();
+            async move {
+                ClientBuilder::new(HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&self.url)
+                    .await
+                    .ok()
+            }
+        })
+        .await
+    }
+
+    /// A desktop-sized session (1280×800).
+    pub async fn browser(&self) -> Client {
+        self.browser_sized(1280, 800).await
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Waits until the current page (reloaded by `reload`) contains `text`.
+pub async fn until_page_has(browser: &Client, text: &str, reload: bool) -> String {
+    eventually(&format!("the page shows {text:?}"), WAIT, || async {
+        if reload {
+            browser.refresh().await.ok()?;
+        }
+        let page = browser.source().await.ok()?;
+        page.contains(text).then_some(page)
+    })
+    .await
+}
+
+/// Types `text` into the element `css`, once it is there.
+pub async fn type_into(browser: &Client, css: &str, text: &str) {
+    let field = browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    field.send_keys(text).await.expect("typed");
+}

@@ -8,13 +8,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
-use axum::http::header;
 use chrono::{DateTime, Utc};
 use rand_core::{OsRng, RngCore as _};
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
-use subtle::ConstantTimeEq as _;
 
 use crate::users::Role;
 
@@ -45,15 +42,13 @@ impl Session {
     }
 }
 
-pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
+pub use shared::token::same;
 
 /// 256 random bits, hex.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    shared::hex::encode(&bytes)
 }
 
 fn digest(id: &str) -> String {
@@ -115,17 +110,7 @@ pub async fn close(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// A cookie's value from the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
+pub use shared::http::cookie;
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Secure unless `insecure`.
 pub fn set_cookie(name: &str, value: &str, max_age: Duration, insecure: bool) -> String {
@@ -213,6 +198,7 @@ pub async fn clear_failures(pool: &PgPool, login: &str) -> Result<(), sqlx::Erro
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use axum::http::{HeaderMap, header};
 
     #[test]
     fn cookies_carry_the_flags() {

@@ -254,23 +254,7 @@ fn new_token() -> String {
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == CSRF_COOKIE)
-        .map(|(_, value)| value)
-}
-
-/// Constant-time equality of two tokens.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    shared::http::cookie(headers, CSRF_COOKIE)
 }
 
 fn page(title: &str, body: Markup) -> Markup {
@@ -424,7 +408,8 @@ async fn answer(
     } else {
         new_id()
     };
-    let csrf_ok = cookie_token(headers).is_some_and(|c| !c.is_empty() && same(c, field("csrf")));
+    let csrf_ok = cookie_token(headers)
+        .is_some_and(|c| !c.is_empty() && shared::token::same(c, field("csrf")));
     if !csrf_ok {
         tracing::info!(client = %ip, "web form: CSRF token missing or wrong");
         return with_form(

@@ -103,7 +103,8 @@ fn text(fields: &HashMap<String, String>) -> Result<String, ApiError> {
     let Some(binary) = fields.get("binary").map(|b| b.trim()) else {
         return Ok(fields.get("content").cloned().unwrap_or_default());
     };
-    let bytes = unhex(binary).ok_or_else(|| ApiError::BadRequest("binary is not hex".into()))?;
+    let bytes = shared::hex::decode(binary)
+        .ok_or_else(|| ApiError::BadRequest("binary is not hex".into()))?;
     Ok(decode(&bytes, coding))
 }
 
@@ -135,16 +136,6 @@ fn decode(bytes: &[u8], coding: Option<u8>) -> String {
         Ok(s) => s.to_owned(),
         Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod events;
+pub mod hex;
 pub mod http;
 pub mod metrics;
 pub mod peer;

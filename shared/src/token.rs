@@ -64,10 +64,7 @@ impl Tokens {
     pub fn verify(&self, presented: &str) -> Option<String> {
         let mut matched = None;
         for token in &self.0 {
-            let expected = token.expose_secret().as_bytes();
-            let same = expected.len() == presented.len()
-                && bool::from(expected.ct_eq(presented.as_bytes()));
-            if same && matched.is_none() {
+            if same(token.expose_secret(), presented) && matched.is_none() {
                 matched = Some(fingerprint(presented));
             }
         }
@@ -84,6 +81,12 @@ impl Tokens {
     }
 }
 
+/// Whether two secrets are equal, in time that does not depend on their content
+/// (only on their lengths).
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// For clap's `value_parser`.
 pub fn parse_tokens(list: &str) -> Result<Tokens, String> {
     Tokens::parse(list).map_err(|e| e.to_string())
@@ -93,7 +96,7 @@ pub fn parse_tokens(list: &str) -> Result<Tokens, String> {
 /// log, useless to guess one.
 pub fn fingerprint(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&digest[..4])
 }
 
 /// The token of an `Authorization: Bearer …` header, if there is one.

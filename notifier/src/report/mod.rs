@@ -291,19 +291,7 @@ impl KannelCallback {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
-}
+use shared::hex::{decode as unhex, encode as hex};
 
 /// The message id a Kannel report names (`reply=` hex), if it is one.
 pub fn reply_from_hex(s: &str) -> Option<String> {

@@ -110,8 +110,8 @@ EXECUTE q12(:'account', :'since', 100); EXECUTE q12(:'account', :'since', 100); 
 \o
 EXPLAIN (ANALYZE, BUFFERS) EXECUTE q12(:'account', :'since', 100);
 
-\echo '### 13. start page: messages per day of this window (glance::per_day)'
-PREPARE q13(timestamptz, timestamptz, text) AS SELECT (received_at AT TIME ZONE $3)::date AS day, count(*) FROM validator.console_messages WHERE received_at >= $1 AND received_at < $2 GROUP BY day;
+\echo '### 13. start page: messages per day and decisions of this window, one pass (glance::decisions_per_day)'
+PREPARE q13(timestamptz, timestamptz, text) AS SELECT (received_at AT TIME ZONE $3)::date AS day, outcome, reason, count(*) FROM validator.console_messages WHERE received_at >= $1 AND received_at < $2 GROUP BY day, outcome, reason;
 \o /dev/null
 EXECUTE q13(:'this_opens', :'this_closes', 'Asia/Yekaterinburg'); EXECUTE q13(:'this_opens', :'this_closes', 'Asia/Yekaterinburg'); EXECUTE q13(:'this_opens', :'this_closes', 'Asia/Yekaterinburg'); EXECUTE q13(:'this_opens', :'this_closes', 'Asia/Yekaterinburg'); EXECUTE q13(:'this_opens', :'this_closes', 'Asia/Yekaterinburg');
 \o
@@ -124,15 +124,8 @@ EXECUTE q14(:'last_opens', :'last_closes', 'Asia/Yekaterinburg'); EXECUTE q14(:'
 \o
 EXPLAIN (ANALYZE, BUFFERS) EXECUTE q14(:'last_opens', :'last_closes', 'Asia/Yekaterinburg');
 
-\echo '### 15. start page: accepted and refused by reason (glance::load)'
-PREPARE q15(timestamptz, timestamptz) AS SELECT outcome, reason, count(*) FROM validator.console_messages WHERE received_at >= $1 AND received_at < $2 GROUP BY outcome, reason;
-\o /dev/null
-EXECUTE q15(:'this_opens', :'this_closes'); EXECUTE q15(:'this_opens', :'this_closes'); EXECUTE q15(:'this_opens', :'this_closes'); EXECUTE q15(:'this_opens', :'this_closes'); EXECUTE q15(:'this_opens', :'this_closes');
-\o
-EXPLAIN (ANALYZE, BUFFERS) EXECUTE q15(:'this_opens', :'this_closes');
-
 \echo '### 16. start page: active meters and those with a reading this period (glance::load)'
-PREPARE q16(text) AS SELECT (SELECT count(*) FROM validator.console_registry WHERE status = 'active'), (SELECT count(*) FROM (SELECT DISTINCT r.account, r.meter FROM validator.console_readings r JOIN validator.console_registry m USING (account, meter) WHERE r.period = $1 AND m.status = 'active') d);
+PREPARE q16(text) AS SELECT (SELECT count(*) FROM validator.console_registry WHERE status = 'active'), (SELECT count(*) FROM (SELECT DISTINCT b.account, b.meter FROM billing.console_deliveries b JOIN validator.console_registry m USING (account, meter) WHERE b.period = $1 AND m.status = 'active') d);
 \o /dev/null
 EXECUTE q16(:'this_period'); EXECUTE q16(:'this_period'); EXECUTE q16(:'this_period'); EXECUTE q16(:'this_period'); EXECUTE q16(:'this_period');
 \o

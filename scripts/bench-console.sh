@@ -29,7 +29,8 @@
 #
 # Knobs: BENCH_ACCOUNTS (1000000), BENCH_MESSAGES (5000000), BENCH_N, BENCH_WARMUP,
 # BENCH_OUT (directory for results.json, explain.txt, console.log; default a new
-# directory under /tmp), BENCH_SKIP_LOAD=1 (reuse a database kept by BENCH_KEEP=1),
+# directory under /tmp), BENCH_SKIP_LOAD=1 (reuse a database kept by BENCH_KEEP=1;
+# migrations added since are applied), BENCH_SKIP_BUILD=1 (binaries already built),
 # BENCH_DB (meter_bench_console), BENCH_VHOST (bench-console), BENCH_ADDR
 # (127.0.0.1:18084). Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and
 # RabbitMQ on 127.0.0.1:5672 (guest; `rabbitmqctl` as root for the vhost).
@@ -65,8 +66,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== build (release)" >&2
-cargo build --release --locked -p validator -p notifier -p billing-export -p console >&2
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+    echo "== build (release)" >&2
+    cargo build --release --locked -p validator -p notifier -p billing-export -p console >&2
+fi
 
 if [[ "${BENCH_SKIP_LOAD:-0}" != 1 ]]; then
     echo "== database $DB, vhost $VHOST" >&2

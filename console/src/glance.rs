@@ -80,6 +80,27 @@ pub struct Glance {
     pub replies_sent_today: i64,
 }
 
+/// Messages of a window per day of the company zone, `(day, outcome, reason, count)`.
+/// One pass over the window's rows gives both the chart and the decisions (a second
+/// pass over ~140,000 rows of a month cost ~100 ms at 5,000,000 messages,
+/// docs/performance.md).
+async fn decisions_per_day(
+    pool: &PgPool,
+    span: &Span,
+    zone: Tz,
+) -> Result<Vec<(NaiveDate, String, Option<String>, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (received_at AT TIME ZONE $3)::date AS day, outcome, reason, count(*)
+         FROM validator.console_messages
+         WHERE received_at >= $1 AND received_at < $2 GROUP BY day, outcome, reason",
+    )
+    .bind(span.opens)
+    .bind(span.closes)
+    .bind(zone.name())
+    .fetch_all(pool)
+    .await
+}
+
 async fn per_day(
     pool: &PgPool,
     span: &Span,
@@ -95,11 +116,15 @@ async fn per_day(
     .bind(zone.name())
     .fetch_all(pool)
     .await?;
-    Ok(span
-        .days(zone)
+    Ok(days_of(span, zone, &rows))
+}
+
+/// Every day of the window with its count (0 where nothing came).
+fn days_of(span: &Span, zone: Tz, rows: &[(NaiveDate, i64)]) -> Vec<(NaiveDate, i64)> {
+    span.days(zone)
         .into_iter()
-        .map(|d| (d, rows.iter().find(|r| r.0 == d).map_or(0, |r| r.1)))
-        .collect())
+        .map(|d| (d, rows.iter().filter(|r| r.0 == d).map(|r| r.1).sum()))
+        .collect()
 }
 
 pub async fn load(
@@ -110,16 +135,23 @@ pub async fn load(
     let this = current(window, now);
     let last = Span::of(window, this.period.previous());
     let zone = window.zone;
-    let this_days = per_day(pool, &this, zone).await?;
+    let decided = decisions_per_day(pool, &this, zone).await?;
+    let this_days = days_of(
+        &this,
+        zone,
+        &decided.iter().map(|d| (d.0, d.3)).collect::<Vec<_>>(),
+    );
     let last_days = per_day(pool, &last, zone).await?;
-    let outcomes: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-        "SELECT outcome, reason, count(*) FROM validator.console_messages
-         WHERE received_at >= $1 AND received_at < $2 GROUP BY outcome, reason",
-    )
-    .bind(this.opens)
-    .bind(this.closes)
-    .fetch_all(pool)
-    .await?;
+    let mut outcomes: Vec<(String, Option<String>, i64)> = Vec::new();
+    for (_, outcome, reason, n) in decided {
+        match outcomes
+            .iter_mut()
+            .find(|o| o.0 == outcome && o.1 == reason)
+        {
+            Some(o) => o.2 += n,
+            None => outcomes.push((outcome, reason, n)),
+        }
+    }
     let accepted = outcomes
         .iter()
         .filter(|o| o.0 == "accepted")
@@ -131,12 +163,16 @@ pub async fn load(
         .map(|o| (o.1.unwrap_or_else(|| "?".into()), o.2))
         .collect();
     refused.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    // The period's readings from billing-export's view: it holds every accepted
+    // reading too, and its index (period, account, meter, …) is what its export reads
+    // them by; validator.console_readings has no index leading with the period, and
+    // scanning all its rows took 2 s at 5,000,000 messages (docs/performance.md).
     let (active_meters, meters_with_reading): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM validator.console_registry WHERE status = 'active'),
-                (SELECT count(*) FROM (SELECT DISTINCT r.account, r.meter
-                   FROM validator.console_readings r
+                (SELECT count(*) FROM (SELECT DISTINCT b.account, b.meter
+                   FROM billing.console_deliveries b
                    JOIN validator.console_registry m USING (account, meter)
-                   WHERE r.period = $1 AND m.status = 'active') d)",
+                   WHERE b.period = $1 AND m.status = 'active') d)",
     )
     .bind(this.period.to_string())
     .fetch_one(pool)

@@ -68,3 +68,6 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" LOCAL_DATABASE=meter_local_c
 
 log "Kubernetes manifests (offline)"
 python3 deploy/check.py
+# The check's own tests: each injects a defect (an unmapped setting, a misspelt metric)
+# and requires the check to fail on it, so a check that cannot fail is caught.
+(cd deploy && python3 -m unittest discover -s checks/tests -t .)

@@ -44,8 +44,9 @@ CONSUMER_METRICS = re.compile(r"ConsumerMetrics::register\(|\.consume\(")
 
 def exported_metrics(repo_root: Path) -> dict[str, str]:
     """Metric base names (prefix included) -> the crate that registers them. A crate
-    with a prefixed registry exports its own `register` names, plus the shared
-    consumer loop's if it registers `ConsumerMetrics`."""
+    with a prefixed registry exports its own `register` names, the shared HTTP
+    server's (`shared/src/http.rs`: every service serves on the skeleton), plus the
+    shared consumer loop's if it registers `ConsumerMetrics`."""
 
     def names(src: Path) -> set[str]:
         found = set()
@@ -54,6 +55,8 @@ def exported_metrics(repo_root: Path) -> dict[str, str]:
         return found
 
     shared = names(repo_root / "shared" / "src")
+    http_file = repo_root / "shared" / "src" / "http.rs"
+    http = set(REGISTER.findall(http_file.read_text(encoding="utf-8"))) if http_file.exists() else set()
     out: dict[str, str] = {}
     for src in sorted(repo_root.glob("*/src")):
         if not src.is_dir() or src.parent.name == "shared":
@@ -62,7 +65,7 @@ def exported_metrics(repo_root: Path) -> dict[str, str]:
         prefixes = PREFIX.findall(text)
         if not prefixes:
             continue
-        own = names(src) | (shared if CONSUMER_METRICS.search(text) else set())
+        own = names(src) | http | (shared if CONSUMER_METRICS.search(text) else set())
         for prefix in prefixes:
             for name in own:
                 out[f"{prefix}_{name}"] = src.parent.name

@@ -48,6 +48,22 @@ class Exported(unittest.TestCase):
             self.assertTrue(alerts.known("up", exported))
             self.assertFalse(alerts.known("svc_request_total", exported))
 
+    def test_every_service_exports_the_shared_http_servers_metrics(self):
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            for crate, files in {
+                "shared": {"lib.rs": 'registry.register("consumer_messages", "h", m.clone());',
+                           "http.rs": 'registry.register(\n "http_connections", "h", g.clone());'},
+                # Serves HTTP but consumes nothing (ingest, console).
+                "web": {"lib.rs": 'let mut service = Service::new("web", "web", &c.runtime);'},
+            }.items():
+                (root / crate / "src").mkdir(parents=True)
+                (root / crate / "Cargo.toml").write_text("[package]\n")
+                for name, src in files.items():
+                    (root / crate / "src" / name).write_text(src)
+            exported = alerts.exported_metrics(root)
+            self.assertEqual(set(exported), {"web_http_connections"})
+
 
 if __name__ == "__main__":
     unittest.main()

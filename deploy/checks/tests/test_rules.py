@@ -243,8 +243,8 @@ class InjectedEnvVarTest(unittest.TestCase):
         self.inject("shared")
         after = self.run_checks()
         new = [f for f in after.failures if f not in before.failures]
-        # 4 services x (Deployment + migrate container) x 3 targets.
-        self.assertEqual(len(new), 24, new)
+        # 5 services x (Deployment + migrate container) x 3 targets.
+        self.assertEqual(len(new), 30, new)
 
     def test_a_crate_nobody_maps_is_a_failure(self):
         self.inject("xtask")

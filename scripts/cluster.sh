@@ -14,8 +14,10 @@
 #   scripts/cluster.sh leader VHOST QUEUE   # the node number leading a quorum queue
 #   scripts/cluster.sh ctl N ARGS…  # rabbitmqctl against node N
 #
-# Knobs: CLUSTER_DIR (/tmp/meter-cluster), CLUSTER_PORT (5701: nodes on 5701-5703,
-# distribution 25701-25703, management 15701-15703), CLUSTER_TIMEOUT (seconds for
+# Knobs: CLUSTER_DIR (/tmp/meter-cluster), CLUSTER_NAME (meter-c: nodes meter-c1…3;
+# a second cluster on one machine needs a name and ports of its own, as .ci/run's
+# does), CLUSTER_PORT (5701: nodes on 5701-5703, distribution 25701-25703,
+# management 15701-15703), CLUSTER_TIMEOUT (seconds for
 # start and join, 120). Management on every node: the test harness creates a vhost
 # per test through it (shared::testing::TestBroker::cluster), and it still answers
 # on the nodes that live when one is killed.
@@ -33,7 +35,8 @@ die() { printf 'cluster.sh: %s\n' "$*" >&2; exit 1; }
 
 [ -x "$RMQ_BIN/rabbitmq-server" ] || die "RabbitMQ is not installed ($RMQ_BIN/rabbitmq-server): apt-get install rabbitmq-server"
 
-node_name() { echo "meter-c$1@localhost"; }
+CLUSTER_NAME="${CLUSTER_NAME:-meter-c}"
+node_name() { echo "$CLUSTER_NAME$1@localhost"; }
 amqp_port() { echo $((CLUSTER_PORT + $1 - 1)); }
 dist_port() { echo $((CLUSTER_PORT + 20000 + $1 - 1)); }
 mgmt_port() { echo $((CLUSTER_PORT + 10000 + $1 - 1)); }

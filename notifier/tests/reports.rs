@@ -7,7 +7,7 @@
 mod common;
 
 use common::{App, Broker, config, ledger, rejected, use_http_gateway, wait_state};
-use notifier::report::{KannelCallback, SigningKeys};
+use notifier::report::{DlrCallback, SigningKeys};
 use shared::testing::TestEnv;
 use sqlx::PgPool;
 use wiremock::matchers::{body_partial_json, method, path};
@@ -179,10 +179,10 @@ async fn kannel_reports_need_the_replys_signature_and_may_overtake_the_send() {
         .await
         .expect("seed ledger row");
     }
-    let callback = KannelCallback::new(app.url("/").parse().expect("url"), keys);
+    let callback = DlrCallback::new(app.url("/").parse().expect("url"), keys);
     // What Kannel requests: its dlr-url with `%d` replaced by the status code.
     let kannel = |message_id: &str, code: &str| {
-        let url = callback.dlr_url(message_id).replace("%d", code);
+        let url = callback.kannel_url(message_id).replace("%d", code);
         async move {
             let response = reqwest::get(url).await.expect("GET dlr-url");
             let status = response.status().as_u16();
@@ -211,7 +211,7 @@ async fn kannel_reports_need_the_replys_signature_and_may_overtake_the_send() {
     assert_eq!(kannel("kannel-b", "3").await.0, 400, "not a DLR code");
 
     // A signature for another reply, or none: refused, nothing recorded.
-    let stolen = callback.dlr_url("kannel-b").replace("%d", "1");
+    let stolen = callback.kannel_url("kannel-b").replace("%d", "1");
     let other_reply = stolen.replace(&hex_of("kannel-b"), &hex_of("kannel-c"));
     assert_eq!(reqwest::get(other_reply).await.expect("GET").status(), 401);
     let unsigned = app.url(&format!(

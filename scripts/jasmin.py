@@ -75,6 +75,11 @@ DLR_FIX = [
 ]
 
 
+def dlr_fixed(v: Path) -> bool:
+    found = sorted(v.glob("lib/python*/site-packages/jasmin/managers/listeners.py"))
+    return bool(found) and all(new in found[0].read_text() for _, new in DLR_FIX)
+
+
 def patch_dlr(v: Path) -> None:
     """Applies jookies/jasmin#1236's fix to the venv's Jasmin (idempotent)."""
     found = sorted(v.glob("lib/python*/site-packages/jasmin/managers/listeners.py"))
@@ -252,6 +257,9 @@ def cmd_start(a) -> None:
     root.mkdir(parents=True, exist_ok=True)
     if a.http_api_port is not None and not (a.mt_user and a.mt_password):
         die("--http-api-port needs --mt-user and --mt-password")
+    if a.http_api_port is not None and not dlr_fixed(v):
+        die(f"Jasmin in {v} lacks the DLR fix of jookies/jasmin#1236 (no delivery report "
+            "would ever come): run scripts/jasmin.py install")
     ports = [a.jcli_port, a.router_port, a.cm_port, a.smpps_port]
     if a.http_api_port is not None:
         ports.append(a.http_api_port)

@@ -4,19 +4,26 @@ project's own, on its own RabbitMQ vhost and Redis database.
 
   jasmin.py install                 # venv at $JASMIN_VENV with jasmin==0.11.1 (idempotent)
   jasmin.py start DIR --vhost V --redis-db N --jcli-port P --router-port P \\
-      --cm-port P --smpps-port P --smsc-port P --ingest-url URL
+      --cm-port P --smpps-port P --smsc-port P [--ingest-url URL] \\
+      [--http-api-port P --mt-user U --mt-password W]
                                     # config in DIR, jasmind started, then through jcli:
                                     # an SMPP client connector `upstream` to the SMSC on
-                                    # 127.0.0.1:--smsc-port, an HTTP client connector
-                                    # `ingest` (POST --ingest-url) and the MO DefaultRoute
-                                    # to it; the connector is started last
+                                    # 127.0.0.1:--smsc-port; with --ingest-url an HTTP
+                                    # client connector `ingest` (POST URL) and the MO
+                                    # DefaultRoute to it; with --http-api-port the HTTP
+                                    # API (/send) on that port, its DLR lookup and DLR
+                                    # thrower, a group `notifiers` with the user
+                                    # --mt-user, and the MT DefaultRoute to `upstream`;
+                                    # the connector is started last
   jasmin.py stop DIR                # SIGTERM jasmind (pid file), SIGKILL after 15 s
 
 JASMIN_VENV defaults to ${XDG_CACHE_HOME:-~/.cache}/meter-readings/jasmin-venv.
 jasmind runs with ROOT_PATH=DIR: its config is DIR/etc/jasmin/jasmin.cfg, its logs
-DIR/var/log/jasmin/, its stdout DIR/jasmind.out. Its HTTP API is off; its SMPP server
-cannot be (jCli and the MO thrower need it) and listens, unused, on --smpps-port. The
-test plays the upstream SMSC: scripts/smpp-smsc.py. See docs/channels.md.
+DIR/var/log/jasmin/, its stdout DIR/jasmind.out. Its HTTP API is off unless
+--http-api-port is given (the MT side: replies sent by the notifier, SMS_GATEWAY=jasmin,
+their delivery reports thrown to the dlr-url); its SMPP server cannot be off (jCli and
+the MO thrower need it) and listens, unused, on --smpps-port. The test plays the
+upstream SMSC: scripts/smpp-smsc.py. See docs/channels.md.
 """
 import argparse
 import os
@@ -45,10 +52,51 @@ def cmd_install(_args) -> None:
     v = venv()
     if (v / "bin" / "jasmind.py").exists():
         print(f"jasmin.py: jasmin already installed in {v}", file=sys.stderr)
+    else:
+        subprocess.run([sys.executable, "-m", "venv", str(v)], check=True)
+        subprocess.run([str(v / "bin" / "pip"), "install", "-q", f"jasmin=={VERSION}"], check=True)
+        print(f"jasmin.py: installed jasmin {VERSION} in {v}", file=sys.stderr)
+    patch_dlr(v)
+
+
+# Jasmin 0.11.1 never reports an HTTP API message's fate (jookies/jasmin#1236, open):
+# after each submit_sm_resp, managers/listeners.py builds the DLR from `_pdu.response`,
+# the request PDU, which has no response ("'SubmitSM' object has no attribute
+# 'response'"; for a refused submit_sm, `_pdu` is not even bound), so nothing reaches
+# the DLR lookup: no level-1 report, and no mapping of the SMSC's message id, so no
+# level-2 report either. The fix given in the issue: the response is `r.response`.
+DLR_FIX = [
+    ("dlr = DLR(pdu_type=_pdu.response.id, msgid=msgid, status=_pdu.response.status,\n"
+     "                          smpp_msgid=_pdu.response.params['message_id'])",
+     "dlr = DLR(pdu_type=r.response.id, msgid=msgid, status=r.response.status,\n"
+     "                          smpp_msgid=r.response.params['message_id'])"),
+    ("dlr = DLR(pdu_type=_pdu.response.id, msgid=msgid, status=_pdu.response.status)",
+     "dlr = DLR(pdu_type=r.response.id, msgid=msgid, status=r.response.status)"),
+]
+
+
+def dlr_fixed(v: Path) -> bool:
+    found = sorted(v.glob("lib/python*/site-packages/jasmin/managers/listeners.py"))
+    return bool(found) and all(new in found[0].read_text() for _, new in DLR_FIX)
+
+
+def patch_dlr(v: Path) -> None:
+    """Applies jookies/jasmin#1236's fix to the venv's Jasmin (idempotent)."""
+    found = sorted(v.glob("lib/python*/site-packages/jasmin/managers/listeners.py"))
+    if not found:
+        die(f"jasmin/managers/listeners.py not found under {v}")
+    path = found[0]
+    text = path.read_text()
+    if all(new in text for _, new in DLR_FIX):
         return
-    subprocess.run([sys.executable, "-m", "venv", str(v)], check=True)
-    subprocess.run([str(v / "bin" / "pip"), "install", "-q", f"jasmin=={VERSION}"], check=True)
-    print(f"jasmin.py: installed jasmin {VERSION} in {v}", file=sys.stderr)
+    for old, new in DLR_FIX:
+        if old not in text:
+            die(f"{path}: the code jookies/jasmin#1236 fixes is not there (not Jasmin {VERSION}?)")
+        text = text.replace(old, new)
+    path.write_text(text)
+    for cached in path.parent.glob("__pycache__/listeners.*.pyc"):
+        cached.unlink()
+    print(f"jasmin.py: applied the DLR fix of jookies/jasmin#1236 to {path}", file=sys.stderr)
 
 
 def amqp_spec(v: Path) -> Path:
@@ -97,7 +145,30 @@ dbid = {a.redis_db}
 # A refused or unacknowledged MO is thrown again this often, this many times.
 max_retries = 10
 retry_delay = 1
-""")
+{mt_config(a)}""")
+
+
+def mt_config(a) -> str:
+    if a.http_api_port is None:
+        return ""
+    return f"""
+[http-api]
+bind = 127.0.0.1
+port = {a.http_api_port}
+# Replies are a resident's data: their text stays out of Jasmin's log.
+log_privacy = True
+
+[dlr]
+# A receipt that overtakes its submit_sm_resp's mapping is looked up again soon.
+dlr_lookup_retry_delay = 1
+dlr_lookup_max_retries = 5
+
+[dlr-thrower]
+# A DLR the dlr-url did not answer `ACK/Jasmin` is thrown again this often, this many times.
+http_timeout = 30
+retry_delay = 1
+max_retries = 5
+"""
 
 
 def listening(port: int) -> bool:
@@ -149,15 +220,32 @@ def configure(a) -> None:
     script = [
         "smppccm -a", "cid upstream", "host 127.0.0.1", f"port {a.smsc_port}",
         "username esme", "password pwd", "bind transceiver", "ok",
-        "httpccm -a", "cid ingest", f"url {a.ingest_url}", "method POST", "ok",
-        "morouter -a", "type DefaultRoute", "connector http(ingest)", "ok",
-        "smppccm -1 upstream",
     ]
+    if a.ingest_url:
+        script += [
+            "httpccm -a", "cid ingest", f"url {a.ingest_url}", "method POST", "ok",
+            "morouter -a", "type DefaultRoute", "connector http(ingest)", "ok",
+        ]
+    if a.http_api_port is not None:
+        # The notifier's account on the HTTP API (every MT authorization is on by
+        # default: send, long content, dlr level and method, source address, hex content).
+        script += [
+            "group -a", "gid notifiers", "ok",
+            "user -a", f"username {a.mt_user}", f"password {a.mt_password}",
+            "gid notifiers", f"uid {a.mt_user}", "ok",
+            "mtrouter -a", "type DefaultRoute", "connector smppc(upstream)", "rate 0.00", "ok",
+        ]
+    script.append("smppccm -1 upstream")
     for line in script:
         out = jcli.run(line)
         if re.search(r"error|unknown|invalid", out, re.IGNORECASE):
             die(f"jcli refused {line!r}: {out.strip()}")
-    print("jasmin.py: configured (smppc upstream, httpcc ingest, MO DefaultRoute)", file=sys.stderr)
+    parts = ["smppc upstream"]
+    if a.ingest_url:
+        parts.append("httpcc ingest, MO DefaultRoute")
+    if a.http_api_port is not None:
+        parts.append(f"HTTP API user {a.mt_user}, MT DefaultRoute")
+    print(f"jasmin.py: configured ({'; '.join(parts)})", file=sys.stderr)
 
 
 def cmd_start(a) -> None:
@@ -167,17 +255,31 @@ def cmd_start(a) -> None:
         die(f"jasmin is not installed in {v}: run scripts/jasmin.py install")
     root = Path(a.dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    for port in (a.jcli_port, a.router_port, a.cm_port, a.smpps_port):
+    if a.http_api_port is not None and not (a.mt_user and a.mt_password):
+        die("--http-api-port needs --mt-user and --mt-password")
+    if a.http_api_port is not None and not dlr_fixed(v):
+        die(f"Jasmin in {v} lacks the DLR fix of jookies/jasmin#1236 (no delivery report "
+            "would ever come): run scripts/jasmin.py install")
+    ports = [a.jcli_port, a.router_port, a.cm_port, a.smpps_port]
+    if a.http_api_port is not None:
+        ports.append(a.http_api_port)
+    for port in ports:
         if listening(port):
             die(f"TCP port {port} is already in use")
     write_config(root, a)
     env = dict(os.environ, ROOT_PATH=str(root))
+    # jasmind cannot run without its SMPP server (the thrower and jCli need it): it
+    # listens on --smpps-port, unused. The DLR lookup and thrower run inside jasmind
+    # (not as the separate dlrlookupd/dlrd daemons): one process to start and stop.
+    flags = ["--enable-deliver-thrower"]
+    if a.http_api_port is None:
+        flags.append("--disable-http-api")
+    else:
+        flags += ["--enable-dlr-lookup", "--enable-dlr-thrower"]
     with open(root / "jasmind.out", "wb") as out:
         proc = subprocess.Popen(
             [str(v / "bin" / "python"), str(jasmind), "-c", str(root / "etc/jasmin/jasmin.cfg"),
-             # jasmind cannot run without its SMPP server (the thrower and
-             # jCli need it): it listens on --smpps-port, unused.
-             "--enable-deliver-thrower", "--disable-http-api"],
+             *flags],
             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
     (root / "jasmind.pid").write_text(str(proc.pid))
@@ -191,6 +293,10 @@ def cmd_start(a) -> None:
         time.sleep(0.2)
     try:
         configure(a)
+        while a.http_api_port is not None and not listening(a.http_api_port):
+            if time.monotonic() > end:
+                die(f"the HTTP API is not listening after {a.start_timeout}s; see {root}/jasmind.out")
+            time.sleep(0.2)
     except SystemExit:
         stop(root)
         raise
@@ -243,7 +349,10 @@ def main() -> None:
     s.add_argument("--cm-port", type=int, required=True)
     s.add_argument("--smpps-port", type=int, required=True)
     s.add_argument("--smsc-port", type=int, required=True)
-    s.add_argument("--ingest-url", required=True)
+    s.add_argument("--ingest-url")
+    s.add_argument("--http-api-port", type=int)
+    s.add_argument("--mt-user")
+    s.add_argument("--mt-password")
     s.add_argument("--start-timeout", type=float, default=60)
     t = sub.add_parser("stop")
     t.add_argument("dir")

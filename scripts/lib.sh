@@ -62,7 +62,7 @@ start_postgres() {
     fi
 }
 
-start_redis() { # Jasmin's (ingest/tests/jasmin.rs); nothing of ours keeps data in it
+start_redis() { # Jasmin's (ingest/tests/jasmin.rs, notifier/tests/jasmin.rs); nothing of ours keeps data in it
     command -v redis-server >/dev/null || apt_install redis-server
     if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
         log "starting Redis"

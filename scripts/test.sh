@@ -21,7 +21,9 @@ ensure_toolchain
 start_postgres
 start_rabbitmq
 scripts/kannel.sh install
-# Jasmin (ingest/tests/jasmin.rs) in a venv of its own, with Redis on 127.0.0.1:6379.
+# Jasmin (ingest/tests/jasmin.rs: MO; notifier/tests/jasmin.rs: replies and delivery
+# reports) in a venv of its own, with the DLR fix of jookies/jasmin#1236 applied, and
+# Redis on 127.0.0.1:6379.
 start_redis
 scripts/jasmin.py install
 bash scripts/tls-backends.sh install

@@ -69,6 +69,7 @@ def run(deploy_dir: Path, repo_root: Path, report: Report, k8s_version: str = sc
         rules.check_references(objs, report, target)
         rules.check_shutdown(objs, report, target, contract)
         rules.check_tls(objs, report, target, contract)
+        rules.check_dlr_ingress(objs, report, target)
         alerts.check_alerts(objs, report, target, exported, deploy_dir.parent / "docs" / "operations.md")
 
 

@@ -308,13 +308,15 @@ def plaintext_reason(name: str, value: str, env: dict[str, str | None]) -> str |
     gateway = env.get("SMS_GATEWAY") or "log"
     used = (name == "BILLING_URL"
             or (name == "SMS_HTTP_URL" and gateway == "http")
-            or (name == "KANNEL_SENDSMS_URL" and gateway == "kannel"))
+            or (name == "KANNEL_SENDSMS_URL" and gateway == "kannel")
+            or (name == "JASMIN_SEND_URL" and gateway == "jasmin"))
     if used and url.scheme != "https":
         return f"{name} is {url.scheme}://, not https://"
     return None
 
 
-TLS_URLS = ("AMQP_URL", "DATABASE_URL", "SMTP_URL", "BILLING_URL", "SMS_HTTP_URL", "KANNEL_SENDSMS_URL")
+TLS_URLS = ("AMQP_URL", "DATABASE_URL", "SMTP_URL", "BILLING_URL", "SMS_HTTP_URL", "KANNEL_SENDSMS_URL",
+            "JASMIN_SEND_URL")
 
 
 def check_tls(objs: list[dict], report: Report, target: str, contract: Contract) -> None:
@@ -336,3 +338,73 @@ def check_tls(objs: list[dict], report: Report, target: str, contract: Contract)
                 if reason:
                     problems.append(f"{reason} ({env.sources.get(name)})")
         report.check(not problems, f"{target}: {c.long_name}: TLS links", "; ".join(problems))
+
+
+# --- delivery reports -------------------------------------------------------------
+
+#: Who reports to the notifier (SPEC 4.3): the in-namespace gateways by name, others by label.
+DLR_GATEWAY_PODS = ("kannel", "jasmin")
+DLR_GATEWAY_LABEL = {"meter-readings/sms-gateway": "true"}
+NOTIFIER_HTTP = {"http", "8082"}
+
+
+def _admits(rule: dict) -> list[dict]:
+    """The `from` peers of an ingress rule that reaches the notifier's http port."""
+    ports = rule.get("ports") or []
+    if ports and not any(str(p.get("port")) in NOTIFIER_HTTP for p in ports):
+        return []
+    return rule.get("from") or []
+
+
+def check_dlr_ingress(objs: list[dict], report: Report, target: str) -> None:
+    """Where a notifier runs, a NetworkPolicy admits the SMS gateways to its http port
+    (their delivery reports: /v1/dlr/kannel, /v1/dlr/jasmin, /v1/dlr): pods named kannel
+    and jasmin, and namespaces and pods labelled meter-readings/sms-gateway=true; and
+    a Kannel in the render may reach the notifier (smsbox fetches the dlr-url)."""
+    notifiers = [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "notifier"]
+    if not notifiers:
+        return
+    labels = pod_labels(notifiers[0])
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    peers = []
+    for policy in policies:
+        spec = policy.get("spec") or {}
+        if "Ingress" not in (spec.get("policyTypes") or []):
+            continue
+        if not selector_matches(spec.get("podSelector") or {}, labels):
+            continue
+        for rule in spec.get("ingress") or []:
+            peers.extend(_admits(rule))
+    problems = []
+    for name in DLR_GATEWAY_PODS:
+        gateway = {"app.kubernetes.io/name": name}
+        if not any("namespaceSelector" not in p and "podSelector" in p
+                   and selector_matches(p["podSelector"], gateway) for p in peers):
+            problems.append(f"no ingress rule admits pods named {name} to the notifier's http port")
+    for kind in ("namespaceSelector", "podSelector"):
+        if not any(set(p) == {kind} and (p[kind].get("matchLabels") or {}) == DLR_GATEWAY_LABEL
+                   for p in peers):
+            problems.append(f"no ingress rule admits a {kind} meter-readings/sms-gateway=true "
+                            "to the notifier's http port")
+    report.check(not problems, f"{target}: NetworkPolicy: SMS gateways reach the notifier (delivery reports)",
+                 "; ".join(problems))
+
+    kannels = [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "kannel"]
+    if kannels:
+        kannel_labels = pod_labels(kannels[0])
+        reaches = False
+        for policy in policies:
+            spec = policy.get("spec") or {}
+            if "Egress" not in (spec.get("policyTypes") or []):
+                continue
+            if not selector_matches(spec.get("podSelector") or {}, kannel_labels):
+                continue
+            for rule in spec.get("egress") or []:
+                ports = rule.get("ports") or []
+                if ports and not any(str(p.get("port")) in NOTIFIER_HTTP for p in ports):
+                    continue
+                to = rule.get("to") or []
+                if not to or any("podSelector" in p and selector_matches(p["podSelector"], labels) for p in to):
+                    reaches = True
+        report.check(reaches, f"{target}: NetworkPolicy: Kannel reaches the notifier (dlr-url)",
+                     "no egress rule lets the kannel pods reach the notifier's http port")

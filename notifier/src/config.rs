@@ -75,6 +75,11 @@ impl Config {
                 .kannel_sendsms_url
                 .as_ref()
                 .map(|u| ("KANNEL_SENDSMS_URL", u)),
+            GatewayKind::Jasmin => self
+                .sms
+                .jasmin_send_url
+                .as_ref()
+                .map(|u| ("JASMIN_SEND_URL", u)),
         };
         if let Some((setting, url)) = sms {
             links.push((setting, Link::Https, url.as_str()));
@@ -92,6 +97,8 @@ pub enum GatewayKind {
     Http,
     /// Kannel's `/cgi-bin/sendsms`.
     Kannel,
+    /// Jasmin's HTTP API `/send`.
+    Jasmin,
 }
 
 impl GatewayKind {
@@ -100,6 +107,7 @@ impl GatewayKind {
             GatewayKind::Log => "log",
             GatewayKind::Http => "http",
             GatewayKind::Kannel => "kannel",
+            GatewayKind::Jasmin => "jasmin",
         }
     }
 }
@@ -107,12 +115,12 @@ impl GatewayKind {
 /// Outbound SMS (SPEC §4.3).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SmsConfig {
-    /// `log`, `http` or `kannel`.
+    /// `log`, `http`, `kannel` or `jasmin`.
     #[arg(long, env = "SMS_GATEWAY", value_enum, default_value_t = GatewayKind::Log)]
     pub sms_gateway: GatewayKind,
 
     /// The sender the resident sees (`from`); required by `http`, Kannel's
-    /// `default-sender` applies when unset.
+    /// `default-sender` (Jasmin: the user's default `source_address`) applies when unset.
     #[arg(long, env = "SMS_SENDER")]
     pub sms_sender: Option<String>,
 
@@ -135,15 +143,27 @@ pub struct SmsConfig {
     /// Kannel `sendsms-user` password.
     #[arg(long, env = "KANNEL_PASSWORD", hide_env_values = true, value_parser = secret)]
     pub kannel_password: Option<SecretString>,
+
+    /// Jasmin's HTTP API send URL, e.g. `http://jasmin:1401/send` (`SMS_GATEWAY=jasmin`).
+    #[arg(long, env = "JASMIN_SEND_URL")]
+    pub jasmin_send_url: Option<reqwest::Url>,
+
+    /// Jasmin user (jCli `user -a`; 1–16 characters).
+    #[arg(long, env = "JASMIN_USER")]
+    pub jasmin_user: Option<String>,
+
+    /// Jasmin user's password (1–16 characters).
+    #[arg(long, env = "JASMIN_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub jasmin_password: Option<SecretString>,
 }
 
-/// Delivery reports (SPEC §4.3): where Kannel sends them, and the keys that sign the
-/// reply each report names. The HTTP aggregator's reports use `SMS_HTTP_TOKEN`.
+/// Delivery reports (SPEC §4.3): where Kannel and Jasmin send them, and the keys that
+/// sign the reply each report names. The HTTP aggregator's reports use `SMS_HTTP_TOKEN`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ReportConfig {
     /// The notifier's own address as the gateway reaches it, e.g. `http://notifier:8082`:
-    /// Kannel's `dlr-url` points at `/v1/dlr/kannel` there. Unset (or without
-    /// `DLR_SECRET`): Kannel is not asked for reports.
+    /// Kannel's `dlr-url` points at `/v1/dlr/kannel` there, Jasmin's at `/v1/dlr/jasmin`.
+    /// Unset (or without `DLR_SECRET`): the gateway is not asked for reports.
     #[arg(long, env = "DLR_BASE_URL")]
     pub dlr_base_url: Option<reqwest::Url>,
 
@@ -279,10 +299,12 @@ mod tests {
             "hunter4",
             "--dlr-secret",
             "hunter5-hunter5-hunter5",
+            "--jasmin-password",
+            "hunter6",
         ])
         .expect("parses");
         let shown = format!("{probe:?}");
-        for secret in ["hunter2", "hunter3", "hunter4", "hunter5"] {
+        for secret in ["hunter2", "hunter3", "hunter4", "hunter5", "hunter6"] {
             assert!(!shown.contains(secret), "{shown}");
         }
     }

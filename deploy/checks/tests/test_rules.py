@@ -117,6 +117,30 @@ class RenderedManifestsTest(unittest.TestCase):
         self.assertTrue(any("BILLING_URL (read at billing-export/src/config.rs:1)" in f
                             for f in report.failures), report.failures)
 
+    def dlr_failures(self, objs, target="dev"):
+        report = quiet_report()
+        rules.check_dlr_ingress(objs, report, target)
+        return report
+
+    def test_the_sms_gateways_reach_the_notifier_for_delivery_reports(self):
+        for target in ("dev", "prod"):
+            report = self.dlr_failures(copy.deepcopy(self.rendered[target]), target)
+            self.assertEqual(report.failures, [], target)
+        self.assertEqual(self.dlr_failures(self.dev()).passed, 2)  # gateways in, Kannel out
+        objs = [o for o in self.dev() if o["metadata"]["name"] != "notifier-dlr-ingress"]
+        failures = " ".join(self.dlr_failures(objs).failures)
+        for expected in ("pods named kannel", "pods named jasmin",
+                         "namespaceSelector meter-readings/sms-gateway=true"):
+            self.assertIn(expected, failures)
+        objs = self.dev()
+        policy = find(objs, "NetworkPolicy", "notifier-dlr-ingress")
+        policy["spec"]["ingress"][0]["ports"] = [{"protocol": "TCP", "port": 9999}]
+        self.assertEqual(len(self.dlr_failures(objs).failures), 1)
+        objs = self.dev()
+        find(objs, "NetworkPolicy", "kannel")["spec"]["egress"].pop()
+        failures = self.dlr_failures(objs).failures
+        self.assertTrue(any("kannel pods reach the notifier" in f for f in failures), failures)
+
     def prod(self):
         return copy.deepcopy(self.rendered["prod"])
 
@@ -157,11 +181,14 @@ class RenderedManifestsTest(unittest.TestCase):
             ("SMTP_URL", "smtp://h:587?tls=required", False),
             ("SMTP_URL", "smtps://h:465", False),
             ("KANNEL_SENDSMS_URL", "http://kannel:13013/cgi-bin/sendsms", False),  # gateway http
+            ("JASMIN_SEND_URL", "http://jasmin:1401/send", False),  # gateway http
         ]:
             reason = rules.plaintext_reason(name, value, {"SMS_GATEWAY": "http"})
             self.assertEqual(reason is not None, bad, (name, value, reason))
         self.assertIsNotNone(rules.plaintext_reason(
             "KANNEL_SENDSMS_URL", "http://kannel:13013/", {"SMS_GATEWAY": "kannel"}))
+        self.assertIsNotNone(rules.plaintext_reason(
+            "JASMIN_SEND_URL", "http://jasmin:1401/send", {"SMS_GATEWAY": "jasmin"}))
 
     def test_secret_keys_must_have_an_example(self):
         objs = self.dev()

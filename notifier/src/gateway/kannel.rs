@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::Sms;
 use crate::failure::{SendFailure, excerpt, from_reqwest};
 use crate::ledger::AfterUnknown;
-use crate::report::{KANNEL_DLR_MASK, KannelCallback};
+use crate::report::{DlrCallback, KANNEL_DLR_MASK};
 
 #[derive(Clone)]
 pub struct KannelGateway {
@@ -26,7 +26,7 @@ pub struct KannelGateway {
     from: Option<String>,
     /// Where Kannel reports each reply's fate (`DLR_BASE_URL` + `DLR_SECRET`); `None`:
     /// no reports asked for.
-    reports: Option<KannelCallback>,
+    reports: Option<DlrCallback>,
 }
 
 impl std::fmt::Debug for KannelGateway {
@@ -46,7 +46,7 @@ impl KannelGateway {
         user: String,
         password: SecretString,
         from: Option<String>,
-        reports: Option<KannelCallback>,
+        reports: Option<DlrCallback>,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
@@ -73,7 +73,7 @@ impl KannelGateway {
     }
 
     pub async fn send(&self, sms: &Sms) -> Result<(), SendFailure> {
-        let dlr_url = self.reports.as_ref().map(|r| r.dlr_url(&sms.reply_to));
+        let dlr_url = self.reports.as_ref().map(|r| r.kannel_url(&sms.reply_to));
         let mut query: Vec<(&str, &str)> = vec![
             ("username", &self.user),
             ("password", self.password.expose_secret()),

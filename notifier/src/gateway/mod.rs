@@ -1,9 +1,10 @@
 //! Outbound SMS (SPEC §4.3): one reply to one number through the transport chosen by
 //! `SMS_GATEWAY`. Each transport says what its answers mean ([`SendFailure`]) and
 //! whether an attempt with an unknown outcome may be repeated ([`AfterUnknown`]):
-//! the JSON aggregator deduplicates by `Idempotency-Key`, Kannel cannot.
+//! the JSON aggregator deduplicates by `Idempotency-Key`, Kannel and Jasmin cannot.
 
 mod http;
+mod jasmin;
 mod kannel;
 
 use std::time::Duration;
@@ -15,9 +16,10 @@ use uuid::Uuid;
 use crate::config::{GatewayKind, ReportConfig, SmsConfig};
 use crate::failure::SendFailure;
 use crate::ledger::AfterUnknown;
-use crate::report::KannelCallback;
+use crate::report::DlrCallback;
 
 pub use http::HttpGateway;
+pub use jasmin::JasminGateway;
 pub use kannel::KannelGateway;
 
 /// One reply, ready to go.
@@ -50,6 +52,7 @@ pub enum SmsGateway {
     Log,
     Http(HttpGateway),
     Kannel(KannelGateway),
+    Jasmin(JasminGateway),
 }
 
 impl SmsGateway {
@@ -90,7 +93,24 @@ impl SmsGateway {
                     .clone()
                     .context("SMS_GATEWAY=kannel needs KANNEL_PASSWORD")?,
                 config.sms_sender.clone(),
-                kannel_reports(reports),
+                dlr_callback(reports, "Kannel"),
+                timeout,
+            )?),
+            GatewayKind::Jasmin => SmsGateway::Jasmin(JasminGateway::new(
+                config
+                    .jasmin_send_url
+                    .clone()
+                    .context("SMS_GATEWAY=jasmin needs JASMIN_SEND_URL")?,
+                config
+                    .jasmin_user
+                    .clone()
+                    .context("SMS_GATEWAY=jasmin needs JASMIN_USER")?,
+                config
+                    .jasmin_password
+                    .clone()
+                    .context("SMS_GATEWAY=jasmin needs JASMIN_PASSWORD")?,
+                config.sms_sender.clone(),
+                dlr_callback(reports, "Jasmin"),
                 timeout,
             )?),
         })
@@ -103,6 +123,7 @@ impl SmsGateway {
             // The aggregator reports by itself to `POST /v1/dlr`.
             SmsGateway::Http(_) => true,
             SmsGateway::Kannel(g) => g.reports(),
+            SmsGateway::Jasmin(g) => g.reports(),
         }
     }
 
@@ -111,6 +132,7 @@ impl SmsGateway {
             SmsGateway::Log => GatewayKind::Log.as_str(),
             SmsGateway::Http(_) => GatewayKind::Http.as_str(),
             SmsGateway::Kannel(_) => GatewayKind::Kannel.as_str(),
+            SmsGateway::Jasmin(_) => GatewayKind::Jasmin.as_str(),
         }
     }
 
@@ -119,8 +141,8 @@ impl SmsGateway {
         match self {
             // Writing a log line has no unknown outcome; resending costs nothing.
             SmsGateway::Log | SmsGateway::Http(_) => AfterUnknown::Resend,
-            // No idempotency key in sendsms: a second request is a second SMS.
-            SmsGateway::Kannel(_) => AfterUnknown::GiveUp,
+            // No idempotency key in sendsms or /send: a second request is a second SMS.
+            SmsGateway::Kannel(_) | SmsGateway::Jasmin(_) => AfterUnknown::GiveUp,
         }
     }
 
@@ -137,17 +159,19 @@ impl SmsGateway {
             }
             SmsGateway::Http(g) => g.send(sms).await,
             SmsGateway::Kannel(g) => g.send(sms).await,
+            SmsGateway::Jasmin(g) => g.send(sms).await,
         }
     }
 }
 
-/// Kannel's report callback, when both `DLR_BASE_URL` and `DLR_SECRET` are set.
-fn kannel_reports(reports: &ReportConfig) -> Option<KannelCallback> {
+/// The gateway's report callback, when both `DLR_BASE_URL` and `DLR_SECRET` are set.
+fn dlr_callback(reports: &ReportConfig, gateway: &str) -> Option<DlrCallback> {
     match (&reports.dlr_base_url, &reports.dlr_secret) {
-        (Some(base), Some(keys)) => Some(KannelCallback::new(base.clone(), keys.clone())),
+        (Some(base), Some(keys)) => Some(DlrCallback::new(base.clone(), keys.clone())),
         (Some(_), None) | (None, Some(_)) => {
             tracing::warn!(
-                "delivery reports need both DLR_BASE_URL and DLR_SECRET; Kannel is not asked for them"
+                gateway,
+                "delivery reports need both DLR_BASE_URL and DLR_SECRET; the gateway is not asked for them"
             );
             None
         }

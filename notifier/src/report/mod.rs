@@ -11,6 +11,15 @@
 //!   that one reply only. With `dlr-mask=3` Kannel 1.4.5 also reports `16` (refused by
 //!   the SMSC, e.g. no route) — read as `failed`; `4` and `8` (buffered, taken by the
 //!   SMSC), which a wider mask would ask for, change nothing.
+//! - **Jasmin** is asked for reports with `dlr=yes`, `dlr-level=3` (the SMSC's answer
+//!   to the submit_sm, and the handset's receipt), `dlr-method=POST` and a `dlr-url` back
+//!   to `POST /v1/dlr/jasmin?reply=<hex>&sig=<HMAC>`, signed as Kannel's is. Jasmin's DLR
+//!   thrower posts its form (`id`, `level`, `message_status`, …) there and throws it again
+//!   until the answer is exactly `ACK/Jasmin`. Level 1 `ESME_ROK` (the SMSC took it)
+//!   changes nothing; any other `ESME_*` at level 1 (the SMSC refused the submit_sm —
+//!   after `/send` had answered `Success`, so the ledger says `sent`) is `failed`; level 2
+//!   `DELIVRD` is `delivered`, `UNDELIV`, `EXPIRED`, `DELETED`, `REJECTD` are `failed`,
+//!   `ACCEPTD` and `UNKNOWN` are progress.
 //! - **The HTTP aggregator** posts `{"reply_to", "status"}` to `POST /v1/dlr` with its
 //!   `SMS_HTTP_TOKEN`.
 //!
@@ -30,7 +39,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use sqlx::PgPool;
 
-pub use routes::{ReportMetrics, ReportState, router};
+pub use routes::{JASMIN_ACK, ReportMetrics, ReportState, router};
 
 use crate::ledger::State;
 
@@ -62,6 +71,30 @@ impl Status {
             1 => Some(Status::Delivered),
             2 | 16 => Some(Status::Failed),
             4 | 8 => Some(Status::Progress),
+            _ => None,
+        }
+    }
+
+    /// Jasmin's `message_status`: an SMPP command status at level 1 (`ESME_ROK`: the
+    /// SMSC took it; another: it refused it, and no receipt follows), a receipt's
+    /// `stat` (SMPP 3.4 Appendix B) at level 2. (Jasmin 0.11.1 sends only these: its
+    /// `DLRContentForHttpapi` refuses any other value.)
+    ///
+    /// Four refusals Jasmin submits again by itself (its default `[sm-listener]
+    /// submit_error_retrial`: `ESME_RSYSERR`, `ESME_RTHROTTLED`, `ESME_RMSGQFUL`,
+    /// `ESME_RINVSCHED`) are reported at level 1 on every attempt: not a final fate, so
+    /// progress. (Jasmin drops its report request at that first report: the fate of
+    /// such a message is never reported, and the reply stays `sent`.)
+    pub fn from_jasmin(message_status: &str) -> Option<Status> {
+        match message_status {
+            "ESME_ROK" => Some(Status::Progress),
+            "ESME_RSYSERR" | "ESME_RTHROTTLED" | "ESME_RMSGQFUL" | "ESME_RINVSCHED" => {
+                Some(Status::Progress)
+            }
+            s if s.starts_with("ESME_") && s.len() > 5 => Some(Status::Failed),
+            "DELIVRD" => Some(Status::Delivered),
+            "UNDELIV" | "EXPIRED" | "DELETED" | "REJECTD" => Some(Status::Failed),
+            "ACCEPTD" | "UNKNOWN" => Some(Status::Progress),
             _ => None,
         }
     }
@@ -265,9 +298,10 @@ impl SigningKeys {
     }
 }
 
-/// Where Kannel is to send its reports for one reply.
+/// Where a gateway is to send its reports for one reply (`DLR_BASE_URL`), signed with
+/// `DLR_SECRET`.
 #[derive(Debug, Clone)]
-pub struct KannelCallback {
+pub struct DlrCallback {
     base: reqwest::Url,
     keys: SigningKeys,
 }
@@ -275,18 +309,42 @@ pub struct KannelCallback {
 /// Kannel's `dlr-mask`: delivered to the phone (1) + not delivered (2), SPEC §4.3.
 pub const KANNEL_DLR_MASK: &str = "3";
 
-impl KannelCallback {
+/// Jasmin's `dlr-level`: the SMSC's answer (1) and the terminal receipt (2).
+pub const JASMIN_DLR_LEVEL: &str = "3";
+
+impl DlrCallback {
     pub fn new(base: reqwest::Url, keys: SigningKeys) -> Self {
-        KannelCallback { base, keys }
+        DlrCallback { base, keys }
     }
 
-    /// The `dlr-url` for the reply to `message_id`; `%d` is Kannel's status code.
-    pub fn dlr_url(&self, message_id: &str) -> String {
-        let base = self.base.as_str().trim_end_matches('/');
+    /// `reply=<hex>&sig=<hex>` for the reply to `message_id`.
+    fn reply_query(&self, message_id: &str) -> String {
         format!(
-            "{base}/v1/dlr/kannel?reply={}&sig={}&status=%d",
+            "reply={}&sig={}",
             hex(message_id.as_bytes()),
             self.keys.sign(message_id)
+        )
+    }
+
+    fn base(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// Kannel's `dlr-url` for the reply to `message_id`; `%d` is Kannel's status code.
+    pub fn kannel_url(&self, message_id: &str) -> String {
+        format!(
+            "{}/v1/dlr/kannel?{}&status=%d",
+            self.base(),
+            self.reply_query(message_id)
+        )
+    }
+
+    /// Jasmin's `dlr-url` for the reply to `message_id` (the report comes as a form).
+    pub fn jasmin_url(&self, message_id: &str) -> String {
+        format!(
+            "{}/v1/dlr/jasmin?{}",
+            self.base(),
+            self.reply_query(message_id)
         )
     }
 }
@@ -337,12 +395,12 @@ mod tests {
 
     #[test]
     fn the_dlr_url_names_the_reply_without_a_percent_sign() {
-        let cb = KannelCallback::new(
+        let cb = DlrCallback::new(
             "http://notifier:8082/".parse().expect("url"),
             keys("0123456789abcdef-one"),
         );
         let id = "kannel-id/with spaces&%2F";
-        let url = cb.dlr_url(id);
+        let url = cb.kannel_url(id);
         let query = url
             .strip_prefix("http://notifier:8082/v1/dlr/kannel?reply=")
             .expect("prefix");
@@ -355,6 +413,42 @@ mod tests {
         assert_eq!(url.matches('%').count(), 1);
         assert_eq!(reply_from_hex("zz"), None);
         assert_eq!(reply_from_hex("ff"), None, "not UTF-8");
+        // Jasmin's names the same reply with the same signature, and no status.
+        let jasmin = cb.jasmin_url(id);
+        assert_eq!(
+            jasmin,
+            format!("http://notifier:8082/v1/dlr/jasmin?reply={reply}&sig={sig}")
+        );
+    }
+
+    #[test]
+    fn jasmin_statuses() {
+        assert_eq!(Status::from_jasmin("ESME_ROK"), Some(Status::Progress));
+        assert_eq!(Status::from_jasmin("ESME_RINVDSTADR"), Some(Status::Failed));
+        assert_eq!(Status::from_jasmin("ESME_RINVDSTADR"), Some(Status::Failed));
+        assert_eq!(
+            Status::from_jasmin("ESME_RSUBMITFAIL"),
+            Some(Status::Failed)
+        );
+        // Submitted again by Jasmin itself: not final.
+        assert_eq!(
+            Status::from_jasmin("ESME_RTHROTTLED"),
+            Some(Status::Progress)
+        );
+        assert_eq!(Status::from_jasmin("ESME_RMSGQFUL"), Some(Status::Progress));
+        assert_eq!(Status::from_jasmin("DELIVRD"), Some(Status::Delivered));
+        for failed in ["UNDELIV", "EXPIRED", "DELETED", "REJECTD"] {
+            assert_eq!(
+                Status::from_jasmin(failed),
+                Some(Status::Failed),
+                "{failed}"
+            );
+        }
+        assert_eq!(Status::from_jasmin("ACCEPTD"), Some(Status::Progress));
+        assert_eq!(Status::from_jasmin("UNKNOWN"), Some(Status::Progress));
+        for bad in ["", "ESME_", "delivrd", "DELIVERED", "1"] {
+            assert_eq!(Status::from_jasmin(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! The endpoints gateways report to: `GET /v1/dlr/kannel` (Kannel's `dlr-url`, signed
-//! per reply) and `POST /v1/dlr` (the aggregator, with `SMS_HTTP_TOKEN`). An authentic,
-//! well-formed report is answered `200` whatever it says; a forged one `403`/`401`; a
-//! malformed one `400`; a database that cannot record it `503` (the gateway retries).
+//! per reply), `POST /v1/dlr/jasmin` (Jasmin's `dlr-url`, signed the same way, a form
+//! body) and `POST /v1/dlr` (the aggregator, with `SMS_HTTP_TOKEN`). An authentic,
+//! well-formed report is answered `200` whatever it says (to Jasmin: `ACK/Jasmin`, the
+//! only answer that stops its thrower); a forged one `401`; a malformed one `400`; a
+//! database that cannot record it `503` (the gateway retries).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,8 +25,12 @@ use subtle::ConstantTimeEq;
 
 use super::{Outcome, SigningKeys, Status, record, reply_from_hex};
 
-/// A report body is two short fields.
+/// A report body is a few short fields (Jasmin's: a dozen, with up to 20 characters of
+/// the receipt's `text`).
 const MAX_BODY: usize = 4 * 1024;
+
+/// What Jasmin's DLR thrower waits for; any other answer is thrown again.
+pub const JASMIN_ACK: &str = "ACK/Jasmin";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReportLabels {
@@ -54,7 +60,7 @@ impl ReportMetrics {
         };
         registry.register(
             "delivery_reports",
-            "Delivery reports by source (kannel, http), status (delivered, failed, progress) and outcome \
+            "Delivery reports by source (kannel, jasmin, http), status (delivered, failed, progress) and outcome \
              (recorded, early, duplicate, conflicting, progress, unknown_reply)",
             m.reports.clone(),
         );
@@ -97,6 +103,7 @@ pub struct ReportState {
 pub fn router(state: ReportState) -> Router {
     Router::new()
         .route("/v1/dlr/kannel", get(kannel_report))
+        .route("/v1/dlr/jasmin", post(jasmin_report))
         .route("/v1/dlr", post(aggregator_report))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -174,6 +181,58 @@ async fn kannel_report(
     }
     .await;
     settle(&state, SOURCE, result).await
+}
+
+/// `POST /v1/dlr/jasmin?reply=<hex>&sig=<hex>`, the form Jasmin 0.11.1's DLR thrower
+/// posts (`jasmin/routing/throwers.py`): `id` (Jasmin's message id), `level` (1 or 2),
+/// `message_status`, `connector`; at level 2 also `id_smsc`, `sub`, `dlvrd`, `subdate`,
+/// `donedate`, `err`, `text`. Answered `ACK/Jasmin` once recorded.
+async fn jasmin_report(
+    State(state): State<ReportState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
+    const SOURCE: &str = "jasmin";
+    let result = async {
+        let keys = state.keys.as_ref().ok_or(Refused::NotConfigured)?;
+        let Query(params) = query.map_err(|r| Refused::Malformed(r.body_text()))?;
+        let param = |name: &str| params.get(name).map(String::as_str).unwrap_or("");
+        let message_id = reply_from_hex(param("reply"))
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| Refused::Malformed("reply is not a hex-encoded message id".into()))?;
+        if !keys.verify(&message_id, param("sig")) {
+            return Err(Refused::Unauthorized);
+        }
+        let Form(fields) = form.map_err(|r| Refused::Malformed(r.body_text()))?;
+        let field = |name: &str| fields.get(name).map(|v| v.trim()).unwrap_or("");
+        let message_status = field("message_status");
+        let status = Status::from_jasmin(message_status).ok_or_else(|| {
+            Refused::Malformed(format!(
+                "message_status {:?} is not a Jasmin DLR status",
+                crate::failure::excerpt(message_status)
+            ))
+        })?;
+        let mut detail = format!("jasmin {message_status}");
+        if !field("err").is_empty() {
+            detail.push_str(&format!(" err:{}", field("err")));
+        }
+        if !field("id").is_empty() {
+            detail.push_str(&format!(" id:{}", field("id")));
+        }
+        Ok((message_id, status, detail))
+    }
+    .await;
+    let response = settle(&state, SOURCE, result).await;
+    if response.status() == StatusCode::OK {
+        // The outcome is counted and logged; Jasmin only reads the acknowledgement.
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            JASMIN_ACK,
+        )
+            .into_response();
+    }
+    response
 }
 
 /// The aggregator's report body.

@@ -36,6 +36,9 @@ pub fn config(env: &TestEnv, scratch: &tempfile::TempDir) -> notifier::Config {
             kannel_sendsms_url: None,
             kannel_user: None,
             kannel_password: None,
+            jasmin_send_url: None,
+            jasmin_user: None,
+            jasmin_password: None,
         },
         reports: ReportConfig::default(),
         email: EmailConfig {

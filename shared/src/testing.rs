@@ -46,8 +46,12 @@ use crate::config::DatabaseConfig;
 
 /// How long a test waits for a condition that crosses the broker or the database.
 pub const WAIT: Duration = Duration::from_secs(60);
-/// How long a service (in-process or a child process) may take to become ready.
-pub const READY_WAIT: Duration = Duration::from_secs(60);
+/// How long a service (in-process or a child process) may take to become ready: its
+/// migrations, its broker link and topology. Two minutes: on a 2-core machine at a
+/// load average of 16-25 the machine's broker took over 30 s to answer a connection
+/// and then refused a quorum queue declaration (`cluster_not_formed`), and two
+/// console services were not ready within 60 s (a fresh-clone CI run, 2026-12-02).
+pub const READY_WAIT: Duration = Duration::from_secs(120);
 /// How long a service may take to finish after its shutdown started.
 pub const STOP_WAIT: Duration = Duration::from_secs(60);
 /// How long a test publish waits for the broker's confirm.

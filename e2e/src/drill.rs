@@ -10,7 +10,12 @@
 //! `DRILL_KILL_DOWN_SECONDS` (1: how long a killed service stays down), `DRILL_KILLS`
 //! (3: kills per kill drill, spread over the stream),
 //! `DRILL_DEADLINE_SECONDS` (to become quiet after the stream; 120 + 3 × outage),
-//! `DRILL_SEED` (1).
+//! `DRILL_SEED` (1), `DRILL_ACCOUNTS` (300), `DRILL_WEB_PERCENT` (20: the share of the
+//! stream sent through the resident web form, on `DRILL_WEB_ACCOUNTS` accounts of
+//! their own, 25 % of `DRILL_ACCOUNTS` by default, 20 at least).
+//!
+//! Web forms are received when they are posted, so a drill's window
+//! (`WINDOW_START_DAY`, `WINDOW_END_DAY`) holds today: [`plan::Mix::for_today`].
 
 pub mod account;
 pub mod cluster;
@@ -21,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account::{Observed, Tally};
-use plan::{Plan, Registry, Rng};
+use chrono::Datelike as _;
+use plan::{Mix, Plan, Registry, Rng};
 use stream::{Stream, StreamConfig};
 
 use crate::system::{Scale, TOKEN};
@@ -43,6 +49,10 @@ pub struct Settings {
     pub deadline: Duration,
     pub seed: u64,
     pub accounts: usize,
+    /// Share of the stream sent through the web form, in percent.
+    pub web_percent: u64,
+    /// Accounts written to only through the web form.
+    pub web_accounts: usize,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -60,6 +70,7 @@ impl Settings {
         // retry after either.
         let recovery = retried_past(outage).max(lease_recovery(SEND_TIMEOUT));
         let deadline = Duration::from_secs(120) + outage * 3 + recovery;
+        let accounts = env_num("DRILL_ACCOUNTS", 300);
         Settings {
             messages: env_num("DRILL_MESSAGES", 1000),
             rate_per_sec: env_num("DRILL_RATE", 100.0),
@@ -72,7 +83,10 @@ impl Settings {
                 deadline.as_secs_f64(),
             )),
             seed: env_num("DRILL_SEED", 1),
-            accounts: env_num("DRILL_ACCOUNTS", 300),
+            accounts,
+            web_percent: env_num::<u64>("DRILL_WEB_PERCENT", 20).min(100),
+            // 20 at least: one account of every kind (the kinds cycle by twenty).
+            web_accounts: env_num("DRILL_WEB_ACCOUNTS", accounts / 4).max(20),
         }
     }
 }
@@ -120,7 +134,20 @@ pub struct Drill {
     pub smtp: SmtpSink,
     pub plan: Arc<Plan>,
     pub settings: Settings,
+    /// The window the system runs with and the share of web forms.
+    pub mix: Mix,
+    /// The period the web forms fall in (today's, company time).
+    pub web_period: String,
     started: Instant,
+}
+
+/// The company's time zone in a drill (the services' default `TIMEZONE`).
+const ZONE: chrono_tz::Tz = chrono_tz::Asia::Yekaterinburg;
+
+/// Today's day of the month and period, company time.
+fn today() -> (u32, shared::events::Period) {
+    let now = chrono::Utc::now().with_timezone(&ZONE);
+    (now.day(), shared::events::Period::of(&now))
 }
 
 impl Drill {
@@ -138,12 +165,21 @@ impl Drill {
             .bytes()
             .fold(settings.seed, |h, b| h.rotate_left(5) ^ u64::from(b));
         let mut rng = Rng::new(seed);
-        let registry = Registry::generate(settings.accounts, &mut rng);
+        // A form posted today falls in today's period; its accounts' registry
+        // readings are of the month before (the SMS ones stay at 2026-10).
+        let (day, period) = today();
+        let mix = Mix::for_today(day, settings.web_percent);
+        let registry = Registry::generate_mixed(
+            settings.accounts,
+            settings.web_accounts,
+            &period.previous().to_string(),
+            &mut rng,
+        );
         let prefix: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        let plan = Plan::generate(&registry, settings.messages, &prefix, &mut rng);
+        let plan = Plan::generate_mixed(&registry, settings.messages, &prefix, mix, &mut rng);
         let billing = BillingDouble::start().await;
         billing.conflict_on_repeat();
         let sms = BillingDouble::start().await;
@@ -162,6 +198,14 @@ impl Drill {
                     "SEND_TIMEOUT_SECONDS".into(),
                     SEND_TIMEOUT.as_secs().to_string(),
                 ),
+                // The window holds today, for the web forms (`Mix::for_today`).
+                ("WINDOW_START_DAY".into(), mix.window.0.to_string()),
+                ("WINDOW_END_DAY".into(), mix.window.1.to_string()),
+                // The stream posts the forms as the reverse proxy in front of ingest
+                // would pass them on: each resident's address in X-Forwarded-For, so
+                // the per-address rate limit (FORM_RATE_PER_MINUTE, its default)
+                // holds for each resident rather than for all of them on 127.0.0.1.
+                ("FORM_CLIENT_IP_HEADER".into(), "X-Forwarded-For".into()),
             ],
             work_in: None,
         };
@@ -174,6 +218,8 @@ impl Drill {
             smtp,
             plan: Arc::new(plan),
             settings,
+            mix,
+            web_period: period.to_string(),
             started: Instant::now(),
         }
     }
@@ -229,6 +275,7 @@ impl Drill {
             billing: &self.billing,
             sms: &self.sms,
             smtp: &self.smtp,
+            web_period: &self.web_period,
         };
         let quiet = account::wait_quiet(&observed, &pool, self.settings.deadline).await;
         let mut tally = account::account(&self.name, &observed, &pool, &report, quiet).await;

@@ -2,6 +2,13 @@
 //! every effect — the audit row, the billing delivery, the reply SMS, the e-mail —
 //! against the plan, and for what is left in the queues.
 //!
+//! Web forms are accounted as SMS are, by the id ingest gave the form, with what
+//! differs for them: no SMS reply ever (a reply to a form is *wrong*: its refusal is
+//! on its answer page, which must agree with the plan when it shows a decision), the
+//! `channel` `web` in the audit, in what billing is sent and in the export, and an
+//! answer page naming another id than the form's (a re-submit that became a second
+//! message) is *wrong* too.
+//!
 //! "Quiet" is judged on what can still produce an effect: the validator's outbox and
 //! every queue of the drill's vhost (main, retry and dead-letter queues; a message
 //! being handled counts as unacknowledged). The management API refreshes its numbers
@@ -10,8 +17,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use crate::drill::plan::{Expect, Plan};
-use crate::drill::stream::StreamReport;
+use crate::drill::plan::{Channel, Expect, Plan};
+use crate::drill::stream::{Page, StreamReport, page_agrees};
 use crate::smtp::SmtpSink;
 use crate::{BillingDouble, System};
 use shared::testing::TestEnv;
@@ -38,6 +45,18 @@ pub struct Tally {
     pub emails: usize,
     /// Distinct readings billing took.
     pub billed: usize,
+    /// Of the above, the web forms': messages taken, `POST /form`s made (re-submits
+    /// and second submits included), audit rows by outcome, e-mails, readings billed.
+    pub web_sent: usize,
+    pub web_posts: u64,
+    pub web_accepted: usize,
+    pub web_rejected: usize,
+    pub web_emails: usize,
+    pub web_billed: usize,
+    /// Form posts that were not taken and were submitted again.
+    pub web_resubmits: u64,
+    /// Answer pages that showed the decision (the rest said it was being checked).
+    pub web_decided_on_page: usize,
     /// Expected effects (audit row, bill, reply, e-mail) that never happened.
     pub lost: usize,
     /// Effects that happened more than once.
@@ -65,18 +84,25 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub const HEADER: &'static str = "| drill | sent | accepted | rejected | replies | e-mails | billed | lost | duplicated | wrong | dead letters | left in queues | re-sends | edge retries | consumer retries | peer 5xx | redelivered | seconds |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|";
+    /// Each of sent, accepted, rejected, e-mails and billed as `all (web)`.
+    pub const HEADER: &'static str = "| drill | sent (web) | web posts | accepted (web) | rejected (web) | replies | e-mails (web) | billed (web) | lost | duplicated | wrong | dead letters | left in queues | re-sends | edge retries | web re-submits | consumer retries | peer 5xx | redelivered | seconds |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|";
 
     pub fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            "| {} | {} ({}) | {} | {} ({}) | {} ({}) | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
             self.drill,
             self.sent,
+            self.web_sent,
+            self.web_posts,
             self.accepted,
+            self.web_accepted,
             self.rejected,
+            self.web_rejected,
             self.replies,
             self.emails,
+            self.web_emails,
             self.billed,
+            self.web_billed,
             self.lost,
             self.duplicated,
             self.wrong,
@@ -84,6 +110,7 @@ impl Tally {
             self.left_in_queues,
             self.resends,
             self.edge_retries,
+            self.web_resubmits,
             self.consumer_retries,
             self.peer_5xx,
             self.redelivered,
@@ -114,6 +141,8 @@ pub struct Observed<'a> {
     pub billing: &'a BillingDouble,
     pub sms: &'a BillingDouble,
     pub smtp: &'a SmtpSink,
+    /// The period the web forms fall in (today's, company time).
+    pub web_period: &'a str,
 }
 
 /// One queue as the management API reports it.
@@ -174,7 +203,7 @@ pub async fn wait_quiet(o: &Observed<'_>, pool: &sqlx::PgPool, deadline: Duratio
     let until = tokio::time::Instant::now() + deadline;
     let want_audit = o.plan.messages.len() as i64;
     let want_billed = o.plan.expected_accepted();
-    let want_replies = o.plan.expected_rejected();
+    let want_replies = o.plan.expected_replies();
     let want_emails = o.plan.expected_emails();
     let mut quiet_since: Option<tokio::time::Instant> = None;
     while tokio::time::Instant::now() < until {
@@ -230,7 +259,15 @@ pub async fn account(
         .iter()
         .filter(|m| !failed.contains(m.id.as_str()))
         .count();
+    t.web_sent = plan
+        .of_channel(Channel::Web)
+        .filter(|m| !failed.contains(m.id.as_str()))
+        .count();
+    t.web_posts = stream.form_posts;
+    t.web_resubmits = stream.form_resubmits;
     t.reposted = plan.order.len() - plan.messages.len();
+    let ids = stream.message_ids(plan);
+    forms(&mut t, plan, stream);
     for f in &stream.failures {
         t.wrong += 1;
         t.problem(format!(
@@ -242,10 +279,11 @@ pub async fn account(
         t.problem("the system did not become quiet before the deadline".into());
     }
 
-    audit(&mut t, plan, pool).await;
-    billing(&mut t, plan, o.billing);
-    replies(&mut t, plan, o.sms);
+    audit(&mut t, plan, &ids, pool).await;
+    billing(&mut t, plan, &ids, o.billing);
+    replies(&mut t, plan, &ids, o.sms);
     emails(&mut t, plan, o.smtp);
+    exports(&mut t, plan, o).await;
 
     for instance in o.system.all_instances() {
         t.consumer_retries += consumer_retries(&o.system.metrics(instance).await);
@@ -288,9 +326,47 @@ fn consumer_retries(metrics: &shared::testing::Metrics) -> u64 {
         .sum::<f64>() as u64
 }
 
-async fn audit(t: &mut Tally, plan: &Plan, pool: &sqlx::PgPool) {
-    let rows: Vec<(String, String, Option<String>)> =
-        match sqlx::query_as("SELECT message_id, outcome, reason FROM validator.messages")
+/// What the stream saw of the web forms: answer pages that disagree with the plan,
+/// ids that changed between a form's posts.
+fn forms(t: &mut Tally, plan: &Plan, stream: &StreamReport) {
+    let mut first_id: HashMap<usize, &str> = HashMap::new();
+    for f in &stream.forms {
+        let Some(m) = plan.messages.get(f.index) else {
+            continue;
+        };
+        if f.page != Page::Pending {
+            t.web_decided_on_page += 1;
+        }
+        if !page_agrees(f.page, &m.expect) {
+            t.wrong += 1;
+            t.problem(format!(
+                "web form {} ({}): the answer page says {:?}, expected {:?}",
+                m.id, f.id, f.page, m.expect
+            ));
+        }
+        if let Some(other) = &f.page_id {
+            t.wrong += 1;
+            t.problem(format!(
+                "web form {} was shown as {} but answered as {other}",
+                m.id, f.id
+            ));
+        }
+        if let Some(id) = first_id.insert(f.index, &f.id)
+            && id != f.id
+        {
+            t.wrong += 1;
+            t.problem(format!(
+                "web form {} posted twice as two messages: {id}, {}",
+                m.id, f.id
+            ));
+        }
+    }
+}
+
+/// `ids`: each plan message's message id (a web form's as ingest made it).
+async fn audit(t: &mut Tally, plan: &Plan, ids: &[Option<String>], pool: &sqlx::PgPool) {
+    let rows: Vec<(String, String, Option<String>, String)> =
+        match sqlx::query_as("SELECT message_id, outcome, reason, channel FROM validator.messages")
             .fetch_all(pool)
             .await
         {
@@ -300,25 +376,40 @@ async fn audit(t: &mut Tally, plan: &Plan, pool: &sqlx::PgPool) {
                 Vec::new()
             }
         };
-    let mut audit: HashMap<String, (String, Option<String>)> = HashMap::new();
-    for (id, outcome, reason) in rows {
+    let mut audit: HashMap<String, (String, Option<String>, String)> = HashMap::new();
+    for (id, outcome, reason, channel) in rows {
+        let web = channel == Channel::Web.as_str();
         match outcome.as_str() {
-            "accepted" => t.accepted += 1,
-            _ => t.rejected += 1,
+            "accepted" => {
+                t.accepted += 1;
+                t.web_accepted += usize::from(web);
+            }
+            _ => {
+                t.rejected += 1;
+                t.web_rejected += usize::from(web);
+            }
         }
-        audit.insert(id, (outcome, reason));
+        audit.insert(id, (outcome, reason, channel));
     }
-    let planned: HashSet<&str> = plan.messages.iter().map(|m| m.id.as_str()).collect();
+    let planned: HashSet<&str> = ids.iter().flatten().map(String::as_str).collect();
     for id in audit.keys().filter(|id| !planned.contains(id.as_str())) {
         t.wrong += 1;
         t.problem(format!("audit: {id} was never sent"));
     }
-    for m in &plan.messages {
-        let Some((outcome, reason)) = audit.get(&m.id) else {
+    for (m, id) in plan.messages.iter().zip(ids) {
+        let found = id.as_ref().and_then(|id| audit.get(id));
+        let Some((outcome, reason, channel)) = found else {
             t.lost += 1;
-            t.problem(format!("audit: {} missing ({:?})", m.id, m.text));
+            t.problem(format!("audit: {} ({id:?}) missing ({:?})", m.id, m.text));
             continue;
         };
+        if channel != m.channel.as_str() {
+            t.wrong += 1;
+            t.problem(format!(
+                "audit: {} came by {:?} but is recorded as `{channel}`",
+                m.id, m.channel
+            ));
+        }
         let matches = match &m.expect {
             Expect::Accepted { .. } => outcome == "accepted",
             Expect::Rejected { reason: want } => {
@@ -395,29 +486,65 @@ fn once_each(
     }
 }
 
-fn billing(t: &mut Tally, plan: &Plan, double: &BillingDouble) {
+/// The ids of the plan messages that `keep`s.
+fn ids_where<'a>(
+    plan: &Plan,
+    ids: &'a [Option<String>],
+    keep: impl Fn(&crate::drill::plan::Message) -> bool,
+) -> Vec<&'a str> {
+    plan.messages
+        .iter()
+        .zip(ids)
+        .filter(|(m, _)| keep(m))
+        .filter_map(|(_, id)| id.as_deref())
+        .collect()
+}
+
+fn billing(t: &mut Tally, plan: &Plan, ids: &[Option<String>], double: &BillingDouble) {
     let (by_message, per_key, conflicts) = peer_posts(double, "message_id");
     t.billed = per_key.len();
     t.resends += conflicts;
-    let expected: Vec<&str> = plan
+    let expected = ids_where(plan, ids, |m| matches!(m.expect, Expect::Accepted { .. }));
+    once_each(t, "billing", &expected, &by_message, &per_key);
+    // Each reading is sent to billing with the channel it came by.
+    let channel_of: HashMap<&str, Channel> = plan
         .messages
         .iter()
-        .filter(|m| matches!(m.expect, Expect::Accepted { .. }))
-        .map(|m| m.id.as_str())
+        .zip(ids)
+        .filter_map(|(m, id)| Some((id.as_deref()?, m.channel)))
         .collect();
-    once_each(t, "billing", &expected, &by_message, &per_key);
+    let mut web_keys = HashSet::new();
+    for (key, status, body) in double.posts() {
+        if status != 200 {
+            continue;
+        }
+        let id = body["message_id"].as_str().unwrap_or("");
+        let sent_as = body["channel"].as_str().unwrap_or("(none)");
+        let Some(channel) = channel_of.get(id) else {
+            continue;
+        };
+        if *channel == Channel::Web {
+            web_keys.insert(key);
+        }
+        if sent_as != channel.as_str() {
+            t.wrong += 1;
+            t.problem(format!(
+                "billing: {id} came by {channel:?} but was sent as `{sent_as}`"
+            ));
+        }
+    }
+    t.web_billed = web_keys.len();
 }
 
-fn replies(t: &mut Tally, plan: &Plan, double: &BillingDouble) {
+/// An SMS refusal is answered once; a web form never (a reply to one is unexpected,
+/// hence wrong).
+fn replies(t: &mut Tally, plan: &Plan, ids: &[Option<String>], double: &BillingDouble) {
     let (by_message, per_key, conflicts) = peer_posts(double, "reply_to");
     t.replies = per_key.len();
     t.resends += conflicts;
-    let expected: Vec<&str> = plan
-        .messages
-        .iter()
-        .filter(|m| matches!(m.expect, Expect::Rejected { .. }))
-        .map(|m| m.id.as_str())
-        .collect();
+    let expected = ids_where(plan, ids, |m| {
+        m.channel == Channel::Sms && matches!(m.expect, Expect::Rejected { .. })
+    });
     once_each(t, "reply", &expected, &by_message, &per_key);
     // Each reply goes to the sender of the message it answers.
     let senders: HashMap<&str, &str> = plan
@@ -472,11 +599,93 @@ fn emails(t: &mut Tally, plan: &Plan, smtp: &SmtpSink) {
                     t.problem(format!("e-mail: {n} different e-mails to {e} ({})", m.id));
                 }
             }
+            if m.channel == Channel::Web {
+                t.web_emails += message_ids.get(&e).map_or(0, HashSet::len);
+            }
             expected.insert(e);
         }
     }
     for to in message_ids.keys().filter(|to| !expected.contains(*to)) {
         t.wrong += 1;
         t.problem(format!("e-mail: unexpected, to {to}"));
+    }
+}
+
+/// The exports billing reads (`GET /v1/exports/{period}.csv`): the SMS period's and
+/// the web forms' (today's). Every row's `channel` is its account's: `web` for the
+/// web accounts (`3…`), `sms` for the others; the web period lists exactly the web
+/// accounts a form was accepted for (one row per meter: their latest reading).
+async fn exports(t: &mut Tally, plan: &Plan, o: &Observed<'_>) {
+    let http = reqwest::Client::new();
+    let base = o.system.base("billing-export");
+    let mut periods = vec![crate::drill::plan::SMS_PERIOD, o.web_period];
+    periods.dedup();
+    let web_accepted: HashSet<&str> = plan
+        .of_channel(Channel::Web)
+        .filter(|m| matches!(m.expect, Expect::Accepted { .. }))
+        .filter_map(|m| m.form.as_ref().map(|f| f.account.as_str()))
+        .collect();
+    for period in periods {
+        let url = format!("{base}/v1/exports/{period}.csv");
+        let csv = match http
+            .get(&url)
+            .bearer_auth(crate::system::EXPORT_TOKEN)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r.text().await.ok(),
+            Ok(r) => {
+                t.problem(format!("export {period}: {}", r.status()));
+                None
+            }
+            Err(e) => {
+                t.problem(format!("export {period}: {e}"));
+                None
+            }
+        };
+        let Some(csv) = csv else {
+            t.wrong += 1;
+            continue;
+        };
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name);
+        let (Some(account_at), Some(channel_at)) = (col("account"), col("channel")) else {
+            t.wrong += 1;
+            t.problem(format!("export {period}: no account or channel column"));
+            continue;
+        };
+        let mut web_listed = HashSet::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let account = fields.get(account_at).copied().unwrap_or("");
+            let channel = fields.get(channel_at).copied().unwrap_or("");
+            let web = account.starts_with('3');
+            let want = if web { Channel::Web } else { Channel::Sms };
+            if web {
+                web_listed.insert(account.to_owned());
+            }
+            if channel != want.as_str() {
+                t.wrong += 1;
+                t.problem(format!(
+                    "export {period}: account {account} listed with channel `{channel}`"
+                ));
+            }
+        }
+        if period == o.web_period {
+            for a in web_accepted.iter().filter(|a| !web_listed.contains(**a)) {
+                t.lost += 1;
+                t.problem(format!("export {period}: web account {a} not listed"));
+            }
+            for a in web_listed
+                .iter()
+                .filter(|a| !web_accepted.contains(a.as_str()))
+            {
+                t.wrong += 1;
+                t.problem(format!(
+                    "export {period}: web account {a} listed, none accepted"
+                ));
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! What a drill sends, and what must become of each message: a generated account
 //! registry (one-, two- and three-zone meters, closed accounts, accounts with two
 //! meters) and a stream of SMS, about 80 % correct and 20 % wrong in every way of
-//! SPEC §3 that a single message can be wrong, each with its outcome computed here.
+//! SPEC §3 that a single message can be wrong, each with its outcome computed here —
+//! and, with [`Plan::generate_mixed`], a share of resident web forms (SPEC §4.9)
+//! among them, on accounts of their own.
 //!
 //! Why the outcome is knowable whatever order the system processes the stream in:
 //! - every message is received in one period (2026-11, inside the 15th–25th window)
@@ -12,6 +14,14 @@
 //! - every message has its own sender, so the hourly rate limit never applies
 //!   (`rate_limited` depends on arrival order and is covered by the corpus test);
 //! - every e-mail address is unique, so an e-mail names its message.
+//!
+//! The web forms need more, because ingest stamps a form with the moment it is
+//! posted (a resident cannot say when): they fall in *today's* period, which the
+//! drill's window must contain ([`Mix::for_today`] picks one, and the SMS days
+//! around it), and they go to accounts of their own ("3…", whose registry baseline
+//! is the month before today's), so a web reading is never compared with an SMS
+//! reading of 2026-11 nor the other way round. A form is its own sender too (ingest
+//! uses the form's id), so no per-sender limit applies either.
 
 use std::fmt::Write as _;
 
@@ -70,8 +80,13 @@ pub struct Account {
     pub zones: u8,
     /// Register size in digits.
     pub digits: u8,
-    /// Last known readings (period 2026-10), if the registry has them.
+    /// Last known readings (of `baseline_period`), if the registry has them.
     pub baseline: Option<Vec<u64>>,
+    /// The period of `baseline`: [`BASELINE_PERIOD`], or the month before today's
+    /// for the web accounts.
+    pub baseline_period: String,
+    /// Written to only through the web form.
+    pub web: bool,
 }
 
 /// The generated registry.
@@ -81,6 +96,8 @@ pub struct Registry {
 }
 
 pub const BASELINE_PERIOD: &str = "2026-10";
+/// The period every SMS of a plan falls in.
+pub const SMS_PERIOD: &str = "2026-11";
 /// Most a correct reading lies above its baseline (the limit is 10,000 a month).
 const MAX_CORRECT_CONSUMPTION: u64 = 9_000;
 
@@ -88,33 +105,22 @@ impl Registry {
     /// `n` accounts: 40 % one-zone, 20 % two-zone, 15 % three-zone, 5 % one-zone
     /// without a baseline, 10 % closed, 10 % with two meters.
     pub fn generate(n: usize, rng: &mut Rng) -> Registry {
-        let accounts = (0..n)
-            .map(|i| {
-                let number = format!("2{i:06}");
-                let (kind, zones, digits, baseline) = match i % 20 {
-                    0..=7 => (AccountKind::Single, 1, if i % 2 == 0 { 5 } else { 6 }, true),
-                    8..=11 => (AccountKind::Single, 2, 6, true),
-                    12..=14 => (AccountKind::Single, 3, 6, true),
-                    15 => (AccountKind::Single, 1, 6, false),
-                    16 | 17 => (AccountKind::Closed, 1, 5, true),
-                    _ => (AccountKind::TwoMeters, 1, 5, true),
-                };
-                // Mid-range baselines: far from a register rollover (top 10 %), and
-                // room above for an implausible jump within the register.
-                let baseline = baseline.then(|| {
-                    (0..zones)
-                        .map(|_| rng.between(10_000, 60_000))
-                        .collect::<Vec<u64>>()
-                });
-                Account {
-                    number,
-                    kind,
-                    zones,
-                    digits,
-                    baseline,
-                }
-            })
-            .collect();
+        Registry {
+            accounts: accounts(n, '2', BASELINE_PERIOD, false, rng),
+        }
+    }
+
+    /// [`Registry::generate`]'s `n` accounts, and `web` more of the same kinds
+    /// numbered `3…` whose baseline is of `web_baseline_period`, written to only
+    /// through the web form.
+    pub fn generate_mixed(
+        n: usize,
+        web: usize,
+        web_baseline_period: &str,
+        rng: &mut Rng,
+    ) -> Registry {
+        let mut accounts = accounts(n, '2', BASELINE_PERIOD, false, rng);
+        accounts.extend(self::accounts(web, '3', web_baseline_period, true, rng));
         Registry { accounts }
     }
 
@@ -134,7 +140,10 @@ impl Registry {
                 "active"
             };
             let (period, mut last) = match &a.baseline {
-                Some(v) => (BASELINE_PERIOD, v.iter().map(u64::to_string).collect()),
+                Some(v) => (
+                    a.baseline_period.as_str(),
+                    v.iter().map(u64::to_string).collect(),
+                ),
                 None => ("", Vec::new()),
             };
             last.resize(3, String::new());
@@ -149,9 +158,52 @@ impl Registry {
         out
     }
 
-    fn of_kind(&self, kind: AccountKind) -> Vec<&Account> {
-        self.accounts.iter().filter(|a| a.kind == kind).collect()
+    fn of_kind(&self, kind: AccountKind, web: bool) -> Vec<&Account> {
+        self.accounts
+            .iter()
+            .filter(|a| a.kind == kind && a.web == web)
+            .collect()
     }
+}
+
+/// `n` accounts numbered `{first}00000…`: 40 % one-zone, 20 % two-zone, 15 %
+/// three-zone, 5 % one-zone without a baseline, 10 % closed, 10 % with two meters.
+fn accounts(
+    n: usize,
+    first: char,
+    baseline_period: &str,
+    web: bool,
+    rng: &mut Rng,
+) -> Vec<Account> {
+    (0..n)
+        .map(|i| {
+            let number = format!("{first}{i:06}");
+            let (kind, zones, digits, baseline) = match i % 20 {
+                0..=7 => (AccountKind::Single, 1, if i % 2 == 0 { 5 } else { 6 }, true),
+                8..=11 => (AccountKind::Single, 2, 6, true),
+                12..=14 => (AccountKind::Single, 3, 6, true),
+                15 => (AccountKind::Single, 1, 6, false),
+                16 | 17 => (AccountKind::Closed, 1, 5, true),
+                _ => (AccountKind::TwoMeters, 1, 5, true),
+            };
+            // Mid-range baselines: far from a register rollover (top 10 %), and
+            // room above for an implausible jump within the register.
+            let baseline = baseline.then(|| {
+                (0..zones)
+                    .map(|_| rng.between(10_000, 60_000))
+                    .collect::<Vec<u64>>()
+            });
+            Account {
+                number,
+                kind,
+                zones,
+                digits,
+                baseline,
+                baseline_period: baseline_period.to_owned(),
+                web,
+            }
+        })
+        .collect()
 }
 
 /// What must become of a message.
@@ -159,18 +211,60 @@ impl Registry {
 pub enum Expect {
     /// Accepted: billed once; one e-mail to `email` if given.
     Accepted { email: Option<String> },
-    /// Refused with this reason code; answered by exactly one SMS.
+    /// Refused with this reason code; an SMS is answered by exactly one SMS, a web
+    /// form by none (the refusal is on its answer page).
     Rejected { reason: &'static str },
 }
 
-/// One SMS of the stream.
+/// How a message reaches ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// `POST /v1/sms`, from an SMS aggregator.
+    Sms,
+    /// `GET /form` then `POST /form`, from a resident's browser.
+    Web,
+}
+
+impl Channel {
+    /// As `shared::events::Channel` is written (`sms.received`'s `channel`, the
+    /// audit's and the exports' `channel` column).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Web => "web",
+        }
+    }
+}
+
+/// What a resident types into the web form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebForm {
+    pub account: String,
+    /// `t1`, `t2`, `t3` as typed (unused fields empty).
+    pub values: [String; 3],
+    /// Empty: none given.
+    pub email: String,
+    /// The resident's address, as the reverse proxy in front of ingest reports it
+    /// (`X-Forwarded-For`): the form's rate limit is per address.
+    pub client_ip: String,
+}
+
+/// One message of the stream.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// An SMS's `message_id`. A web form's id is made by ingest when the form is
+    /// shown, so this is only the plan's name for it (the stream reports the id).
     pub id: String,
+    /// The SMS sender (a web form's sender is its id).
     pub from: String,
+    /// The SMS text; for a web form, the text ingest makes of its fields.
     pub text: String,
+    /// The SMS's `received_at`; a web form is received when it is posted (empty).
     pub received_at: String,
     pub expect: Expect,
+    pub channel: Channel,
+    /// The fields of a web form.
+    pub form: Option<WebForm>,
 }
 
 /// The stream: distinct messages, and the order of posting (a few messages are posted
@@ -196,26 +290,92 @@ pub const WRONG_KINDS: [&str; 10] = [
     "implausible",
 ];
 
+/// The refusals a web form can get from the validator: all but `outside_window` (a
+/// form is received when it is posted, on a window day in a drill).
+pub const WEB_WRONG_KINDS: [&str; 9] = [
+    "format",
+    "invalid_email",
+    "unknown_account",
+    "account_closed",
+    "multiple_meters",
+    "zone_mismatch",
+    "too_many_digits",
+    "reading_decreased",
+    "implausible",
+];
+
+/// The window days the SMS of a plan are dated in, and the share of web forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mix {
+    /// Share of the stream that comes through the web form, in percent.
+    pub web_percent: u64,
+    /// `WINDOW_START_DAY`, `WINDOW_END_DAY` of the system the plan is sent to.
+    pub window: (u32, u32),
+}
+
+impl Mix {
+    /// SMS only, in the default window (15th–25th).
+    pub const SMS_ONLY: Mix = Mix {
+        web_percent: 0,
+        window: (15, 25),
+    };
+
+    /// `web_percent` of web forms, and a window that holds `today` (the day of the
+    /// month, company time) and the day after, since forms are received when they
+    /// are posted: the default 15th–25th when it does, else the ten days or so
+    /// around today. The SMS of 2026-11 are dated in and out of it alike.
+    pub fn for_today(today: u32, web_percent: u64) -> Mix {
+        let window = if (15..=24).contains(&today) {
+            (15, 25)
+        } else {
+            (today.saturating_sub(5).max(1), (today + 5).min(31))
+        };
+        Mix {
+            web_percent,
+            window,
+        }
+    }
+}
+
+/// Days of 2026-11 (30 of them).
+const NOVEMBER_DAYS: u32 = 30;
+
 impl Plan {
-    /// `n` distinct messages; `prefix` makes the message ids unique to the drill.
+    /// `n` distinct SMS; `prefix` makes the message ids unique to the drill.
     pub fn generate(registry: &Registry, n: usize, prefix: &str, rng: &mut Rng) -> Plan {
-        let singles = registry.of_kind(AccountKind::Single);
-        let with_baseline: Vec<&Account> = singles
-            .iter()
-            .copied()
-            .filter(|a| a.baseline.is_some())
-            .collect();
-        let closed = registry.of_kind(AccountKind::Closed);
-        let two = registry.of_kind(AccountKind::TwoMeters);
+        Plan::generate_mixed(registry, n, prefix, Mix::SMS_ONLY, rng)
+    }
+
+    /// `n` distinct messages, `mix.web_percent` of them web forms on the registry's
+    /// web accounts (it needs some: [`Registry::generate_mixed`]), the SMS dated
+    /// in and out of `mix.window`.
+    pub fn generate_mixed(
+        registry: &Registry,
+        n: usize,
+        prefix: &str,
+        mix: Mix,
+        rng: &mut Rng,
+    ) -> Plan {
+        let sms = Accounts::of(registry, false);
+        let web = Accounts::of(registry, true);
+        let web_percent = if web.singles.is_empty() {
+            0
+        } else {
+            mix.web_percent
+        };
         let mut messages = Vec::with_capacity(n);
         for i in 0..n {
+            let email_address = format!("r{i}.{prefix}@example.ru");
+            if web_percent > 0 && rng.percent(web_percent) {
+                messages.push(web_form(i, prefix, &web, &email_address, rng));
+                continue;
+            }
             let id = format!("{prefix}-{i:06}");
             // Distinct senders: +7 900 xxx xx xx.
             let from = format!("+7900{i:07}");
-            let received_at = in_window(rng);
-            let email_address = format!("r{i}.{prefix}@example.ru");
+            let received_at = in_window(mix.window, rng);
             let (text, received_at, expect) = if rng.percent(80) {
-                let a = *rng.pick(&singles);
+                let a = *rng.pick(&sms.singles);
                 let values = correct_values(a, rng);
                 // ~1 in 8 correct messages carries an address: ~10 % of the stream.
                 let email = rng.percent(12).then(|| email_address.clone());
@@ -223,16 +383,7 @@ impl Plan {
                 (text, received_at, Expect::Accepted { email })
             } else {
                 let reason = *rng.pick(&WRONG_KINDS);
-                let (text, at) = wrong(
-                    reason,
-                    &singles,
-                    &with_baseline,
-                    &closed,
-                    &two,
-                    &email_address,
-                    received_at,
-                    rng,
-                );
+                let (text, at) = wrong(reason, &sms, &email_address, received_at, mix.window, rng);
                 (text, at, Expect::Rejected { reason })
             };
             messages.push(Message {
@@ -241,9 +392,12 @@ impl Plan {
                 text,
                 received_at,
                 expect,
+                channel: Channel::Sms,
+                form: None,
             });
         }
-        // About 2 % re-delivered by the gateway, a little later in the stream.
+        // About 2 % posted twice a little later in the stream: an SMS re-delivered by
+        // the gateway, a web form submitted again (the same form: its id, its token).
         let mut order: Vec<usize> = (0..n).collect();
         for _ in 0..n / 50 {
             let i = usize::try_from(rng.below(n as u64)).unwrap_or(0);
@@ -251,6 +405,18 @@ impl Plan {
             order.insert(later, i);
         }
         Plan { messages, order }
+    }
+
+    /// The messages that came by `channel`.
+    pub fn of_channel(&self, channel: Channel) -> impl Iterator<Item = &Message> {
+        self.messages.iter().filter(move |m| m.channel == channel)
+    }
+
+    /// Refusals answered by SMS: those of SMS (a web form's is on its page).
+    pub fn expected_replies(&self) -> usize {
+        self.of_channel(Channel::Sms)
+            .filter(|m| matches!(m.expect, Expect::Rejected { .. }))
+            .count()
     }
 
     pub fn expected_accepted(&self) -> usize {
@@ -272,11 +438,37 @@ impl Plan {
     }
 }
 
+/// The registry's accounts of one channel, by kind.
+struct Accounts<'a> {
+    singles: Vec<&'a Account>,
+    with_baseline: Vec<&'a Account>,
+    closed: Vec<&'a Account>,
+    two: Vec<&'a Account>,
+}
+
+impl<'a> Accounts<'a> {
+    fn of(registry: &'a Registry, web: bool) -> Accounts<'a> {
+        let singles = registry.of_kind(AccountKind::Single, web);
+        let with_baseline = singles
+            .iter()
+            .copied()
+            .filter(|a| a.baseline.is_some())
+            .collect();
+        Accounts {
+            singles,
+            with_baseline,
+            closed: registry.of_kind(AccountKind::Closed, web),
+            two: registry.of_kind(AccountKind::TwoMeters, web),
+        }
+    }
+}
+
 /// A time of receipt on a window day of 2026-11, company time.
-fn in_window(rng: &mut Rng) -> String {
+fn in_window(window: (u32, u32), rng: &mut Rng) -> String {
+    let (start, end) = window;
     format!(
         "2026-11-{:02}T{:02}:{:02}:{:02}+05:00",
-        rng.between(15, 25),
+        rng.between(u64::from(start), u64::from(end.min(NOVEMBER_DAYS))),
         rng.below(24),
         rng.below(60),
         rng.below(60)
@@ -334,17 +526,20 @@ fn render(account: &str, values: &[u64], email: Option<&str>, rng: &mut Rng) -> 
     fields.join(sep)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn wrong(
     reason: &str,
-    singles: &[&Account],
-    with_baseline: &[&Account],
-    closed: &[&Account],
-    two: &[&Account],
+    accounts: &Accounts<'_>,
     email_address: &str,
     received_at: String,
+    window: (u32, u32),
     rng: &mut Rng,
 ) -> (String, String) {
+    let Accounts {
+        singles,
+        with_baseline,
+        closed,
+        two,
+    } = accounts;
     let text = match reason {
         "format" => {
             let a = *rng.pick(singles);
@@ -365,11 +560,24 @@ fn wrong(
         "outside_window" => {
             let a = *rng.pick(singles);
             let values = correct_values(a, rng);
-            let day = if rng.percent(50) {
-                rng.between(26, 30)
-            } else {
-                rng.between(1, 14)
+            // A day of 2026-11 before or after the window (with the default window:
+            // the 26th–30th or the 1st–14th).
+            let (start, end) = window;
+            let after = (end < NOVEMBER_DAYS).then_some((end + 1, NOVEMBER_DAYS));
+            let before = (start > 1).then_some((1, start - 1));
+            let (lo, hi) = match (after, before) {
+                (Some(a), Some(b)) => {
+                    if rng.percent(50) {
+                        a
+                    } else {
+                        b
+                    }
+                }
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => (1, NOVEMBER_DAYS),
             };
+            let day = rng.between(u64::from(lo), u64::from(hi));
             let at = format!("2026-11-{day:02}T{:02}:30:00+05:00", rng.below(24));
             return (render(&a.number, &values, None, rng), at);
         }
@@ -408,4 +616,143 @@ fn wrong(
         other => unreachable!("no generator for {other}"),
     };
     (text, received_at)
+}
+
+/// A web form: what a resident types into it, and what must become of it.
+fn web_form(
+    i: usize,
+    prefix: &str,
+    accounts: &Accounts<'_>,
+    email_address: &str,
+    rng: &mut Rng,
+) -> Message {
+    let (account, values, email, expect) = if rng.percent(80) {
+        let a = *rng.pick(&accounts.singles);
+        let values = correct_values(a, rng);
+        // Residents who use the form give an address more often than by SMS.
+        let email = rng.percent(30).then(|| email_address.to_owned());
+        let expect = Expect::Accepted {
+            email: email.clone(),
+        };
+        (a.number.clone(), values, email, expect)
+    } else {
+        let reason = *rng.pick(&WEB_WRONG_KINDS);
+        let (account, values, email) = web_wrong(reason, accounts, email_address, rng);
+        (account, values, email, Expect::Rejected { reason })
+    };
+    // Typed as on a display: now and then a leading zero or a decimal part, which
+    // the form drops.
+    let mut typed: [String; 3] = Default::default();
+    let mut wholes = Vec::new();
+    for (slot, v) in typed.iter_mut().zip(&values) {
+        let whole = if rng.percent(10) {
+            format!("0{v}")
+        } else {
+            v.to_string()
+        };
+        *slot = match rng.below(6) {
+            0 => format!("{whole},{}", rng.below(10)),
+            1 => format!("{whole}.{:02}", rng.below(100)),
+            _ => whole.clone(),
+        };
+        wholes.push(whole);
+    }
+    // The text ingest makes of the fields: the canonical SMS (form.rs).
+    let mut text = account.clone();
+    for w in &wholes {
+        text.push(' ');
+        text.push_str(w);
+    }
+    if let Some(e) = &email {
+        text.push(' ');
+        text.push_str(e);
+    }
+    Message {
+        id: format!("{prefix}-w{i:06}"),
+        from: String::new(),
+        text,
+        received_at: String::new(),
+        expect,
+        channel: Channel::Web,
+        form: Some(WebForm {
+            account,
+            values: typed,
+            email: email.unwrap_or_default(),
+            // One address per resident (10.0.0.0/8): each has a bucket of its own.
+            client_ip: format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+        }),
+    }
+}
+
+/// A wrong web form that the form itself lets through (digits where digits go, an
+/// `@` in the address): the account, the readings and the address.
+fn web_wrong(
+    reason: &str,
+    accounts: &Accounts<'_>,
+    email_address: &str,
+    rng: &mut Rng,
+) -> (String, Vec<u64>, Option<String>) {
+    let single = |rng: &mut Rng| *rng.pick(&accounts.singles);
+    match reason {
+        // An account number too short for the grammar (6–12 digits).
+        "format" => (
+            rng.between(10_000, 99_999).to_string(),
+            vec![rng.between(10_000, 60_000)],
+            None,
+        ),
+        "invalid_email" => {
+            let a = single(rng);
+            let values = correct_values(a, rng);
+            (
+                a.number.clone(),
+                values,
+                Some(email_address.replace('@', "@@")),
+            )
+        }
+        "unknown_account" => (
+            format!("9{:08}", rng.below(100_000_000)),
+            vec![rng.below(99_999)],
+            None,
+        ),
+        "account_closed" => (
+            rng.pick(&accounts.closed).number.clone(),
+            vec![rng.below(99_999)],
+            None,
+        ),
+        "multiple_meters" => (
+            rng.pick(&accounts.two).number.clone(),
+            vec![rng.below(99_999)],
+            None,
+        ),
+        "zone_mismatch" => {
+            let a = single(rng);
+            let count = (u64::from(a.zones) - 1 + rng.between(1, 2)) % 3 + 1;
+            let values = (0..count).map(|_| rng.between(10_000, 60_000)).collect();
+            (a.number.clone(), values, None)
+        }
+        "too_many_digits" => {
+            let a = single(rng);
+            let mut values = correct_values(a, rng);
+            let size = 10u64.pow(u32::from(a.digits));
+            values[0] = size + rng.below(size);
+            (a.number.clone(), values, None)
+        }
+        "reading_decreased" => {
+            let a = *rng.pick(&accounts.with_baseline);
+            let mut values = correct_values(a, rng);
+            let base = a.baseline.as_ref().map_or(10_000, |b| b[0]);
+            values[0] = base - rng.between(1, 5_000);
+            (a.number.clone(), values, None)
+        }
+        "implausible" => {
+            let a = *rng.pick(&accounts.with_baseline);
+            let mut values = correct_values(a, rng);
+            let zone = usize::try_from(rng.below(values.len() as u64)).unwrap_or(0);
+            let base = a.baseline.as_ref().map_or(10_000, |b| b[zone]);
+            // Above a month's limit (10,000): the baseline is the month before.
+            values[zone] = base + rng.between(10_001, 15_000);
+            (a.number.clone(), values, None)
+        }
+        other => unreachable!("no web form for {other}"),
+    }
 }

@@ -532,7 +532,7 @@ header { display: flex; flex-wrap: wrap; gap: 1rem; align-items: center; padding
 header a { color: #fff; margin-right: 1rem; }
 header form { display: flex; gap: .4rem; align-items: center; margin: 0; }
 header .search { flex: 1; }
-header .search input { flex: 1; min-width: 16rem; }
+header .search input { flex: 1; min-width: 10rem; }
 main { max-width: 1240px; margin: 0 auto; padding: 1rem; }
 h1 { font-size: 1.5rem; margin: .5rem 0 1rem; }
 h2 { font-size: 1.15rem; margin-top: 1.5rem; }

@@ -1,17 +1,19 @@
 //! The start page, "the window at a glance" (SPEC §4.8): messages per day of this
 //! reading window against the last one, accepted and refused by reason, the share of
 //! active meters with a reading this period, the billing backlog. (Dead letters come
-//! from the broker, [`crate::dead::depths`].)
+//! from the broker, [`crate::dead::depths`].) The figures that read a whole window or
+//! the whole registry are [`Figures`], counted in the background ([`crate::kept`]);
+//! the cheap ones are [`Live`], read on each request.
 
 use chrono::{DateTime, Datelike as _, Days, NaiveDate, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use shared::calendar::Window;
 use shared::events::Period;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// One reading window: its period and its first and last instant.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Span {
     pub period: Period,
     pub opens: DateTime<Utc>,
@@ -63,8 +65,11 @@ pub fn current(window: &Window, now: DateTime<Utc>) -> Span {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Glance {
+/// The figures that read a window's messages or the whole registry: ~1.2 s a time at
+/// 1,000,000 accounts and 5,000,000 messages (docs/performance.md), so they are
+/// counted in the background and kept ([`crate::kept`]), never per request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figures {
     pub this: Span,
     pub last: Span,
     /// Messages per day of the window, in the order of its days.
@@ -75,6 +80,15 @@ pub struct Glance {
     pub refused: Vec<(String, i64)>,
     pub active_meters: i64,
     pub meters_with_reading: i64,
+    /// When they were counted: taken just before the snapshot they were all read in,
+    /// so the data is at least this recent.
+    pub as_of: DateTime<Utc>,
+}
+
+/// What the start page reads on every request: index lookups of well under a
+/// millisecond (docs/performance.md), so always current.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Live {
     /// Readings billing-export has not yet delivered to billing.
     pub billing_backlog: i64,
     pub replies_sent_today: i64,
@@ -85,7 +99,7 @@ pub struct Glance {
 /// pass over ~140,000 rows of a month cost ~100 ms at 5,000,000 messages,
 /// docs/performance.md).
 async fn decisions_per_day(
-    pool: &PgPool,
+    db: &mut PgConnection,
     span: &Span,
     zone: Tz,
 ) -> Result<Vec<(NaiveDate, String, Option<String>, i64)>, sqlx::Error> {
@@ -97,12 +111,12 @@ async fn decisions_per_day(
     .bind(span.opens)
     .bind(span.closes)
     .bind(zone.name())
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
 async fn per_day(
-    pool: &PgPool,
+    db: &mut PgConnection,
     span: &Span,
     zone: Tz,
 ) -> Result<Vec<(NaiveDate, i64)>, sqlx::Error> {
@@ -114,7 +128,7 @@ async fn per_day(
     .bind(span.opens)
     .bind(span.closes)
     .bind(zone.name())
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     Ok(days_of(span, zone, &rows))
 }
@@ -127,21 +141,28 @@ fn days_of(span: &Span, zone: Tz, rows: &[(NaiveDate, i64)]) -> Vec<(NaiveDate, 
         .collect()
 }
 
-pub async fn load(
+/// Counts the [`Figures`] of the window open at `now`, all in one read-only snapshot
+/// (the chart, the decisions and the share of meters agree with one another).
+pub async fn count(
     pool: &PgPool,
     window: &Window,
     now: DateTime<Utc>,
-) -> Result<Glance, sqlx::Error> {
+) -> Result<Figures, sqlx::Error> {
     let this = current(window, now);
     let last = Span::of(window, this.period.previous());
     let zone = window.zone;
-    let decided = decisions_per_day(pool, &this, zone).await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let as_of = Utc::now();
+    let decided = decisions_per_day(&mut tx, &this, zone).await?;
     let this_days = days_of(
         &this,
         zone,
         &decided.iter().map(|d| (d.0, d.3)).collect::<Vec<_>>(),
     );
-    let last_days = per_day(pool, &last, zone).await?;
+    let last_days = per_day(&mut tx, &last, zone).await?;
     let mut outcomes: Vec<(String, Option<String>, i64)> = Vec::new();
     for (_, outcome, reason, n) in decided {
         match outcomes
@@ -175,8 +196,24 @@ pub async fn load(
                    WHERE b.period = $1 AND m.status = 'active') d)",
     )
     .bind(this.period.to_string())
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
+    Ok(Figures {
+        this,
+        last,
+        this_days,
+        last_days,
+        accepted,
+        refused,
+        active_meters,
+        meters_with_reading,
+        as_of,
+    })
+}
+
+/// Reads the [`Live`] figures at `now`.
+pub async fn live(pool: &PgPool, zone: Tz, now: DateTime<Utc>) -> Result<Live, sqlx::Error> {
     let billing_backlog: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM billing.console_deliveries WHERE delivery = 'pending'",
     )
@@ -195,15 +232,7 @@ pub async fn load(
     .bind(day_start)
     .fetch_one(pool)
     .await?;
-    Ok(Glance {
-        this,
-        last,
-        this_days,
-        last_days,
-        accepted,
-        refused,
-        active_meters,
-        meters_with_reading,
+    Ok(Live {
         billing_backlog,
         replies_sent_today,
     })

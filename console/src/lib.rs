@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod dead;
 pub mod glance;
+pub mod kept;
 pub mod pages;
 pub mod paper;
 pub mod records;
@@ -57,7 +58,15 @@ pub async fn run(
         .connect_timeout(Duration::from_secs(5))
         .build()
         .context("HTTP client for billing-export")?;
+    let kept = Arc::new(kept::Kept::new(config.glance_refresh()));
+    {
+        let (kept, pool) = (kept.clone(), pool.clone());
+        service.task("start page figures", move |stop| {
+            kept.refresh(pool, window, stop)
+        });
+    }
     let state = web::AppState(Arc::new(web::Inner {
+        kept,
         pool,
         publisher,
         amqp_url: config.broker.url().to_owned(),

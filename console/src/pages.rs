@@ -5,12 +5,14 @@ use chrono_tz::Tz;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::dead::Letter;
-use crate::glance::{Glance, day_label};
 use crate::records::{Delivery, Found, Message, Meter, Reading, Timeline};
 use crate::search::Query;
 use crate::session::Session;
 use crate::users::Role;
 use crate::words;
+
+mod glance;
+pub use glance::{Glance, glance};
 
 /// The page's frame: the header with the search box and the menu.
 pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
@@ -510,101 +512,6 @@ pub fn users(
     )
 }
 
-/// Bars of messages per day: this window in front, the last one behind.
-fn per_day_chart(g: &Glance) -> Markup {
-    let max = g
-        .this_days
-        .iter()
-        .chain(&g.last_days)
-        .map(|d| d.1)
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let n = g.this_days.len().max(g.last_days.len()).max(1);
-    let (w, h, pad) = (640.0_f64, 200.0_f64, 20.0_f64);
-    let step = (w - 2.0 * pad) / n as f64;
-    let bar = |i: usize, v: i64, offset: f64, class: &'static str| {
-        let bh = (h - 2.0 * pad) * v as f64 / max as f64;
-        let x = pad + step * i as f64 + offset;
-        let y = h - pad - bh;
-        html! { rect class=(class) x=(format!("{x:.1}")) y=(format!("{y:.1}")) width=(format!("{:.1}", step * 0.4)) height=(format!("{bh:.1}")) { title { (v) } } }
-    };
-    html! {
-        svg.chart viewBox=(format!("0 0 {w} {h}")) role="img" aria-label="Сообщения по дням окна" {
-            @for (i, d) in g.last_days.iter().enumerate() { (bar(i, d.1, step * 0.1, "last")) }
-            @for (i, d) in g.this_days.iter().enumerate() {
-                (bar(i, d.1, step * 0.5, "this"))
-                text x=(format!("{:.1}", pad + step * i as f64 + step * 0.5)) y=(format!("{:.1}", h - 4.0)) text-anchor="middle" { (day_label(d.0)) }
-            }
-        }
-    }
-}
-
-fn share_bar(part: i64, whole: i64) -> Markup {
-    let share = if whole > 0 {
-        part as f64 / whole as f64
-    } else {
-        0.0
-    };
-    html! {
-        svg.share viewBox="0 0 300 24" role="img" aria-label="Доля счётчиков с показанием" {
-            rect.whole x="0" y="0" width="300" height="24" {}
-            rect.part x="0" y="0" width=(format!("{:.1}", 300.0 * share)) height="24" {}
-        }
-        " " strong { (format!("{:.1} %", share * 100.0)) } " (" (part) " из " (whole) ")"
-    }
-}
-
-pub fn glance(session: &Session, g: &Glance, dead: Option<&[(String, u32)]>) -> Markup {
-    let this_total: i64 = g.this_days.iter().map(|d| d.1).sum();
-    let last_total: i64 = g.last_days.iter().map(|d| d.1).sum();
-    let refused_total: i64 = g.refused.iter().map(|r| r.1).sum();
-    let biggest = g.refused.first().map_or(1, |r| r.1).max(g.accepted).max(1);
-    layout(
-        "Окно приёма показаний",
-        Some(session),
-        html! {
-            section.numbers {
-                div { "Период " strong { (g.this.period) } }
-                div { "Сообщений: " strong { (this_total) } " (прошлое окно " (g.last.period) ": " (last_total) ")" }
-                div { "Принято: " strong { (g.accepted) } ", отклонено: " strong { (refused_total) } }
-                div { "Ответов SMS сегодня: " strong { (g.replies_sent_today) } }
-                div { "Ожидают передачи в биллинг: " strong { (g.billing_backlog) } }
-                div {
-                    "Ошибочных сообщений: "
-                    @match dead {
-                        Some(d) => { @for (q, n) in d { (q) " " strong { (n) } " " } }
-                        None => { "брокер недоступен" }
-                    }
-                }
-            }
-            h2 { "Сообщения по дням" }
-            p.legend { span.this { "■" } " это окно  " span.last { "■" } " прошлое окно" }
-            (per_day_chart(g))
-            h2 { "Принято и отклонено" }
-            table.bars {
-                tr { td { "принято" } td { (hbar(g.accepted, biggest, "ok")) } td { (g.accepted) } }
-                @for (reason, n) in &g.refused {
-                    tr { td { (words::reason(reason)) } td { (hbar(*n, biggest, "bad")) } td { (n) } }
-                }
-            }
-            h2 { "Счётчики с показанием за период" }
-            p { (share_bar(g.meters_with_reading, g.active_meters)) }
-            h2 { "Отчёт о пропущенных показаниях" }
-            form action="/reports/missing" method="get" {
-                label for="period" { "Период (ГГГГ-ММ)" }
-                input #period name="period" value=(g.last.period) pattern="[0-9]{4}-[0-9]{2}" required;
-                button type="submit" { "Скачать CSV" }
-            }
-        },
-    )
-}
-
-fn hbar(v: i64, max: i64, class: &'static str) -> Markup {
-    let w = 300.0 * v as f64 / max.max(1) as f64;
-    html! { svg.hbar viewBox="0 0 300 16" { rect class=(class) x="0" y="0" width=(format!("{w:.1}")) height="16" {} } }
-}
-
 /// Percent-encodes a path segment.
 pub fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -625,7 +532,7 @@ header { display: flex; flex-wrap: wrap; gap: 1rem; align-items: center; padding
 header a { color: #fff; margin-right: 1rem; }
 header form { display: flex; gap: .4rem; align-items: center; margin: 0; }
 header .search { flex: 1; }
-header .search input { flex: 1; min-width: 16rem; }
+header .search input { flex: 1; min-width: 10rem; }
 main { max-width: 1240px; margin: 0 auto; padding: 1rem; }
 h1 { font-size: 1.5rem; margin: .5rem 0 1rem; }
 h2 { font-size: 1.15rem; margin-top: 1.5rem; }
@@ -655,6 +562,10 @@ svg.hbar rect.ok { fill: #17692e; } svg.hbar rect.bad { fill: #a4161a; }
 svg.share { width: 300px; height: 24px; vertical-align: middle; }
 svg.share rect.whole { fill: #ddd; } svg.share rect.part { fill: #2d5da1; }
 table.bars td:first-child { width: 24rem; }
+.as-of { color: #444; margin: 0 0 .6rem; }
+.as-of.stale { background: #fff4d6; border-left: 4px solid #8a6d00; padding: .5rem; color: #1a1a1a; }
+.as-of.wait { background: #fff; border-left: 4px solid #8a6d00; padding: .5rem; color: #1a1a1a; }
+.empty { background: #fff; padding: .8rem; color: #444; max-width: 760px; }
 "#;
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use crate::paper::{self, Slip};
 use crate::records::{self, Message};
 use crate::session::{self, Session};
 use crate::users::{self, Role};
-use crate::{dead, glance, search};
+use crate::{dead, glance, kept, search};
 
 /// Months of history an account's page shows.
 pub const HISTORY_MONTHS: u32 = 12;
@@ -43,6 +43,8 @@ pub struct AppState(pub Arc<Inner>);
 
 pub struct Inner {
     pub pool: PgPool,
+    /// The start page's slow figures, counted in the background.
+    pub kept: Arc<crate::kept::Kept>,
     pub publisher: Publisher,
     pub amqp_url: String,
     pub window: Window,
@@ -424,15 +426,28 @@ async fn logout(
 }
 
 async fn start(State(state): State<AppState>, staff: Staff) -> Response {
-    let loaded = glance::load(&state.pool, &state.window, Utc::now()).await;
-    match loaded {
-        Ok(g) => {
-            // The page does not wait long for a broker that is away: it says so.
-            let depths = tokio::time::timeout(DEPTHS_WAIT, dead::depths(&state.amqp_url))
-                .await
-                .ok()
-                .and_then(Result::ok);
-            html(pages::glance(&staff.0, &g, depths.as_deref()))
+    let now = Utc::now();
+    // The kept figures, the live ones and the broker's counts at the same time.
+    let (last, live, depths) = tokio::join!(
+        state.kept.last(kept::FIRST_WAIT),
+        glance::live(&state.pool, state.zone(), now),
+        // The page does not wait long for a broker that is away: it says so.
+        tokio::time::timeout(DEPTHS_WAIT, dead::depths(&state.amqp_url)),
+    );
+    let depths = depths.ok().and_then(Result::ok);
+    match live {
+        Ok(live) => {
+            let now = Utc::now();
+            let page = pages::Glance {
+                this: glance::current(&state.window, now),
+                figures: kept::shown(last.as_deref(), &state.window, now, state.kept.every()),
+                every: state.kept.every(),
+                live,
+                dead: depths.as_deref(),
+                zone: state.zone(),
+                now,
+            };
+            html(pages::glance(&staff.0, &page))
         }
         Err(e) => Failure::Database(e).page(Some(&staff.0)),
     }

@@ -3,6 +3,9 @@
 //! `chromium-driver`). Keyboard where a person would use it: log in, search a phone
 //! typed in the national form, open the timeline, enter a paper slip and see its
 //! decision, re-queue a dead letter as a supervisor and be refused as an operator.
+//! The screenshots show populated pages: the reply's delivery is stored before the
+//! timeline is opened (no notifier runs here; the row is the one it would write), and
+//! the start page has two windows of messages and a registry ([`window_fixture`]).
 //!
 //! `UPDATE_SCREENSHOTS=1` writes the pages' screenshots to docs/console/ (1280×800);
 //! otherwise they go to a temporary directory, so a test run leaves the tree clean.
@@ -16,24 +19,8 @@ use console::users::Role;
 use fantoccini::key::Key;
 use fantoccini::{Client, Locator};
 use lapin::types::{AMQPValue, FieldTable};
-use shared::testing::browser::{Driver, type_into, until_page_has};
+use shared::testing::browser::{Driver, screenshots, shot, type_into, until_page_has};
 use shared::testing::{Broker, Service, WAIT, eventually};
-
-fn screenshots() -> (PathBuf, Option<tempfile::TempDir>) {
-    if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console");
-        std::fs::create_dir_all(&dir).expect("docs/console");
-        (dir, None)
-    } else {
-        let tmp = tempfile::tempdir().expect("tmp");
-        (tmp.path().to_owned(), Some(tmp))
-    }
-}
-
-async fn shot(browser: &Client, dir: &std::path::Path, name: &str) {
-    let png = browser.screenshot().await.expect("screenshot");
-    std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
-}
 
 async fn log_in(c: &Console, browser: &Client, login: &str) {
     browser.goto(&c.url("/login")).await.expect("open /login");
@@ -53,9 +40,69 @@ async fn log_out(browser: &Client) {
     until_page_has(browser, "Войти", false).await;
 }
 
+/// Two windows of messages (the one the start page shows and the one before it, each
+/// day with its own count, one in six refused for one of four reasons) up to now, and
+/// a registry of 40 active meters of which 27 have a reading this period (3 of them
+/// not yet delivered to billing). The default calendar, as the console here has it.
+async fn window_fixture(c: &Console) {
+    let window = shared::calendar::Window {
+        start_day: 15,
+        end_day: 25,
+        zone: chrono_tz::Asia::Yekaterinburg,
+    };
+    let this = console::glance::current(&window, chrono::Utc::now());
+    let last = console::glance::Span::of(&window, this.period.previous());
+    for (span, spread) in [(this, 7), (last, 5)] {
+        sqlx::query(
+            "INSERT INTO validator.messages
+               (message_id, sender, recipient, body, received_at, channel, outcome, reason, account)
+             SELECT 'fx-' || $3 || '-' || d || '-' || k,
+                    '+7900' || lpad((1000000 + d * 97 + k)::text, 7, '0'), '+79037672060',
+                    (2000001 + k % 40) || ' 45100', $1 + make_interval(days => d, hours => 8 + k % 10),
+                    'sms', CASE WHEN k % 6 = 0 THEN 'rejected' ELSE 'accepted' END,
+                    CASE WHEN k % 6 = 0 THEN (ARRAY['zone_mismatch', 'reading_decreased',
+                      'unknown_account', 'format'])[1 + (d + k / 6) % 4] END,
+                    (2000001 + k % 40)::text
+             FROM generate_series(0, $2 - 1) d, generate_series(1, 14 + (d * $4) % 13) k
+             WHERE $1 + make_interval(days => d, hours => 8 + k % 10) < now()",
+        )
+        .bind(span.opens)
+        .bind(span.days(window.zone).len() as i32)
+        .bind(span.period.to_string())
+        .bind(spread)
+        .execute(&c.owners)
+        .await
+        .expect("a window of messages");
+    }
+    sqlx::query(
+        "INSERT INTO validator.meters (account, meter, zones, digits, status)
+         SELECT (2000000 + i)::text, 'M-1', 1, 6, 'active' FROM generate_series(1, 40) i",
+    )
+    .execute(&c.owners)
+    .await
+    .expect("meters");
+    sqlx::query(
+        "INSERT INTO billing.readings (reading_id, message_id, account, meter, period, vals, received_at, channel, delivery)
+         SELECT gen_random_uuid(), 'fx-b-' || i, (2000000 + i)::text, 'M-1', $1, '{100}', now(), 'sms',
+                CASE WHEN i <= 3 THEN 'pending' ELSE 'delivered' END
+         FROM generate_series(1, 27) i",
+    )
+    .bind(this.period.to_string())
+    .execute(&c.owners)
+    .await
+    .expect("the period's readings");
+}
+
 #[tokio::test]
 async fn staff_work_the_console_in_a_real_browser() {
-    let c = Console::start(&["--insecure-cookies", "true"]).await;
+    // The start page's figures counted every second, so they include the fixture.
+    let c = Console::start(&[
+        "--insecure-cookies",
+        "true",
+        "--glance-refresh-seconds",
+        "1",
+    ])
+    .await;
     c.add_user("ivanova", Role::Operator).await;
     c.add_user("orlova", Role::Supervisor).await;
     sqlx::query(
@@ -76,6 +123,15 @@ async fn staff_work_the_console_in_a_real_browser() {
         Some("Нужно два показания: день и ночь"),
     )
     .await;
+    // The reply's fate, as the notifier and the gateway's delivery report leave it.
+    sqlx::query(
+        "INSERT INTO notifier.deliveries (key, channel, recipient, state, attempts, sent_at, report, report_detail, reported_at)
+         VALUES ('reply:gw-77', 'sms', '+79004445566', 'sent', 1, now(), 'delivered', 'kannel 1', now())",
+    )
+    .execute(&c.owners)
+    .await
+    .expect("the reply's delivery");
+    window_fixture(&c).await;
     let validator = Service::start(
         "validator",
         |addr| validator_config(&c.env, addr),
@@ -115,7 +171,8 @@ async fn staff_work_the_console_in_a_real_browser() {
     .await
     .expect("a dead letter");
 
-    let (shots, _tmp) = screenshots();
+    let (shots, _tmp) =
+        screenshots(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console"));
     let driver = Driver::start().await;
     let browser = driver.browser().await;
 
@@ -144,6 +201,8 @@ async fn staff_work_the_console_in_a_real_browser() {
         timeline.contains("«Нужно два показания: день и ночь»"),
         "{timeline}"
     );
+    assert!(timeline.contains("доставлено на телефон"), "{timeline}");
+    assert!(!timeline.contains("ещё не обработан"), "{timeline}");
     shot(&browser, &shots, "timeline").await;
 
     // A paper slip, keyboard only: account, Tab, day, Tab, night, Enter.
@@ -184,7 +243,10 @@ async fn staff_work_the_console_in_a_real_browser() {
     browser.goto(&c.url("/dead")).await.expect("open /dead");
     until_page_has(&browser, "Это доступно только руководителям", false).await;
     browser.goto(&c.url("/")).await.expect("start page");
-    until_page_has(&browser, "<svg", false).await;
+    // Reloaded until a count with the fixture's messages is shown.
+    let glance = until_page_has(&browser, r#"<svg class="chart""#, true).await;
+    assert!(glance.contains("Данные на <strong>"), "{glance}");
+    assert!(!glance.contains("ещё нет"), "{glance}");
     shot(&browser, &shots, "glance").await;
     log_out(&browser).await;
 

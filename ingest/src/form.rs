@@ -273,6 +273,7 @@ fn page(title: &str, body: Markup) -> Markup {
 }
 
 const CSS: &str = "body{font-family:sans-serif;margin:0 auto;padding:8px;max-width:30em;font-size:18px}\
+h1{font-size:24px;line-height:1.2;margin:8px 0 4px}\
 label{display:block;margin-top:12px}\
 input{display:block;box-sizing:border-box;width:100%;font-size:22px;padding:8px;margin-top:4px}\
 button{font-size:22px;padding:10px;margin-top:16px;width:100%}\

@@ -49,8 +49,30 @@ impl Driver {
         }
     }
 
-    /// A headless Chromium session with a window of `width`×`height`.
+    /// A headless Chromium session whose page (viewport, and so each screenshot) is
+    /// `width`×`height`.
     pub async fn browser_sized(&self, width: u32, height: u32) -> Client {
+        let browser = self.window_sized(width, height).await;
+        // Headless Chromium keeps room for a window's frame out of --window-size
+        // (1280×800 gave a 1280×657 page): grow the window by what is missing.
+        let inner = browser
+            .execute("return [window.innerWidth, window.innerHeight];", vec![])
+            .await
+            .expect("the page's size");
+        let inner: Vec<u32> = serde_json::from_value(inner).expect("two numbers");
+        if let [w, h] = inner[..]
+            && (w, h) != (width, height)
+        {
+            browser
+                .set_window_size(2 * width - w.min(width), 2 * height - h.min(height))
+                .await
+                .expect("window resized");
+        }
+        browser
+    }
+
+    /// A headless Chromium session with a window of `width`×`height`.
+    async fn window_sized(&self, width: u32, height: u32) -> Client {
         let args = [
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
@@ -115,4 +137,23 @@ pub async fn type_into(browser: &Client, css: &str, text: &str) {
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"));
     field.send_keys(text).await.expect("typed");
+}
+
+/// Where a browser test writes its screenshots: `docs` (a directory of the
+/// repository's docs/) when `UPDATE_SCREENSHOTS=1`, else a temporary directory that is
+/// removed with the returned guard, so a test run leaves the tree clean.
+pub fn screenshots(docs: PathBuf) -> (PathBuf, Option<tempfile::TempDir>) {
+    if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(&docs).expect("the screenshots' directory");
+        (docs, None)
+    } else {
+        let tmp = tempfile::tempdir().expect("tmp");
+        (tmp.path().to_owned(), Some(tmp))
+    }
+}
+
+/// Writes the page as `dir/name.png`.
+pub async fn shot(browser: &Client, dir: &std::path::Path, name: &str) {
+    let png = browser.screenshot().await.expect("screenshot");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
 }

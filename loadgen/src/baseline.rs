@@ -2,7 +2,11 @@
 //! quorum queue, one publisher with pipelined publisher confirms (up to `outstanding`
 //! unconfirmed, persistent messages) and one consumer acking each message by itself,
 //! both at once, for a fixed time. Messages are the size of a real `sms.received` body.
-//! What counts is messages fully consumed (acked) per second.
+//! What counts is messages fully consumed (acked) per second. On a cluster
+//! (`--broker cluster`) the vhost is the cluster's and the publisher and the consumer
+//! each connect to a node of it as the services do (`shared::broker::connect`, from a
+//! random node): the queue's leader is on the publisher's node, the consumer's may be
+//! another.
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +17,8 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
-use shared::testing::TestEnv;
+use lapin::{BasicProperties, Confirmation};
+use shared::testing::{TestBroker, TestEnv};
 
 const QUEUE: &str = "baseline";
 /// Unacked deliveries the consumer may hold (it acks one at a time).
@@ -44,8 +48,13 @@ impl Baseline {
     }
 }
 
-pub async fn run(seconds: f64, body_bytes: usize, outstanding: usize) -> anyhow::Result<Baseline> {
-    let env = TestEnv::new().await;
+pub async fn run(
+    broker: &TestBroker,
+    seconds: f64,
+    body_bytes: usize,
+    outstanding: usize,
+) -> anyhow::Result<Baseline> {
+    let env = TestEnv::on(broker.clone()).await;
     let result = run_in(&env, seconds, body_bytes, outstanding).await;
     env.cleanup().await;
     result
@@ -57,9 +66,10 @@ async fn run_in(
     body_bytes: usize,
     outstanding: usize,
 ) -> anyhow::Result<Baseline> {
-    let props = |name: &str| ConnectionProperties::default().with_connection_name(name.into());
-    let publisher = Connection::connect(&env.amqp_url, props("loadgen-baseline-publisher")).await?;
-    let subscriber = Connection::connect(&env.amqp_url, props("loadgen-baseline-consumer")).await?;
+    let publisher =
+        shared::broker::connect(&env.amqp_url, "loadgen-baseline-publisher", &[]).await?;
+    let subscriber =
+        shared::broker::connect(&env.amqp_url, "loadgen-baseline-consumer", &[]).await?;
 
     let pch = publisher.create_channel().await?;
     let mut args = FieldTable::default();

@@ -13,14 +13,24 @@
 //! loadgen's running, it measures a bare-broker baseline (one quorum queue, one
 //! confirming publisher, one acking consumer) to put the pipeline's throughput in scale.
 //!
+//! By default the system runs on the machine's broker with one process per service.
+//! `--broker cluster` runs it on the project's three-node cluster (scripts/cluster.sh;
+//! every service's `AMQP_URL` lists the three nodes, SPEC §4) and `--replicas N` starts
+//! N replicas of every service (e2e's [`Scale`]); the posts are then spread over the
+//! ingest replicas round robin, as a load balancer would, and memory and CPU time are
+//! reported per replica and summed per service. The baseline and the crossing probe
+//! (`--probe-messages`, [`probe`]) run on the same broker as the system.
+//!
 //!   loadgen --rate max --messages 30000          # throughput
 //!   loadgen --rate 200 --seconds 30              # latency at a steady offered rate
+//!   loadgen --rate 200 --seconds 30 --broker cluster --replicas 2
 //!
 //! Exit status: 0 when every message is accounted for, 1 when anything was lost,
 //! duplicated or wrong, 2 when the run itself failed.
 
 mod baseline;
 mod observe;
+mod probe;
 mod report;
 mod send;
 
@@ -32,10 +42,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use e2e::drill::plan::{Expect, Plan, Registry, Rng};
-use e2e::system::{SERVICES, TOKEN};
+use e2e::system::{SERVICES, Scale, TOKEN, service_of};
 use e2e::{BillingDouble, Gateway, System, SystemOptions};
+use shared::testing::TestBroker;
 
-use report::{Accounting, Facts, Latencies, Report, Throughput};
+use report::{Accounting, Facts, Latencies, Process, Report, Throughput};
 use send::{Rate, SendConfig};
 
 #[derive(Debug, Parser)]
@@ -87,6 +98,38 @@ struct Args {
     /// `--service-env RUST_LOG=warn`.
     #[arg(long = "service-env", value_name = "NAME=value", value_parser = parse_env_pair)]
     service_env: Vec<(String, String)>,
+    /// The broker the system (and the baseline) runs on: `machine` — the machine's
+    /// (`TEST_AMQP_BASE`, default 127.0.0.1:5672) — or `cluster`: the project's
+    /// three-node cluster (`scripts/cluster.sh start` first; `TEST_CLUSTER_AMQP_BASES`,
+    /// `TEST_CLUSTER_APIS`), every service's `AMQP_URL` listing all its nodes.
+    #[arg(long, value_enum, default_value_t = BrokerKind::Machine)]
+    broker: BrokerKind,
+    /// Replicas of every service (1-3). Posts go round robin over the ingest replicas.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    replicas: u8,
+    /// Before the system starts: this many persistent publishes into a quorum queue
+    /// (and a classic one), one at a time, from each node, timed to the confirm and to
+    /// the delivery — what one queue crossing costs on this broker. 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    probe_messages: usize,
+    /// Another process to report the CPU time (over the pipeline phase) and peak RSS
+    /// of, `NAME=PID`, repeatable: a broker node, say (`scripts/cluster.sh pid 1`).
+    #[arg(long = "watch", value_name = "NAME=PID", value_parser = parse_watch)]
+    watch: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BrokerKind {
+    Machine,
+    Cluster,
+}
+
+fn parse_watch(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = parse_env_pair(s)?;
+    match pid.parse::<u32>() {
+        Ok(pid) if pid > 0 => Ok((name, pid)),
+        _ => Err(format!("expected NAME=PID, got {s:?}")),
+    }
 }
 
 fn parse_env_pair(s: &str) -> Result<(String, String), String> {
@@ -140,12 +183,36 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         plan.expected_emails()
     );
 
+    let scale = Scale {
+        broker: match args.broker {
+            BrokerKind::Machine => TestBroker::machine(),
+            BrokerKind::Cluster => TestBroker::cluster(),
+        },
+        replicas: usize::from(args.replicas),
+    };
     // The baseline first, with nothing else of loadgen's running.
     let baseline = if args.baseline_seconds > 0.0 {
         eprintln!("loadgen: broker baseline for {} s", args.baseline_seconds);
-        Some(baseline::run(args.baseline_seconds, body_bytes, args.baseline_outstanding).await?)
+        Some(
+            baseline::run(
+                &scale.broker,
+                args.baseline_seconds,
+                body_bytes,
+                args.baseline_outstanding,
+            )
+            .await?,
+        )
     } else {
         None
+    };
+    let probe = if args.probe_messages > 0 {
+        eprintln!(
+            "loadgen: crossing probe, {} messages one at a time per node",
+            args.probe_messages
+        );
+        probe::run(&scale.broker, args.probe_messages, body_bytes).await?
+    } else {
+        Vec::new()
     };
 
     eprintln!("loadgen: starting the system and importing the registry");
@@ -168,25 +235,32 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         work_in: args.work_in.is_dir().then(|| args.work_in.clone()),
     };
     let started = Instant::now();
-    let system = System::start(options).await;
+    let broker_nodes = scale.broker.amqp.len();
+    let system = System::start_scaled(options, scale).await;
     facts.system_start_seconds = started.elapsed().as_secs_f64();
-    let cpu_before = cpu_seconds(&system);
+    // Every replica of every service, then the watched processes.
+    let mut watched: Vec<(String, String, u32)> = system
+        .all_instances()
+        .into_iter()
+        .filter_map(|i| Some((i.to_owned(), service_of(i).to_owned(), system.pid(i)?)))
+        .collect();
+    watched.extend(
+        args.watch
+            .iter()
+            .map(|(name, pid)| (name.clone(), String::new(), *pid)),
+    );
+    let cpu_before: Vec<Option<f64>> = watched.iter().map(|w| cpu_seconds_of(w.2)).collect();
 
     let result = drive(&args, &system, &billing, &sms, plan.clone(), &mut facts).await;
-    let rss = SERVICES
-        .iter()
-        .map(|s| {
-            let kb = system
-                .pid(s)
-                .and_then(|pid| vm_hwm_kb(&format!("/proc/{pid}/status")));
-            ((*s).to_owned(), kb)
-        })
-        .collect::<Vec<_>>();
-    let cpu_after = cpu_seconds(&system);
-    let cpu: Vec<(String, Option<f64>)> = cpu_after
+    let processes: Vec<Process> = watched
         .into_iter()
         .zip(cpu_before)
-        .map(|((s, after), (_, before))| (s, after.zip(before).map(|(a, b)| a - b)))
+        .map(|((name, service, pid), before)| Process {
+            peak_rss_kb: vm_hwm_kb(&format!("/proc/{pid}/status")),
+            cpu_seconds: cpu_seconds_of(pid).zip(before).map(|(a, b)| a - b),
+            name,
+            service: (!service.is_empty()).then_some(service),
+        })
         .collect();
     billing.stop();
     sms.stop();
@@ -216,10 +290,18 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         open_loop: matches!(args.rate, Rate::Fixed(_)),
         body_bytes,
         baseline,
+        probe,
+        broker: match args.broker {
+            BrokerKind::Machine => "the machine's broker (1 node)".to_owned(),
+            BrokerKind::Cluster => format!(
+                "the project's cluster ({broker_nodes} nodes, scripts/cluster.sh; every AMQP_URL lists them)"
+            ),
+        },
+        replicas: usize::from(args.replicas),
         throughput,
         latencies,
-        rss_kb: rss,
-        cpu_seconds: cpu,
+        processes,
+        services: SERVICES.iter().map(|s| (*s).to_owned()).collect(),
         loadgen_rss_kb: vm_hwm_kb("/proc/self/status"),
         accounting,
         facts,
@@ -241,6 +323,11 @@ async fn drive(
     facts: &mut Facts,
 ) -> anyhow::Result<(Throughput, Latencies, Accounting)> {
     let observer = observe::Observer::start(&system.env.amqp_url).await?;
+    let ingest_urls: Vec<String> = system
+        .bases("ingest")
+        .into_iter()
+        .map(|base| format!("{base}/v1/sms"))
+        .collect();
     eprintln!(
         "loadgen: sending ({})",
         match args.rate {
@@ -249,7 +336,7 @@ async fn drive(
         }
     );
     let config = SendConfig {
-        url: format!("{}/v1/sms", system.base("ingest")),
+        urls: ingest_urls,
         token: TOKEN.to_owned(),
         rate: args.rate,
         in_flight: args.in_flight,
@@ -597,33 +684,27 @@ fn vm_hwm_kb(path: &str) -> Option<u64> {
         .ok()
 }
 
-/// CPU time (user + system) each service has used so far, in seconds.
-fn cpu_seconds(system: &System) -> Vec<(String, Option<f64>)> {
-    let ticks = clock_ticks();
-    SERVICES
-        .iter()
-        .map(|s| {
-            let secs = system.pid(s).and_then(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                // Fields after the command name (which may hold spaces) in parentheses.
-                let rest = stat.rsplit_once(')')?.1;
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                // utime and stime are fields 14 and 15 of the file; the state (field 3) is index 0.
-                let utime: f64 = fields.get(11)?.parse().ok()?;
-                let stime: f64 = fields.get(12)?.parse().ok()?;
-                Some((utime + stime) / ticks)
-            });
-            ((*s).to_owned(), secs)
-        })
-        .collect()
+/// CPU time (user + system) process `pid` has used so far, in seconds.
+fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the file; the state (field 3) is index 0.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
 }
 
 fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }

@@ -2,15 +2,18 @@
 //! `meter.events` for `reading.accepted` and `reading.rejected`, each delivery stamped
 //! with `Instant::now()` as it arrives. The queue is a light one (classic, exclusive,
 //! not durable, no acks) so that watching costs the broker as little as possible.
+//! `AMQP_URL` may list a cluster's nodes (SPEC §4): the observer connects to one of
+//! them as the services do; every replica of every service publishes to the same
+//! exchange, so one queue sees the events of all of them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
+use lapin::Connection;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use shared::events::{EXCHANGE, READING_ACCEPTED, READING_REJECTED};
 
 const QUEUE: &str = "loadgen.observer";
@@ -40,11 +43,7 @@ pub struct Observer {
 impl Observer {
     /// Binds the queue and starts consuming; events published from now on are seen.
     pub async fn start(amqp_url: &str) -> anyhow::Result<Observer> {
-        let conn = Connection::connect(
-            amqp_url,
-            ConnectionProperties::default().with_connection_name("loadgen-observer".into()),
-        )
-        .await?;
+        let conn = shared::broker::connect(amqp_url, "loadgen-observer", &[]).await?;
         let channel = conn.create_channel().await?;
         // The exchanges exist once a service has started; declaring is idempotent.
         shared::topology::declare(&channel, &[]).await?;

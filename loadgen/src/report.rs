@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::baseline::Baseline;
+use crate::probe::ProbeRow;
 
 /// The machine and the build, at the start and the end of the run.
 #[derive(Debug, Clone, Default)]
@@ -273,6 +274,30 @@ impl Accounting {
     }
 }
 
+/// One process measured over the pipeline phase: a replica of a service, or another
+/// process loadgen was asked to watch (`--watch`, a broker node say).
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// The instance (`validator`, `validator-2`, …) or the watched name.
+    pub name: String,
+    /// The service it is a replica of; `None` for a watched process.
+    pub service: Option<String>,
+    /// `VmHWM`: the peak since the process started (for a watched process that may be
+    /// long before the run).
+    pub peak_rss_kb: Option<u64>,
+    /// User + system CPU time over the pipeline phase.
+    pub cpu_seconds: Option<f64>,
+}
+
+/// A service's replicas together.
+#[derive(Debug, Clone)]
+pub struct ServiceSum {
+    pub service: String,
+    pub replicas: usize,
+    pub peak_rss_kb: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+}
+
 pub struct Report {
     pub label: String,
     pub accounts: usize,
@@ -281,10 +306,17 @@ pub struct Report {
     pub open_loop: bool,
     pub body_bytes: usize,
     pub baseline: Option<Baseline>,
+    /// What one quorum-queue crossing costs, one message at a time (`--probe-messages`).
+    pub probe: Vec<ProbeRow>,
+    /// Where the system ran.
+    pub broker: String,
+    pub replicas: usize,
     pub throughput: Throughput,
     pub latencies: Latencies,
-    pub rss_kb: Vec<(String, Option<u64>)>,
-    pub cpu_seconds: Vec<(String, Option<f64>)>,
+    /// Every replica, then the watched processes.
+    pub processes: Vec<Process>,
+    /// The services, in order (for the sums).
+    pub services: Vec<String>,
     pub loadgen_rss_kb: Option<u64>,
     pub accounting: Accounting,
     pub facts: Facts,
@@ -301,7 +333,38 @@ fn mib(kb: Option<u64>) -> String {
     )
 }
 
+fn per_message(secs: Option<f64>, processed: usize) -> String {
+    match secs {
+        Some(s) if processed > 0 => format!(
+            "{s:.2} s ({:.3} ms per message)",
+            s * 1000.0 / processed as f64
+        ),
+        other => opt(other, " s"),
+    }
+}
+
 impl Report {
+    /// Each service's replicas summed: peak RSS (the sum of the replicas' peaks, an
+    /// upper bound of the peak together) and CPU time.
+    pub fn service_sums(&self) -> Vec<ServiceSum> {
+        self.services
+            .iter()
+            .map(|s| {
+                let mine: Vec<&Process> = self
+                    .processes
+                    .iter()
+                    .filter(|p| p.service.as_deref() == Some(s.as_str()))
+                    .collect();
+                ServiceSum {
+                    service: s.clone(),
+                    replicas: mine.len(),
+                    peak_rss_kb: mine.iter().map(|p| p.peak_rss_kb).sum(),
+                    cpu_seconds: mine.iter().map(|p| p.cpu_seconds).sum(),
+                }
+            })
+            .collect()
+    }
+
     /// Pipeline throughput (events) as a fraction of the bare broker's.
     pub fn ratio(&self) -> Option<f64> {
         let b = self.baseline.as_ref()?.rate();
@@ -335,6 +398,20 @@ impl Report {
                 format!(
                     "{} accounts imported; {} messages planned, {} posted; mean `sms.received` body {} B",
                     self.accounts, a.planned, a.attempted, self.body_bytes
+                ),
+            ),
+            (
+                "system".into(),
+                format!(
+                    "on {}; {} replica{} of each service{}",
+                    self.broker,
+                    self.replicas,
+                    if self.replicas == 1 { "" } else { "s" },
+                    if self.replicas > 1 {
+                        " (posts round robin over the ingest replicas)"
+                    } else {
+                        ""
+                    }
                 ),
             ),
             ("offered rate".into(), self.offered.clone()),
@@ -409,15 +486,61 @@ impl Report {
             ),
             ("send lag behind schedule".into(), l.send_lag.cells()),
         ]);
-        for (s, kb) in &self.rss_kb {
-            rows.push((format!("peak RSS (VmHWM) {s}"), mib(*kb)));
+        for p in &self.probe {
+            rows.push((
+                format!(
+                    "crossing probe: {} queue, clients on node {} ({}; leader {})",
+                    p.queue_type,
+                    p.node,
+                    match p.local_leader {
+                        Some(true) => "the leader's node",
+                        Some(false) => "not the leader's node",
+                        None => "leader's node unknown",
+                    },
+                    p.leader
+                ),
+                format!(
+                    "publish → confirm p50 {:.2} ms · p99 {:.2} ms; publish → delivery p50 {:.2} ms · p99 {:.2} ms (n = {}, one at a time)",
+                    p.confirm.p50, p.confirm.p99, p.delivery.p50, p.delivery.p99, p.confirm.count
+                ),
+            ));
+        }
+        for p in &self.processes {
+            let what = if p.service.is_some() {
+                "peak RSS (VmHWM)"
+            } else {
+                "peak RSS (VmHWM, since it started)"
+            };
+            rows.push((format!("{what} {}", p.name), mib(p.peak_rss_kb)));
+        }
+        if self.replicas > 1 {
+            for s in self.service_sums() {
+                rows.push((
+                    format!(
+                        "peak RSS (VmHWM) {}, {} replicas summed",
+                        s.service, s.replicas
+                    ),
+                    mib(s.peak_rss_kb),
+                ));
+            }
         }
         rows.push((
             "peak RSS (VmHWM) loadgen itself".into(),
             mib(self.loadgen_rss_kb),
         ));
-        for (s, secs) in &self.cpu_seconds {
-            rows.push((format!("CPU time {s} (pipeline phase)"), opt(*secs, " s")));
+        for p in &self.processes {
+            rows.push((
+                format!("CPU time {} (pipeline phase)", p.name),
+                per_message(p.cpu_seconds, t.processed),
+            ));
+        }
+        if self.replicas > 1 {
+            for s in self.service_sums() {
+                rows.push((
+                    format!("CPU time {}, {} replicas summed", s.service, s.replicas),
+                    per_message(s.cpu_seconds, t.processed),
+                ));
+            }
         }
         rows.extend([
             (
@@ -558,9 +681,25 @@ impl Report {
                 "ingest_202": self.latencies.ingest.json(),
                 "send_lag": self.latencies.send_lag.json(),
             },
-            "peak_rss_kb": self.rss_kb.iter().map(|(s, kb)| (s.clone(), json!(kb))).collect::<serde_json::Map<_, _>>(),
+            "broker": self.broker,
+            "replicas": self.replicas,
+            "peak_rss_kb": self.processes.iter().map(|p| (p.name.clone(), json!(p.peak_rss_kb))).collect::<serde_json::Map<_, _>>(),
             "loadgen_peak_rss_kb": self.loadgen_rss_kb,
-            "cpu_seconds": self.cpu_seconds.iter().map(|(s, c)| (s.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
+            "cpu_seconds": self.processes.iter().map(|p| (p.name.clone(), json!(p.cpu_seconds))).collect::<serde_json::Map<_, _>>(),
+            "per_service": self.service_sums().iter().map(|s| (s.service.clone(), json!({
+                "replicas": s.replicas,
+                "peak_rss_kb_summed": s.peak_rss_kb,
+                "cpu_seconds_summed": s.cpu_seconds,
+                "cpu_ms_per_message": s.cpu_seconds.filter(|_| t.processed > 0).map(|c| c * 1000.0 / t.processed as f64),
+            }))).collect::<serde_json::Map<_, _>>(),
+            "probe": self.probe.iter().map(|p| json!({
+                "queue_type": p.queue_type,
+                "node": p.node,
+                "leader": p.leader,
+                "local_leader": p.local_leader,
+                "confirm_ms": p.confirm.json(),
+                "delivery_ms": p.delivery.json(),
+            })).collect::<Vec<_>>(),
             "accounting": {
                 "planned": a.planned,
                 "attempted": a.attempted,

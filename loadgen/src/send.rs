@@ -2,7 +2,9 @@
 //! fixed rate (message `i` is due at `t0 + i / rate`) or as fast as ingest takes them,
 //! with a cap on requests in flight either way. A post that was not taken (`503`, any
 //! `5xx`, `408`, `429`, no answer) is retried as an SMS aggregator does; the message's
-//! latency still counts from the start of its first attempt.
+//! latency still counts from the start of its first attempt. With several ingest
+//! replicas the posts are spread as a round-robin load balancer spreads them: message
+//! `i` goes to replica `i mod n`, a retry of it to the next replica.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +38,8 @@ impl Rate {
 
 #[derive(Debug, Clone)]
 pub struct SendConfig {
-    pub url: String,
+    /// `POST /v1/sms` of every ingest replica (one, unless the system has replicas).
+    pub urls: Vec<String>,
     pub token: String,
     pub rate: Rate,
     pub in_flight: usize,
@@ -71,7 +74,8 @@ pub async fn run(
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(config.in_flight.max(1))
         .build()?;
-    let url = Arc::new(config.url.clone());
+    anyhow::ensure!(!config.urls.is_empty(), "no ingest URL to post to");
+    let urls = Arc::new(config.urls.clone());
     let token = Arc::new(config.token.clone());
     let slots = Arc::new(Semaphore::new(config.in_flight.max(1)));
     let t0 = Instant::now();
@@ -93,7 +97,8 @@ pub async fn run(
             break;
         }
         let lag = due.map_or(Duration::ZERO, |d| now.saturating_duration_since(d));
-        let (client, url, token, plan) = (client.clone(), url.clone(), token.clone(), plan.clone());
+        let (client, urls, token, plan) =
+            (client.clone(), urls.clone(), token.clone(), plan.clone());
         let give_up_after = config.give_up_after;
         tasks.spawn(async move {
             let _slot = slot;
@@ -106,9 +111,10 @@ pub async fn run(
                 "received_at": m.received_at,
             });
             let started = Instant::now();
-            let (status, attempts) = e2e::drill::stream::post_as_a_gateway(
+            let (status, attempts) = e2e::drill::stream::post_to_any(
                 &client,
-                &url,
+                &urls,
+                index,
                 &token,
                 &body,
                 give_up_after,

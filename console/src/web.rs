@@ -425,7 +425,16 @@ async fn logout(
     }
 }
 
-async fn start(State(state): State<AppState>, staff: Staff) -> Response {
+/// What the start page (and `/api/v1/glance`) shows, read for one request.
+pub struct GlanceRead {
+    pub last: Option<std::sync::Arc<glance::Figures>>,
+    pub live: glance::Live,
+    /// Dead letters per queue; `None` when the broker did not answer in time.
+    pub depths: Option<Vec<(String, u32)>>,
+    pub now: chrono::DateTime<Utc>,
+}
+
+pub async fn read_glance(state: &AppState) -> Result<GlanceRead, sqlx::Error> {
     let now = Utc::now();
     // The kept figures, the live ones and the broker's counts at the same time.
     let (last, live, depths) = tokio::join!(
@@ -434,18 +443,30 @@ async fn start(State(state): State<AppState>, staff: Staff) -> Response {
         // The page does not wait long for a broker that is away: it says so.
         tokio::time::timeout(DEPTHS_WAIT, dead::depths(&state.amqp_url)),
     );
-    let depths = depths.ok().and_then(Result::ok);
-    match live {
-        Ok(live) => {
-            let now = Utc::now();
+    Ok(GlanceRead {
+        last,
+        live: live?,
+        depths: depths.ok().and_then(Result::ok),
+        now: Utc::now(),
+    })
+}
+
+async fn start(State(state): State<AppState>, staff: Staff) -> Response {
+    match read_glance(&state).await {
+        Ok(read) => {
             let page = pages::Glance {
-                this: glance::current(&state.window, now),
-                figures: kept::shown(last.as_deref(), &state.window, now, state.kept.every()),
+                this: glance::current(&state.window, read.now),
+                figures: kept::shown(
+                    read.last.as_deref(),
+                    &state.window,
+                    read.now,
+                    state.kept.every(),
+                ),
                 every: state.kept.every(),
-                live,
-                dead: depths.as_deref(),
+                live: read.live,
+                dead: read.depths.as_deref(),
                 zone: state.zone(),
-                now,
+                now: read.now,
             };
             html(pages::glance(&staff.0, &page))
         }

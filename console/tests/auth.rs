@@ -25,6 +25,7 @@ async fn nothing_but_the_login_page_static_files_and_ops_without_a_session() {
         assert_eq!(r.headers()["location"], "/login", "{path}");
     }
     for path in [
+        "/api/v1/glance",
         "/api/v1/search?q=1",
         "/api/v1/messages/x",
         "/api/v1/accounts/1000001",

@@ -318,6 +318,70 @@ async fn the_start_page_says_when_its_figures_were_counted_and_counts_them_again
 }
 
 #[tokio::test]
+async fn the_api_gives_the_start_pages_figures_with_their_state() {
+    let c = Console::start(&[
+        "--api-token",
+        API_TOKEN,
+        "--glance-refresh-seconds",
+        "1",
+        "--window-start-day",
+        "1",
+        "--window-end-day",
+        "31",
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let r = http.get(c.url("/api/v1/glance")).send().await.expect("GET");
+    assert_eq!(r.status(), 401, "no session, no token");
+    let get = || async {
+        http.get(c.url("/api/v1/glance"))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+    };
+    sqlx::query(
+        "INSERT INTO validator.messages
+           (message_id, sender, recipient, body, received_at, channel, outcome, reason, account)
+         VALUES ('gw-a', '+79004445566', '+79037672060', '1000001 45100', now(), 'sms', 'accepted', NULL, '1000001'),
+                ('gw-r', '+79004445566', '+79037672060', 'привет', now(), 'sms', 'rejected', 'bad_format', NULL)",
+    )
+    .execute(&c.owners)
+    .await
+    .expect("messages stored");
+    let committed = Utc::now();
+    // A count that began after both messages were stored.
+    let g = eventually("a fresh count after the messages", WAIT, || async {
+        let g = get().await?;
+        let as_of = g["figures"]["as_of"].as_str()?;
+        let as_of = DateTime::parse_from_rfc3339(as_of)
+            .ok()?
+            .with_timezone(&Utc);
+        (g["figures_state"] == "fresh" && as_of > committed).then_some(g)
+    })
+    .await;
+    assert_eq!(g["period"], g["figures"]["this"]["period"], "{g}");
+    assert_eq!(g["refresh_seconds"], 1, "{g}");
+    assert_eq!(g["figures"]["accepted"], 1, "{g}");
+    assert_eq!(
+        g["figures"]["refused"],
+        serde_json::json!([["bad_format", 1]]),
+        "{g}"
+    );
+    let per_day: i64 = g["figures"]["this_days"]
+        .as_array()
+        .map(|days| days.iter().filter_map(|d| d[1].as_i64()).sum())
+        .unwrap_or(-1);
+    assert_eq!(per_day, 2, "{g}");
+    assert_eq!(g["billing_backlog"], 0, "{g}");
+    assert!(g["dead_letters"].is_array(), "the test broker answers: {g}");
+    c.stop().await;
+}
+
+#[tokio::test]
 async fn the_missing_readings_report_is_downloaded_from_billing_export() {
     let env = TestEnv::new().await;
     let billing = Service::spawn(

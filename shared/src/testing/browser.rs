@@ -9,7 +9,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::{WAIT, eventually, listening_port};
+use super::{READY_WAIT, WAIT, eventually, listening_port};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -19,8 +19,9 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub struct Driver {
     child: tokio::process::Child,
     url: String,
-    _profile: tempfile::TempDir,
-    profile: PathBuf,
+    /// Chromium profiles (one per session attempt) and chromedriver's log.
+    dir: tempfile::TempDir,
+    attempts: std::sync::atomic::AtomicU32,
 }
 
 impl Driver {
@@ -31,8 +32,13 @@ impl Driver {
                 "{bin} missing: apt-get install chromium chromium-driver (scripts/test.sh does)"
             );
         }
+        let dir = tempfile::tempdir().expect("profile dir");
         let child = tokio::process::Command::new(CHROMEDRIVER)
             .arg("--port=0")
+            .arg(format!(
+                "--log-path={}",
+                dir.path().join("chromedriver.log").display()
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -40,12 +46,11 @@ impl Driver {
             .expect("chromedriver starts");
         let pid = child.id().expect("chromedriver pid");
         let port = listening_port(pid, "chromedriver").await;
-        let profile = tempfile::tempdir().expect("profile dir");
         Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            profile: profile.path().to_owned(),
-            _profile: profile,
+            dir,
+            attempts: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -71,39 +76,40 @@ impl Driver {
         browser
     }
 
-    /// A headless Chromium session with a window of `width`×`height`.
+    /// A headless Chromium session with a window of `width`×`height`. Each attempt has a
+    /// profile of its own: a Chromium left starting by a failed attempt (a busy machine:
+    /// chromedriver gives up on it) still holds its profile's lock, and a second
+    /// Chromium on the same profile would fail for that alone. On a miss the panic
+    /// quotes chromedriver's log.
     async fn window_sized(&self, width: u32, height: u32) -> Client {
-        let args = [
-            "--headless".to_owned(),
-            "--no-sandbox".to_owned(),
-            "--disable-gpu".to_owned(),
-            "--disable-quic".to_owned(),
-            "--no-first-run".to_owned(),
-            "--disable-background-networking".to_owned(),
-            "--disable-component-update".to_owned(),
-            "--disable-sync".to_owned(),
-            "--disable-dev-shm-usage".to_owned(),
-            format!("--window-size={width},{height}"),
-            "--lang=ru".to_owned(),
-            format!("--user-data-dir={}", self.profile.display()),
-        ];
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({"binary": CHROMIUM, "args": args}),
-        );
-        // A busy machine: Chromium's first start may take a while.
-        eventually("a Chromium session", WAIT, || {
-            let caps = caps.clone();
-            async move {
-                ClientBuilder::new(HttpConnector::new())
-                    .capabilities(caps)
-                    .connect(&self.url)
-                    .await
-                    .ok()
+        let until = tokio::time::Instant::now() + READY_WAIT;
+        let mut last = String::new();
+        while tokio::time::Instant::now() < until {
+            let n = self
+                .attempts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let profile = self.dir.path().join(format!("profile-{n}"));
+            let mut builder = ClientBuilder::new(HttpConnector::new());
+            builder.capabilities(capabilities(&profile, width, height));
+            match tokio::time::timeout(WAIT, builder.connect(&self.url)).await {
+                Ok(Ok(client)) => return client,
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = format!("no answer from chromedriver within {WAIT:?}"),
             }
-        })
-        .await
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        panic!(
+            "no Chromium session within {READY_WAIT:?} ({} attempts; the last: {last}); chromedriver's log ends\n{}",
+            self.attempts.load(std::sync::atomic::Ordering::Relaxed),
+            self.log_tail()
+        )
+    }
+
+    fn log_tail(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     /// A desktop-sized session (1280×800).
@@ -114,6 +120,35 @@ impl Driver {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// Headless Chromium's options: the flags a closed network needs (no background
+/// connections, updates or sync), the window size, Russian, and `profile`.
+fn capabilities(
+    profile: &std::path::Path,
+    width: u32,
+    height: u32,
+) -> serde_json::Map<String, serde_json::Value> {
+    let args = [
+        "--headless".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-quic".to_owned(),
+        "--no-first-run".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        format!("--window-size={width},{height}"),
+        "--lang=ru".to_owned(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({"binary": CHROMIUM, "args": args}),
+    );
+    caps
 }
 
 /// Waits until the current page (reloaded by `reload`) contains `text`.

@@ -55,6 +55,11 @@ pub const FAILED_AT_HEADER: &str = "x-failed-at";
 /// Header: on a retry whose delay is not a retry queue's, when it is due (Unix time in
 /// milliseconds).
 pub const NOT_BEFORE_HEADER: &str = "x-not-before";
+/// A delivery this close to its due time is due: the retry queues' TTLs run on the
+/// broker's wall clock (in milliseconds, and moved by NTP like any wall clock), so a
+/// hop can end a few milliseconds early, and another trip through a retry queue (at
+/// least 1 s) would make it far later instead.
+pub const DUE_TOLERANCE: Duration = Duration::from_millis(50);
 
 /// How long in-flight messages may run on after the broker link was lost.
 const LINK_LOST_DRAIN: Duration = Duration::from_secs(5);
@@ -671,8 +676,8 @@ fn parked_for(config: &ConsumerConfig, delivery: &Delivery, now: i64) -> Option<
     let headers = delivery.properties.headers().as_ref()?;
     let due = header_int(headers, NOT_BEFORE_HEADER)?;
     let wait = u64::try_from(due.checked_sub(now)?).ok()?;
-    // Shorter than this is not worth another trip through a retry queue.
-    (wait > 50 && !config.queue.retry.delays.is_empty()).then(|| Duration::from_millis(wait))
+    let wait = Duration::from_millis(wait);
+    (wait > DUE_TOLERANCE && !config.queue.retry.delays.is_empty()).then_some(wait)
 }
 
 /// Sends an early delivery back to a retry queue for what is left of its wait, with

@@ -19,7 +19,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::Sms;
+use super::{Sms, UserLink};
 use crate::failure::{SendFailure, excerpt, from_reqwest};
 use crate::ledger::AfterUnknown;
 use crate::report::{DlrCallback, JASMIN_DLR_LEVEL};
@@ -27,28 +27,9 @@ use crate::report::{DlrCallback, JASMIN_DLR_LEVEL};
 /// Jasmin checks `username` and `password` against `^.{1,16}$`.
 const MAX_CREDENTIAL: usize = 16;
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct JasminGateway {
-    client: reqwest::Client,
-    url: reqwest::Url,
-    user: String,
-    password: SecretString,
-    /// `SMS_SENDER`; when unset, the Jasmin user's default `source_address` applies.
-    from: Option<String>,
-    /// Where Jasmin reports each reply's fate (`DLR_BASE_URL` + `DLR_SECRET`); `None`:
-    /// no reports asked for (`dlr=no`).
-    reports: Option<DlrCallback>,
-}
-
-impl std::fmt::Debug for JasminGateway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JasminGateway")
-            .field("url", &self.url.as_str())
-            .field("user", &self.user)
-            .field("from", &self.from)
-            .field("reports", &self.reports.is_some())
-            .finish_non_exhaustive()
-    }
+    link: UserLink,
 }
 
 impl JasminGateway {
@@ -69,33 +50,20 @@ impl JasminGateway {
             (1..=MAX_CREDENTIAL).contains(&chars(password.expose_secret())),
             "JASMIN_PASSWORD must be 1–{MAX_CREDENTIAL} characters (Jasmin refuses longer ones)"
         );
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            // A fresh connection per SMS, as for Kannel: a kept-alive one that Jasmin
-            // closed meanwhile could fail mid-request and read as "unknown", never resent.
-            .pool_max_idle_per_host(0)
-            // Certificates checked as on every link (shared::tls).
-            .tls_backend_preconfigured(shared::tls::client_config()?)
-            .build()?;
         Ok(JasminGateway {
-            client,
-            url,
-            user,
-            password,
-            from,
-            reports,
+            link: UserLink::new(url, user, password, from, reports, timeout)?,
         })
     }
 
     pub fn reports(&self) -> bool {
-        self.reports.is_some()
+        self.link.reports.is_some()
     }
 
     pub async fn send(&self, sms: &Sms) -> Result<(), SendFailure> {
         let response = self
+            .link
             .client
-            .post(self.url.clone())
+            .post(self.link.url.clone())
             .form(&self.form(sms))
             .send()
             .await
@@ -114,16 +82,16 @@ impl JasminGateway {
     /// The `/send` form: in the body, so the password stays out of access logs.
     fn form(&self, sms: &Sms) -> Vec<(&'static str, String)> {
         let mut form = vec![
-            ("username", self.user.clone()),
-            ("password", self.password.expose_secret().to_owned()),
+            ("username", self.link.user.clone()),
+            ("password", self.link.password.expose_secret().to_owned()),
             ("to", sms.to.as_str().to_owned()),
             ("coding", "8".to_owned()),
             ("hex-content", ucs2_hex(&sms.text)),
         ];
-        if let Some(from) = &self.from {
+        if let Some(from) = &self.link.from {
             form.push(("from", from.clone()));
         }
-        match &self.reports {
+        match &self.link.reports {
             Some(reports) => {
                 form.push(("dlr", "yes".to_owned()));
                 form.push(("dlr-level", JASMIN_DLR_LEVEL.to_owned()));

@@ -11,33 +11,14 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::Sms;
+use super::{Sms, UserLink};
 use crate::failure::{SendFailure, excerpt, from_reqwest};
 use crate::ledger::AfterUnknown;
 use crate::report::{DlrCallback, KANNEL_DLR_MASK};
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct KannelGateway {
-    client: reqwest::Client,
-    url: reqwest::Url,
-    user: String,
-    password: SecretString,
-    /// `SMS_SENDER`; when unset, the sendsms-user's `default-sender` applies.
-    from: Option<String>,
-    /// Where Kannel reports each reply's fate (`DLR_BASE_URL` + `DLR_SECRET`); `None`:
-    /// no reports asked for.
-    reports: Option<DlrCallback>,
-}
-
-impl std::fmt::Debug for KannelGateway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KannelGateway")
-            .field("url", &self.url.as_str())
-            .field("user", &self.user)
-            .field("from", &self.from)
-            .field("reports", &self.reports.is_some())
-            .finish_non_exhaustive()
-    }
+    link: UserLink,
 }
 
 impl KannelGateway {
@@ -49,40 +30,30 @@ impl KannelGateway {
         reports: Option<DlrCallback>,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            // A fresh connection per SMS: a kept-alive one that Kannel closed meanwhile
-            // could fail mid-request and read as "unknown", which Kannel never resends.
-            .pool_max_idle_per_host(0)
-            // Certificates checked as on every link (shared::tls).
-            .tls_backend_preconfigured(shared::tls::client_config()?)
-            .build()?;
         Ok(KannelGateway {
-            client,
-            url,
-            user,
-            password,
-            from,
-            reports,
+            link: UserLink::new(url, user, password, from, reports, timeout)?,
         })
     }
 
     pub fn reports(&self) -> bool {
-        self.reports.is_some()
+        self.link.reports.is_some()
     }
 
     pub async fn send(&self, sms: &Sms) -> Result<(), SendFailure> {
-        let dlr_url = self.reports.as_ref().map(|r| r.kannel_url(&sms.reply_to));
+        let dlr_url = self
+            .link
+            .reports
+            .as_ref()
+            .map(|r| r.kannel_url(&sms.reply_to));
         let mut query: Vec<(&str, &str)> = vec![
-            ("username", &self.user),
-            ("password", self.password.expose_secret()),
+            ("username", &self.link.user),
+            ("password", self.link.password.expose_secret()),
             ("to", sms.to.as_str()),
             ("text", &sms.text),
             ("charset", "UTF-8"),
             ("coding", "2"),
         ];
-        if let Some(from) = &self.from {
+        if let Some(from) = &self.link.from {
             query.push(("from", from));
         }
         if let Some(url) = &dlr_url {
@@ -90,8 +61,9 @@ impl KannelGateway {
             query.push(("dlr-url", url));
         }
         let response = self
+            .link
             .client
-            .get(self.url.clone())
+            .get(self.link.url.clone())
             .query(&query)
             .send()
             .await

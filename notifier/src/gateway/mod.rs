@@ -10,6 +10,7 @@ mod kannel;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use secrecy::SecretString;
 use shared::phone::PhoneNumber;
 use uuid::Uuid;
 
@@ -44,6 +45,61 @@ pub fn idempotency_key(message_id: &str) -> String {
         format!("reply:{message_id}").as_bytes(),
     )
     .to_string()
+}
+
+/// What Kannel's `sendsms` and Jasmin's `/send` both take: a URL, a user's
+/// credentials, the sender, where to report each reply's fate, and a client.
+#[derive(Clone)]
+struct UserLink {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    user: String,
+    password: SecretString,
+    /// `SMS_SENDER`; when unset, the gateway user's default sender applies.
+    from: Option<String>,
+    /// Where the gateway reports each reply's fate (`DLR_BASE_URL` + `DLR_SECRET`);
+    /// `None`: no reports asked for.
+    reports: Option<DlrCallback>,
+}
+
+impl std::fmt::Debug for UserLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserLink")
+            .field("url", &self.url.as_str())
+            .field("user", &self.user)
+            .field("from", &self.from)
+            .field("reports", &self.reports.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserLink {
+    fn new(
+        url: reqwest::Url,
+        user: String,
+        password: SecretString,
+        from: Option<String>,
+        reports: Option<DlrCallback>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            // A fresh connection per SMS: a kept-alive one that the gateway closed
+            // meanwhile could fail mid-request and read as "unknown", never resent.
+            .pool_max_idle_per_host(0)
+            // Certificates checked as on every link (shared::tls).
+            .tls_backend_preconfigured(shared::tls::client_config()?)
+            .build()?;
+        Ok(UserLink {
+            client,
+            url,
+            user,
+            password,
+            from,
+            reports,
+        })
+    }
 }
 
 /// The configured transport.

@@ -1,7 +1,7 @@
 # Shared set-up steps for scripts/test.sh and scripts/run-local.sh (sourced, not run).
 # Installs what is missing on a Debian/Ubuntu machine and starts the services.
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+log() { printf '\033[1m==> %s %s\033[0m\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 SUDO=""

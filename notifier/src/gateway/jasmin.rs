@@ -14,15 +14,13 @@
 //! `/send` has no idempotency key: two requests are two SMS. So a request that went
 //! out without an answer is not repeated ([`AfterUnknown::GiveUp`](crate::ledger::AfterUnknown)).
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::{Sms, UserLink};
 use crate::failure::{SendFailure, excerpt, from_reqwest};
 use crate::ledger::AfterUnknown;
-use crate::report::{DlrCallback, JASMIN_DLR_LEVEL};
+use crate::report::JASMIN_DLR_LEVEL;
 
 /// Jasmin checks `username` and `password` against `^.{1,16}$`.
 const MAX_CREDENTIAL: usize = 16;
@@ -33,26 +31,18 @@ pub struct JasminGateway {
 }
 
 impl JasminGateway {
-    pub fn new(
-        url: reqwest::Url,
-        user: String,
-        password: SecretString,
-        from: Option<String>,
-        reports: Option<DlrCallback>,
-        timeout: Duration,
-    ) -> anyhow::Result<Self> {
+    /// Refuses credentials Jasmin would refuse on every request.
+    pub(super) fn new(link: UserLink) -> anyhow::Result<Self> {
         let chars = |s: &str| s.chars().count();
         anyhow::ensure!(
-            (1..=MAX_CREDENTIAL).contains(&chars(&user)),
+            (1..=MAX_CREDENTIAL).contains(&chars(&link.user)),
             "JASMIN_USER must be 1–{MAX_CREDENTIAL} characters (Jasmin refuses longer ones)"
         );
         anyhow::ensure!(
-            (1..=MAX_CREDENTIAL).contains(&chars(password.expose_secret())),
+            (1..=MAX_CREDENTIAL).contains(&chars(link.password.expose_secret())),
             "JASMIN_PASSWORD must be 1–{MAX_CREDENTIAL} characters (Jasmin refuses longer ones)"
         );
-        Ok(JasminGateway {
-            link: UserLink::new(url, user, password, from, reports, timeout)?,
-        })
+        Ok(JasminGateway { link })
     }
 
     pub fn reports(&self) -> bool {
@@ -136,6 +126,8 @@ fn classify(status: StatusCode, body: &str) -> Result<String, SendFailure> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::failure::FailureKind;
 
@@ -204,7 +196,7 @@ mod tests {
     fn credentials_longer_than_jasmin_takes_are_refused_at_start() {
         let url: reqwest::Url = "http://jasmin:1401/send".parse().expect("url");
         let gw = |user: &str, password: &str| {
-            JasminGateway::new(
+            let link = UserLink::new(
                 url.clone(),
                 user.into(),
                 password.to_owned().into(),
@@ -212,6 +204,8 @@ mod tests {
                 None,
                 Duration::from_secs(5),
             )
+            .expect("a link");
+            JasminGateway::new(link)
         };
         assert!(gw("notifier", "secret").is_ok());
         assert!(gw("a-user-name-of-17", "secret").is_err());

@@ -6,15 +6,13 @@
 //! sendsms has no idempotency key: two requests are two SMS. So a request that went
 //! out without an answer is not repeated ([`AfterUnknown::GiveUp`](crate::ledger::AfterUnknown)).
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::{Sms, UserLink};
 use crate::failure::{SendFailure, excerpt, from_reqwest};
 use crate::ledger::AfterUnknown;
-use crate::report::{DlrCallback, KANNEL_DLR_MASK};
+use crate::report::KANNEL_DLR_MASK;
 
 #[derive(Debug, Clone)]
 pub struct KannelGateway {
@@ -22,17 +20,8 @@ pub struct KannelGateway {
 }
 
 impl KannelGateway {
-    pub fn new(
-        url: reqwest::Url,
-        user: String,
-        password: SecretString,
-        from: Option<String>,
-        reports: Option<DlrCallback>,
-        timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        Ok(KannelGateway {
-            link: UserLink::new(url, user, password, from, reports, timeout)?,
-        })
+    pub(super) fn new(link: UserLink) -> Self {
+        KannelGateway { link }
     }
 
     pub fn reports(&self) -> bool {

@@ -135,7 +135,7 @@ impl SmsGateway {
                     .context("SMS_GATEWAY=http needs SMS_SENDER (the `from` of replies)")?,
                 timeout,
             )?),
-            GatewayKind::Kannel => SmsGateway::Kannel(KannelGateway::new(
+            GatewayKind::Kannel => SmsGateway::Kannel(KannelGateway::new(UserLink::new(
                 config
                     .kannel_sendsms_url
                     .clone()
@@ -151,8 +151,8 @@ impl SmsGateway {
                 config.sms_sender.clone(),
                 dlr_callback(reports, "Kannel"),
                 timeout,
-            )?),
-            GatewayKind::Jasmin => SmsGateway::Jasmin(JasminGateway::new(
+            )?)),
+            GatewayKind::Jasmin => SmsGateway::Jasmin(JasminGateway::new(UserLink::new(
                 config
                     .jasmin_send_url
                     .clone()
@@ -168,7 +168,7 @@ impl SmsGateway {
                 config.sms_sender.clone(),
                 dlr_callback(reports, "Jasmin"),
                 timeout,
-            )?),
+            )?)?),
         })
     }
 

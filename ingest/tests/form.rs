@@ -16,6 +16,7 @@ async fn spawn_app(amqp_url: &str, max_body: u32, per_minute: u32) -> Service {
         max_body_bytes: max_body,
         form_rate_per_minute: per_minute,
         form_client_ip_header: Some("X-Forwarded-For".into()),
+        channels: ingest::ChannelTokens::default(),
         broker: BrokerConfig {
             amqp_url: amqp_url.into(),
         },
@@ -360,6 +361,8 @@ async fn the_answer_page_shows_the_decision_that_arrives_in_time() {
                 channel: Channel::Web,
                 email: None,
                 supersedes: None,
+                from: None,
+                chat: None,
             })
         } else {
             Event::ReadingRejected(ReadingRejected {
@@ -370,6 +373,7 @@ async fn the_answer_page_shows_the_decision_that_arrives_in_time() {
                 reply: Some("Счётчик двухтарифный: укажите день и ночь".into()),
                 received_at: sms.received_at,
                 channel: Channel::Web,
+                chat: None,
             })
         };
         broker.publish(&decision).await;

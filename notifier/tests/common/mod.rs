@@ -174,6 +174,7 @@ pub fn rejected(message_id: &str, from: &str, reply: Option<&str>) -> Event {
         reply: reply.map(str::to_owned),
         received_at: DateTime::parse_from_rfc3339("2026-11-20T10:00:00+05:00").expect("time"),
         channel: Channel::Sms,
+        chat: None,
     })
 }
 
@@ -190,5 +191,7 @@ pub fn accepted(reading_id: Uuid, email: Option<&str>, values: Vec<u64>) -> Even
         channel: Channel::Sms,
         email: email.map(str::to_owned),
         supersedes: None,
+        from: None,
+        chat: None,
     })
 }

@@ -22,6 +22,7 @@
 //! for them, so they are generous. Wait on a condition with [`eventually`], never
 //! on a fixed sleep.
 
+pub mod bots;
 mod broker;
 #[cfg(feature = "browser")]
 pub mod browser;

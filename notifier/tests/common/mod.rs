@@ -53,6 +53,7 @@ pub fn config(env: &TestEnv, scratch: &tempfile::TempDir) -> notifier::Config {
             reply_daily_cap_per_number: 5,
             reply_hourly_budget: 2000,
         },
+        bots: notifier::bots::BotConfig::default(),
         broker: BrokerConfig {
             amqp_url: env.amqp_url.clone().into(),
         },

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{CABINET_TOKEN, taken};
-use shared::events::{Channel, Event, ReadingAccepted, ReadingRejected, RejectReason};
+use shared::events::{Channel, Event, RejectReason};
 use shared::testing::{Broker, Service, TestEnv};
 
 fn reading(request_id: &str) -> serde_json::Value {
@@ -63,31 +63,13 @@ async fn the_cabinet_gets_the_validators_decision_in_the_response() {
         assert_eq!(sms.to, "cabinet");
         assert_eq!(sms.text, "1000001 45100 12100");
         let decision = if accept {
-            Event::ReadingAccepted(ReadingAccepted {
-                reading_id: uuid::Uuid::new_v4(),
-                message_id: sms.message_id.clone(),
-                account: "1000001".into(),
-                meter: "M-1".into(),
-                period: "2026-12".parse().expect("period"),
-                values: vec![45100, 12100],
-                received_at: sms.received_at,
-                channel: Channel::Cabinet,
-                email: None,
-                supersedes: None,
-                from: Some(sms.from.clone()),
-                chat: None,
-            })
+            common::accepted(&sms, "2026-12", vec![45100, 12100])
         } else {
-            Event::ReadingRejected(ReadingRejected {
-                message_id: sms.message_id.clone(),
-                from: sms.from.clone(),
-                account: Some("1000001".into()),
-                reason: RejectReason::ReadingDecreased,
-                reply: Some("Показание 45100 меньше прошлого: проверьте".into()),
-                received_at: sms.received_at,
-                channel: Channel::Cabinet,
-                chat: None,
-            })
+            common::rejected(
+                &sms,
+                RejectReason::ReadingDecreased,
+                "Показание 45100 меньше прошлого: проверьте",
+            )
         };
         broker.publish(&decision).await;
         broker.close().await;

@@ -141,6 +141,11 @@ async fn a_wrong_bot_token_is_refused_not_retried() {
     let telegram = BotApi::telegram("7000000001:another-bots-token").await;
     let max = BotApi::max("another-max-token").await;
     let clients = clients(&telegram, &max, Duration::from_secs(30));
+    let shown = format!("{clients:?}");
+    assert!(
+        !shown.contains(TELEGRAM_TOKEN) && !shown.contains(MAX_TOKEN),
+        "{shown}"
+    );
     for platform in [Platform::Telegram, Platform::Max] {
         let failure = clients
             .send(platform, &answer("182182182", ACCEPTED, false))

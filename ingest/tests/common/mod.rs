@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
+use shared::events::{Event, ReadingAccepted, ReadingRejected, RejectReason, SmsReceived};
 use shared::testing::{Broker, Service, Taken, TestEnv};
 use shared::token::Tokens;
 
@@ -67,4 +68,37 @@ pub async fn taken(env: &TestEnv) -> Vec<Taken> {
     }
     broker.close().await;
     all
+}
+
+/// The validator's decision on `sms`, as a test plays the validator: accepted for
+/// account 1000001 in `period` with `values`.
+pub fn accepted(sms: &SmsReceived, period: &str, values: Vec<u64>) -> Event {
+    Event::ReadingAccepted(ReadingAccepted {
+        reading_id: uuid::Uuid::new_v4(),
+        message_id: sms.message_id.clone(),
+        account: "1000001".into(),
+        meter: "M-1".into(),
+        period: period.parse().expect("period"),
+        values,
+        received_at: sms.received_at,
+        channel: sms.channel,
+        email: None,
+        supersedes: None,
+        from: Some(sms.from.clone()),
+        chat: sms.chat.clone(),
+    })
+}
+
+/// The validator's refusal of `sms` for account 1000001.
+pub fn rejected(sms: &SmsReceived, reason: RejectReason, reply: &str) -> Event {
+    Event::ReadingRejected(ReadingRejected {
+        message_id: sms.message_id.clone(),
+        from: sms.from.clone(),
+        account: Some("1000001".into()),
+        reason,
+        reply: Some(reply.to_owned()),
+        received_at: sms.received_at,
+        channel: sms.channel,
+        chat: sms.chat.clone(),
+    })
 }

@@ -13,9 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    AFTER_UNKNOWN, Answered, CONTACT_BUTTON, ChatAnswer, chat_number, endpoint, http_client,
+    Answered, CONTACT_BUTTON, ChatAnswer, answered, chat_number, endpoint, http_client, verdict,
 };
-use crate::failure::{SendFailure, excerpt, from_reqwest};
+use crate::failure::{SendFailure, excerpt};
 
 #[derive(Clone)]
 pub struct MaxClient {
@@ -62,21 +62,12 @@ impl MaxClient {
         let mut url = self.messages_url.clone();
         url.query_pairs_mut()
             .append_pair("chat_id", &chat.to_string());
-        let response = self
+        let request = self
             .client
             .post(url)
             .header(AUTHORIZATION, self.token.expose_secret())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| from_reqwest(e, AFTER_UNKNOWN))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(Answered::Sent);
-        }
-        let header_wait = shared::retry_after::parse(response.headers(), chrono::Utc::now());
-        let text = shared::peer::error_body(response).await;
-        classify(status, &text, header_wait)
+            .json(&body);
+        answered(request, classify).await
     }
 }
 
@@ -93,15 +84,7 @@ fn classify(
         (None, Some(message)) => message.clone(),
         (None, None) => excerpt(body),
     };
-    let what = || anyhow::anyhow!("MAX answered {status}: {words}");
-    match status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
-            Err(SendFailure::retry(what()).not_before(header_wait))
-        }
-        StatusCode::FORBIDDEN => Ok(Answered::Blocked(words)),
-        s if s.is_server_error() => Err(SendFailure::retry(what()).not_before(header_wait)),
-        _ => Err(SendFailure::refused(what())),
-    }
+    verdict("MAX", status, words, header_wait)
 }
 
 #[cfg(test)]

@@ -211,6 +211,50 @@ fn endpoint(base: &reqwest::Url, segments: &[&str]) -> anyhow::Result<reqwest::U
     Ok(url)
 }
 
+/// Sends `request` and reads the platform's answer: a `2xx` is sent; otherwise its
+/// status, body (read up to a bound) and `Retry-After` go to the platform's
+/// `classify`. A failure on the way is mapped as every peer's is (`from_reqwest`,
+/// which also drops the URL and with it Telegram's token).
+async fn answered(
+    request: reqwest::RequestBuilder,
+    classify: fn(reqwest::StatusCode, &str, Option<Duration>) -> Result<Answered, SendFailure>,
+) -> Result<Answered, SendFailure> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| crate::failure::from_reqwest(e, AFTER_UNKNOWN))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(Answered::Sent);
+    }
+    let wait = shared::retry_after::parse(response.headers(), chrono::Utc::now());
+    let body = shared::peer::error_body(response).await;
+    classify(status, &body, wait)
+}
+
+/// What a refusal means — the same for both platforms once each has read its error
+/// object into the platform's `words` and the `wait` it asked for: `429` and `408`
+/// retry later, not before the wait; `403` (blocked, stopped, deleted) is settled;
+/// `5xx` retry later; any other status never succeeds.
+fn verdict(
+    platform: &str,
+    status: reqwest::StatusCode,
+    words: String,
+    wait: Option<Duration>,
+) -> Result<Answered, SendFailure> {
+    use reqwest::StatusCode;
+    let what = || anyhow::anyhow!("{platform} answered {status}: {words}");
+    let wait = wait.map(|w| w.min(shared::retry_after::MAX));
+    match status {
+        StatusCode::FORBIDDEN => Ok(Answered::Blocked(words)),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
+            Err(SendFailure::retry(what()).not_before(wait))
+        }
+        s if s.is_server_error() => Err(SendFailure::retry(what()).not_before(wait)),
+        _ => Err(SendFailure::refused(what())),
+    }
+}
+
 /// The chat id as the number both APIs take; anything else can never be sent to.
 fn chat_number(chat: &str) -> Result<i64, SendFailure> {
     chat.parse().map_err(|_| {

@@ -292,44 +292,37 @@ mod tests {
             .collect()
     }
 
+    /// The waits of sends to `chats` on a schedule with nothing taken yet.
+    fn fresh(platform: Platform, chats: &[&str]) -> Vec<(char, u128)> {
+        waits(&schedule(
+            t0(),
+            platform.pace(),
+            HORIZON,
+            &mut Lanes::default(),
+            chats,
+        ))
+    }
+
     #[test]
     fn different_chats_go_a_thirtieth_of_a_second_apart() {
-        let mut lanes = Lanes::default();
-        let slots = schedule(
-            t0(),
-            Platform::Telegram.pace(),
-            HORIZON,
-            &mut lanes,
-            &["1", "2", "3"],
+        assert_eq!(
+            fresh(Platform::Telegram, &["1", "2", "3"]),
+            vec![('a', 0), ('a', 33), ('a', 66)]
         );
-        assert_eq!(waits(&slots), vec![('a', 0), ('a', 33), ('a', 66)]);
     }
 
     #[test]
     fn one_chats_answers_go_a_second_apart_in_order_and_do_not_hold_up_the_others() {
-        let mut lanes = Lanes::default();
-        let slots = schedule(
-            t0(),
-            Platform::Telegram.pace(),
-            HORIZON,
-            &mut lanes,
-            &["1", "1", "2", "1", "3"],
-        );
         // Chat 1 at 0, 1 s, 2 s; chats 2 and 3 take the slots right after the first.
         assert_eq!(
-            waits(&slots),
+            fresh(Platform::Telegram, &["1", "1", "2", "1", "3"]),
             vec![('a', 0), ('a', 1000), ('a', 33), ('a', 2000), ('a', 66)]
         );
         // MAX's chats take two a second.
-        let mut lanes = Lanes::default();
-        let slots = schedule(
-            t0(),
-            Platform::Max.pace(),
-            HORIZON,
-            &mut lanes,
-            &["9", "9", "9"],
+        assert_eq!(
+            fresh(Platform::Max, &["9", "9", "9"]),
+            vec![('a', 0), ('a', 500), ('a', 1000)]
         );
-        assert_eq!(waits(&slots), vec![('a', 0), ('a', 500), ('a', 1000)]);
     }
 
     #[test]

@@ -10,9 +10,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    AFTER_UNKNOWN, Answered, CONTACT_BUTTON, ChatAnswer, chat_number, endpoint, http_client,
+    Answered, CONTACT_BUTTON, ChatAnswer, answered, chat_number, endpoint, http_client, verdict,
 };
-use crate::failure::{SendFailure, excerpt, from_reqwest};
+use crate::failure::{SendFailure, excerpt};
 
 #[derive(Clone)]
 pub struct TelegramClient {
@@ -65,21 +65,11 @@ impl TelegramClient {
                 "resize_keyboard": true,
             });
         }
-        let response = self
-            .client
-            .post(self.send_url.clone())
-            .json(&body)
-            .send()
-            .await
-            // `from_reqwest` drops the URL, and with it the token.
-            .map_err(|e| from_reqwest(e, AFTER_UNKNOWN))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(Answered::Sent);
-        }
-        let header_wait = shared::retry_after::parse(response.headers(), chrono::Utc::now());
-        let text = shared::peer::error_body(response).await;
-        classify(status, &text, header_wait)
+        answered(
+            self.client.post(self.send_url.clone()).json(&body),
+            classify,
+        )
+        .await
     }
 }
 
@@ -91,22 +81,13 @@ fn classify(
 ) -> Result<Answered, SendFailure> {
     let error: TelegramError = serde_json::from_str(body).unwrap_or_default();
     let words = error.description.clone().unwrap_or_else(|| excerpt(body));
-    let what = || anyhow::anyhow!("Telegram answered {status}: {words}");
-    match status {
-        StatusCode::TOO_MANY_REQUESTS => {
-            let asked = error
-                .parameters
-                .and_then(|p| p.retry_after)
-                .map(Duration::from_secs)
-                .or(header_wait)
-                .map(|wait| wait.min(shared::retry_after::MAX));
-            Err(SendFailure::retry(what()).not_before(asked))
-        }
-        StatusCode::FORBIDDEN => Ok(Answered::Blocked(words)),
-        StatusCode::REQUEST_TIMEOUT => Err(SendFailure::retry(what())),
-        s if s.is_server_error() => Err(SendFailure::retry(what()).not_before(header_wait)),
-        _ => Err(SendFailure::refused(what())),
-    }
+    // Flood control says how long in its `parameters`; a header is the fall-back.
+    let wait = error
+        .parameters
+        .and_then(|p| p.retry_after)
+        .map(Duration::from_secs)
+        .or(header_wait);
+    verdict("Telegram", status, words, wait)
 }
 
 #[cfg(test)]

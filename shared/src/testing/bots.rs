@@ -180,23 +180,13 @@ impl BotApi {
     }
 
     async fn start(platform: Platform, token: &str) -> BotApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the bot API double");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
         let double = Arc::new(Double {
             platform,
             token: token.to_owned(),
             inner: Mutex::new(Inner::default()),
         });
         let app = Router::new().fallback(answer).with_state(double.clone());
-        let stop = CancellationToken::new();
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(until.cancelled_owned())
-                .await;
-        });
+        let (url, stop) = super::serve_double(app).await;
         BotApi { double, url, stop }
     }
 

@@ -98,14 +98,7 @@ mod tests {
 
     #[test]
     fn every_channel_has_its_words() {
-        for c in [
-            Channel::Sms,
-            Channel::Paper,
-            Channel::Web,
-            Channel::Cabinet,
-            Channel::Telegram,
-            Channel::Max,
-        ] {
+        for c in Channel::ALL {
             assert_ne!(super::channel(c.as_str()), "другой канал", "{c:?}");
         }
     }

@@ -76,6 +76,17 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every channel (`e2e/tests/docs/contract.rs` holds the list to the enum with an
+    /// exhaustive `match`).
+    pub const ALL: [Channel; 6] = [
+        Channel::Sms,
+        Channel::Paper,
+        Channel::Web,
+        Channel::Cabinet,
+        Channel::Telegram,
+        Channel::Max,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Sms => "sms",
@@ -451,7 +462,14 @@ mod tests {
         old.as_object_mut().expect("object").remove("from");
         let back = Event::from_json(old.to_string().as_bytes()).expect("decodes");
         assert_eq!(back, samples()[1]);
-        for channel in [Channel::Cabinet, Channel::Telegram, Channel::Max] {
+        for channel in Channel::ALL {
+            assert_eq!(
+                serde_json::from_value::<Channel>(serde_json::Value::String(
+                    channel.as_str().into()
+                ))
+                .ok(),
+                Some(channel)
+            );
             assert_eq!(
                 serde_json::to_value(channel).expect("json"),
                 serde_json::Value::String(channel.as_str().into())

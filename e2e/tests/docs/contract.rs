@@ -30,14 +30,7 @@ fn first_spans(rows: &[Vec<String>], column: usize) -> Vec<String> {
 
 /// Every channel, with a `match` that stops compiling when one is added.
 fn every_channel() -> Vec<Channel> {
-    let all = vec![
-        Channel::Sms,
-        Channel::Paper,
-        Channel::Web,
-        Channel::Cabinet,
-        Channel::Telegram,
-        Channel::Max,
-    ];
+    let all = Channel::ALL.to_vec();
     for c in &all {
         match c {
             Channel::Sms

@@ -95,6 +95,8 @@ impl Slip {
             text: self.text(),
             received_at: Utc::now().fixed_offset(),
             channel: Channel::Paper,
+            chat: None,
+            contact: None,
         })
     }
 

@@ -34,6 +34,9 @@ pub fn channel(channel: &str) -> &'static str {
         "sms" => "SMS",
         "paper" => "бумажный бланк",
         "web" => "форма на сайте",
+        "cabinet" => "личный кабинет",
+        "telegram" => "Telegram",
+        "max" => "MAX",
         _ => "другой канал",
     }
 }
@@ -87,4 +90,16 @@ pub fn time(at: DateTime<Utc>, zone: Tz) -> String {
     at.with_timezone(&zone)
         .format("%d.%m.%Y %H:%M:%S")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::events::Channel;
+
+    #[test]
+    fn every_channel_has_its_words() {
+        for c in Channel::ALL {
+            assert_ne!(super::channel(c.as_str()), "другой канал", "{c:?}");
+        }
+    }
 }

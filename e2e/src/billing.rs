@@ -39,23 +39,13 @@ pub struct BillingDouble {
 
 impl BillingDouble {
     pub async fn start() -> BillingDouble {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind billing double");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
         let inner = Arc::new(Mutex::new(Inner::default()));
         // `/readings` plays the billing system, `/sms` an SMS aggregator's send API.
         let app = Router::new()
             .route("/readings", post(readings))
             .route("/sms", post(readings))
             .with_state(inner.clone());
-        let stop = CancellationToken::new();
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(until.cancelled_owned())
-                .await;
-        });
+        let (url, stop) = shared::testing::serve_double(app).await;
         BillingDouble { inner, url, stop }
     }
 

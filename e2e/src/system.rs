@@ -24,6 +24,9 @@ use shared::testing::{
 pub const TOKEN: &str = "e2e-ingest-token-0123";
 /// The bearer token of the exports (EXPORT_TOKEN).
 pub const EXPORT_TOKEN: &str = "e2e-export-token-0123";
+/// The secrets the bots' webhooks take (`TELEGRAM_WEBHOOK_SECRET`, `MAX_WEBHOOK_SECRET`).
+pub const TELEGRAM_SECRET: &str = "e2e-telegram-secret-0123";
+pub const MAX_SECRET: &str = "e2e-max-secret-0123";
 pub const SERVICES: [&str; 4] = ["ingest", "validator", "notifier", "billing-export"];
 
 /// The most replicas of one service a system runs.
@@ -310,6 +313,11 @@ impl System {
             ("SHUTDOWN_GRACE_SECONDS".into(), "30".into()),
             ("INGEST_TOKEN".into(), TOKEN.into()),
             ("EXPORT_TOKEN".into(), EXPORT_TOKEN.into()),
+            ("TELEGRAM_WEBHOOK_SECRET".into(), TELEGRAM_SECRET.into()),
+            ("MAX_WEBHOOK_SECRET".into(), MAX_SECRET.into()),
+            // The gateways' token opens the cabinet's endpoint too here, so that a
+            // client with one bearer (schemathesis) reaches every ingest operation.
+            ("CABINET_TOKEN".into(), TOKEN.into()),
             ("EXPORT_DIR".into(), self.export_dir().display().to_string()),
             ("SMS_SENDER".into(), "7377".into()),
             (

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use e2e::drill::plan::Rng;
-use e2e::system::TOKEN;
+use e2e::system::{MAX_SECRET, TELEGRAM_SECRET, TOKEN};
 use e2e::{BillingDouble, Gateway, System, fixtures};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -33,8 +33,8 @@ use shared::testing::eventually;
 
 use fuzz::{fuzz_cases, run_fuzz};
 use http::{
-    Answer, Probe, export_probes, kannel_probes, ops_probes, post_sms_probes, protocol_probes,
-    request, send,
+    Answer, Probe, chat_and_cabinet_probes, export_probes, kannel_probes, ops_probes,
+    post_sms_probes, protocol_probes, request, send,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -47,6 +47,7 @@ async fn http_garbage_is_refused_with_4xx_and_the_services_stay_up() {
     let mut rng = Rng::new(20261120);
     let mut probes = post_sms_probes(&mut rng);
     probes.extend(kannel_probes(&mut rng));
+    probes.extend(chat_and_cabinet_probes(&mut rng));
     probes.extend(export_probes(&mut rng));
     probes.extend(ops_probes(&mut rng));
     probes.extend(protocol_probes(&mut rng));
@@ -551,6 +552,14 @@ async fn schemathesis_every_endpoint() {
             .arg(reports.path().join(format!("{service}.xml")));
         if !token.is_empty() {
             cmd.args(["--header", &format!("Authorization: Bearer {token}")]);
+        }
+        if service == "ingest" {
+            // The bots' webhooks take their platform's secret header, not a bearer.
+            cmd.args([
+                "--header",
+                &format!("X-Telegram-Bot-Api-Secret-Token: {TELEGRAM_SECRET}"),
+            ])
+            .args(["--header", &format!("X-Max-Bot-Api-Secret: {MAX_SECRET}")]);
         }
         if !cookie.is_empty() {
             cmd.args(["--header", &format!("Cookie: {cookie}")]);

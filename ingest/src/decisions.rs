@@ -1,9 +1,10 @@
 //! How the web form's answer page learns the validator's decision without reading
 //! another service's database: each ingest process binds its own exclusive,
 //! auto-delete, server-named queue to `reading.accepted` and `reading.rejected` on
-//! `meter.events` (a third party's queue, SPEC §4.2), keeps only the `web` channel's
-//! decisions and broadcasts them in-process. `POST /form` subscribes before it
-//! publishes and waits up to [`WAIT`] for its message id; past that the page says the
+//! `meter.events` (a third party's queue, SPEC §4.2), keeps only the decisions of the
+//! channels that wait for them — the web form (`web`) and the personal cabinet
+//! (`cabinet`) — and broadcasts them in-process. `POST /form` and `POST /v1/readings`
+//! subscribe before they publish and wait up to [`WAIT`] for their message id; past that the page says the
 //! reading is being checked (and that the result comes by e-mail when one was given).
 //! Nothing is stored: a decision nobody waits for is dropped. Each replica has its own
 //! queue, so whichever replica answered the post sees the decision.
@@ -31,6 +32,11 @@ pub enum Decision {
         reason: RejectReason,
         reply: Option<String>,
     },
+}
+
+/// Whether someone in ingest waits for this channel's decisions.
+fn waits(channel: Channel) -> bool {
+    matches!(channel, Channel::Web | Channel::Cabinet)
 }
 
 #[derive(Clone)]
@@ -73,14 +79,14 @@ impl Decisions {
 
     fn offer(&self, body: &[u8]) {
         let decision = match Event::from_json(body) {
-            Ok(Event::ReadingAccepted(a)) if a.channel == Channel::Web => (
+            Ok(Event::ReadingAccepted(a)) if waits(a.channel) => (
                 a.message_id,
                 Decision::Accepted {
                     account: a.account,
                     period: a.period.to_string(),
                 },
             ),
-            Ok(Event::ReadingRejected(r)) if r.channel == Channel::Web => (
+            Ok(Event::ReadingRejected(r)) if waits(r.channel) => (
                 r.message_id,
                 Decision::Rejected {
                     reason: r.reason,

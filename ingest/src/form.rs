@@ -236,6 +236,8 @@ impl Reading {
             text: self.text(),
             received_at: Utc::now().fixed_offset(),
             channel: Channel::Web,
+            chat: None,
+            contact: None,
         }
     }
 }

@@ -3,9 +3,13 @@
 //! after the broker confirmed the message as persisted; when the broker cannot take
 //! it, `503` with `Retry-After`, so the gateway retries and nothing is lost. Ingest
 //! keeps no state of its own: duplicates are settled downstream by `message_id`.
-//! It also serves the residents' public web form (`form`, SPEC §4.9), which learns
-//! the validator's decisions from its own auto-delete queue (`decisions`).
+//! It also serves the residents' public web form (`form`, SPEC §4.9) and the
+//! retailer's personal cabinet (`cabinet`), which learn the validator's decisions from
+//! their own auto-delete queue (`decisions`), and the Telegram and MAX bots' webhooks
+//! (`bots`), whose messages are answered in their chats by the notifier.
 
+mod bots;
+mod cabinet;
 mod decisions;
 pub mod form;
 mod jasmin;
@@ -52,10 +56,36 @@ pub struct Config {
     pub form_client_ip_header: Option<String>,
 
     #[command(flatten)]
+    pub channels: ChannelTokens,
+
+    #[command(flatten)]
     pub broker: BrokerConfig,
 
     #[command(flatten)]
     pub runtime: RuntimeConfig,
+}
+
+/// The secrets of the ways in that are not an SMS gateway (SPEC §4.9). Each is a list
+/// (a rotation keeps the old one beside the new), each token at least 16 characters;
+/// unset, that way in is off and answers `503` saying so.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ChannelTokens {
+    /// Secrets Telegram sends in `X-Telegram-Bot-Api-Secret-Token` (the `secret_token`
+    /// of `setWebhook`): only `A-Z a-z 0-9 _ -`, at most 256 characters.
+    #[arg(long, env = "TELEGRAM_WEBHOOK_SECRET", hide_env_values = true,
+          value_parser = shared::token::parse_webhook_secrets)]
+    pub telegram_webhook_secret: Option<Tokens>,
+
+    /// Secrets MAX sends in `X-Max-Bot-Api-Secret` (the `secret` of
+    /// `POST /subscriptions`): only `A-Z a-z 0-9 _ -`, at most 256 characters.
+    #[arg(long, env = "MAX_WEBHOOK_SECRET", hide_env_values = true,
+          value_parser = shared::token::parse_webhook_secrets)]
+    pub max_webhook_secret: Option<Tokens>,
+
+    /// Bearer tokens of the personal cabinet's `POST /v1/readings`.
+    #[arg(long, env = "CABINET_TOKEN", hide_env_values = true,
+          value_parser = shared::token::parse_tokens)]
+    pub cabinet_token: Option<Tokens>,
 }
 
 /// Runs ingest until `shutdown` on the service skeleton ([`shared::service`]): the
@@ -78,9 +108,21 @@ pub async fn run(
     }
     service.routes(form::router(form::FormState::new(
         state.clone(),
-        decisions,
+        decisions.clone(),
         config.form_rate_per_minute,
         config.form_client_ip_header.clone(),
+    )));
+    service.routes(cabinet::router(cabinet::CabinetState::new(
+        state.clone(),
+        decisions,
+        config.channels.cabinet_token.clone(),
+    )));
+    let bot_metrics = bots::BotMetrics::register(service.registry());
+    service.routes(bots::router(bots::BotState::new(
+        state.clone(),
+        config.channels.telegram_webhook_secret.clone(),
+        config.channels.max_webhook_secret.clone(),
+        bot_metrics,
     )));
     service.routes(sms::router(state));
     service.run(listener, shutdown).await

@@ -362,23 +362,37 @@ pub(crate) fn received(
     // The id comes from what the gateway sent, so its retries (same wrong clock and
     // all) are still one message.
     let message_id = message_id.unwrap_or_else(|| derived_id(&from, &to, &text, received_at, now));
-    let receipt = Receipt::of(received_at, now);
-    if let Receipt::Replaced { given, now } = receipt {
-        state.metrics.received_at_replaced.inc();
-        tracing::warn!(
-            %message_id, received_at = %given.to_rfc3339(), now = %now.to_rfc3339(),
-            "received_at is more than 5 minutes ahead of the clock (the gateway's clock?); \
-             the time of receipt stands instead"
-        );
-    }
+    let received_at = receipt(state, received_at, &message_id);
     Ok(SmsReceived {
         message_id,
         from: from.as_str().to_owned(),
         to,
         text,
-        received_at: receipt.at(),
+        received_at,
         channel: Channel::Sms,
+        chat: None,
+        contact: None,
     })
+}
+
+/// When a message counts as received: the time its gateway or platform gave, unless
+/// that lies more than [`MAX_CLOCK_AHEAD`] ahead of the clock (then the time of
+/// receipt, logged and counted); without one, now.
+pub(crate) fn receipt(
+    state: &AppState,
+    given: Option<DateTime<FixedOffset>>,
+    message_id: &str,
+) -> DateTime<FixedOffset> {
+    let receipt = Receipt::of(given, Utc::now().fixed_offset());
+    if let Receipt::Replaced { given, now } = receipt {
+        state.metrics.received_at_replaced.inc();
+        tracing::warn!(
+            %message_id, received_at = %given.to_rfc3339(), now = %now.to_rfc3339(),
+            "received_at is more than 5 minutes ahead of the clock (the sender's clock?); \
+             the time of receipt stands instead"
+        );
+    }
+    receipt.at()
 }
 
 /// A stable id for a gateway that sends none, so its retries are one message: the

@@ -18,6 +18,7 @@ async fn spawn_app(amqp_url: &str, max_body: u32) -> Service {
         max_body_bytes: max_body,
         form_rate_per_minute: 10,
         form_client_ip_header: None,
+        channels: ingest::ChannelTokens::default(),
         broker: BrokerConfig {
             amqp_url: amqp_url.into(),
         },

@@ -2,6 +2,8 @@
 //! rate limit, the body limit, bad input shown again with the reason, and the
 //! published `sms.received` on the `web` channel.
 
+mod common;
+
 use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
 use shared::events::{Channel, Event};
 use shared::testing::{Broker, Service, TestEnv};
@@ -16,6 +18,7 @@ async fn spawn_app(amqp_url: &str, max_body: u32, per_minute: u32) -> Service {
         max_body_bytes: max_body,
         form_rate_per_minute: per_minute,
         form_client_ip_header: Some("X-Forwarded-For".into()),
+        channels: ingest::ChannelTokens::default(),
         broker: BrokerConfig {
             amqp_url: amqp_url.into(),
         },
@@ -312,7 +315,7 @@ async fn a_body_over_the_limit_is_413() {
 /// plays the validator, taking the message and publishing the decision.
 #[tokio::test]
 async fn the_answer_page_shows_the_decision_that_arrives_in_time() {
-    use shared::events::{ReadingAccepted, ReadingRejected, RejectReason};
+    use shared::events::RejectReason;
     let env = TestEnv::new().await;
     let app = spawn_app(&env.amqp_url, 16 * 1024, 100).await;
     app.ready().await;
@@ -349,28 +352,13 @@ async fn the_answer_page_shows_the_decision_that_arrives_in_time() {
             panic!("an sms.received");
         };
         let decision = if accept {
-            Event::ReadingAccepted(ReadingAccepted {
-                reading_id: uuid::Uuid::new_v4(),
-                message_id: sms.message_id.clone(),
-                account: "1000001".into(),
-                meter: "M-1".into(),
-                period: "2026-11".parse().expect("period"),
-                values: vec![45100],
-                received_at: sms.received_at,
-                channel: Channel::Web,
-                email: None,
-                supersedes: None,
-            })
+            common::accepted(&sms, "2026-11", vec![45100])
         } else {
-            Event::ReadingRejected(ReadingRejected {
-                message_id: sms.message_id.clone(),
-                from: sms.from.clone(),
-                account: Some("1000001".into()),
-                reason: RejectReason::ZoneMismatch,
-                reply: Some("Счётчик двухтарифный: укажите день и ночь".into()),
-                received_at: sms.received_at,
-                channel: Channel::Web,
-            })
+            common::rejected(
+                &sms,
+                RejectReason::ZoneMismatch,
+                "Счётчик двухтарифный: укажите день и ночь",
+            )
         };
         broker.publish(&decision).await;
         broker.close().await;

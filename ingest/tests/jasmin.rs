@@ -24,6 +24,7 @@ async fn spawn_app(amqp_url: &str) -> Service {
         max_body_bytes: 16 * 1024,
         form_rate_per_minute: 10,
         form_client_ip_header: None,
+        channels: ingest::ChannelTokens::default(),
         broker: BrokerConfig {
             amqp_url: amqp_url.into(),
         },

@@ -641,6 +641,8 @@ fn mean_sms_received_bytes(plan: &Plan) -> usize {
             text: m.text.clone(),
             received_at,
             channel: Channel::Sms,
+            chat: None,
+            contact: None,
         });
         total += event.to_json().len();
         n += 1;

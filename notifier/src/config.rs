@@ -46,6 +46,9 @@ pub struct Config {
     pub limits: LimitsConfig,
 
     #[command(flatten)]
+    pub bots: crate::bots::BotConfig,
+
+    #[command(flatten)]
     pub broker: BrokerConfig,
 
     #[command(flatten)]
@@ -83,6 +86,16 @@ impl Config {
         };
         if let Some((setting, url)) = sms {
             links.push((setting, Link::Https, url.as_str()));
+        }
+        if self.bots.telegram_bot_token.is_some() {
+            links.push((
+                "TELEGRAM_API_URL",
+                Link::Https,
+                self.bots.telegram_api_url.as_str(),
+            ));
+        }
+        if self.bots.max_bot_token.is_some() {
+            links.push(("MAX_API_URL", Link::Https, self.bots.max_api_url.as_str()));
         }
         links
     }

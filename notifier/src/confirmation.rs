@@ -226,6 +226,8 @@ mod tests {
             channel: Channel::Sms,
             email: Some("ivan@example.ru".into()),
             supersedes: None,
+            from: None,
+            chat: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! `reading.rejected`), and keeps a ledger of what it sent in its own schema so that
 //! each resident is answered once across redeliveries, restarts and replicas (§5).
 
+pub mod bots;
 pub mod config;
 pub mod confirmation;
 pub mod failure;

@@ -345,7 +345,14 @@ async fn migrate_creates_the_ledger_and_is_repeatable() {
     .expect("tables");
     assert_eq!(
         tables,
-        ["_sqlx_migrations", "deliveries", "reply_quota"].map(String::from)
+        [
+            "_sqlx_migrations",
+            "chat_pace",
+            "chat_slots",
+            "deliveries",
+            "reply_quota"
+        ]
+        .map(String::from)
     );
     pool.close().await;
     env.cleanup().await;

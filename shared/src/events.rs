@@ -61,23 +61,46 @@ impl Event {
 
 /// How a message reached the system: an SMS (Kannel or an aggregator's webhook), a
 /// paper slip from an information box that an operator typed into the console
-/// (SPEC §4.8), or the resident web form on ingest (SPEC §4.9). All pass the same
+/// (SPEC §4.8), the resident web form or the retailer's personal cabinet on ingest,
+/// or a message in a Telegram or MAX bot's chat (SPEC §4.9). All pass the same
 /// validation; billing can tell them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Sms,
     Paper,
     Web,
+    Cabinet,
+    Telegram,
+    Max,
 }
 
 impl Channel {
+    /// Every channel (`e2e/tests/docs/contract.rs` holds the list to the enum with an
+    /// exhaustive `match`).
+    pub const ALL: [Channel; 6] = [
+        Channel::Sms,
+        Channel::Paper,
+        Channel::Web,
+        Channel::Cabinet,
+        Channel::Telegram,
+        Channel::Max,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Sms => "sms",
             Channel::Paper => "paper",
             Channel::Web => "web",
+            Channel::Cabinet => "cabinet",
+            Channel::Telegram => "telegram",
+            Channel::Max => "max",
         }
+    }
+
+    /// A bot's channel: its events carry the `chat` the answer goes back to.
+    pub fn is_chat(self) -> bool {
+        matches!(self, Channel::Telegram | Channel::Max)
     }
 }
 
@@ -92,6 +115,23 @@ pub struct SmsReceived {
     pub text: String,
     pub received_at: DateTime<FixedOffset>,
     pub channel: Channel,
+    /// A bot's chat the message came from (SPEC §4.9), for the answer; `None` on
+    /// every other channel (and then absent from the JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<String>,
+    /// A phone number shared in the chat with the platform's contact button.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<SharedContact>,
+}
+
+/// A contact a resident shared in a bot's chat (SPEC §4.9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedContact {
+    /// The number in E.164 — only when the contact is the sender's own (the
+    /// platform says whose it is): someone else's number is never published, and only
+    /// the sender's own binds the chat. `None`: another person's contact, or one
+    /// without a valid number.
+    pub phone: Option<String>,
 }
 
 /// `reading.accepted`: a reading that passed every check and is stored.
@@ -109,6 +149,13 @@ pub struct ReadingAccepted {
     pub email: Option<String>,
     /// The earlier reading of the same meter and period that this one replaces.
     pub supersedes: Option<Uuid>,
+    /// Who sent it, as `sms.received` says (SPEC §4.2); absent in events written
+    /// before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A bot's chat, for the acceptance answer (SPEC §4.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<String>,
 }
 
 /// `reading.rejected`: a message refused, with the reason and the reply to send.
@@ -122,6 +169,9 @@ pub struct ReadingRejected {
     pub reply: Option<String>,
     pub received_at: DateTime<FixedOffset>,
     pub channel: Channel,
+    /// A bot's chat, for the answer (SPEC §4.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<String>,
 }
 
 /// The reason codes of SPEC §3, in the order the checks run.
@@ -311,6 +361,8 @@ mod tests {
                 text: "1234567 12345".into(),
                 received_at: at("2026-11-20T10:00:00+05:00"),
                 channel: Channel::Sms,
+                chat: None,
+                contact: None,
             }),
             Event::ReadingAccepted(ReadingAccepted {
                 reading_id: Uuid::nil(),
@@ -323,6 +375,8 @@ mod tests {
                 channel: Channel::Sms,
                 email: Some("a+b@example.ru".into()),
                 supersedes: Some(Uuid::from_u128(7)),
+                from: None,
+                chat: None,
             }),
             Event::ReadingRejected(ReadingRejected {
                 message_id: "gw-124".into(),
@@ -332,6 +386,7 @@ mod tests {
                 reply: Some("Неверный формат".into()),
                 received_at: at("2026-11-20T10:00:00Z"),
                 channel: Channel::Sms,
+                chat: None,
             }),
         ]
     }
@@ -371,6 +426,56 @@ mod tests {
             serde_json::from_slice(&samples()[2].to_json()).expect("json");
         assert_eq!(rejected["reason"], "format");
         assert_eq!(rejected["account"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn chat_fields_are_absent_unless_set_and_read_back_when_set() {
+        // An SMS's events are what they were before the bot channels: no `chat`, no
+        // `contact`, no `from` on an accepted reading that has none.
+        for event in samples() {
+            let value: serde_json::Value = serde_json::from_slice(&event.to_json()).expect("json");
+            for field in ["chat", "contact"] {
+                assert!(value.get(field).is_none(), "{field} in {value}");
+            }
+        }
+        let Event::SmsReceived(mut sms) = samples()[0].clone() else {
+            unreachable!("the first sample is an sms.received")
+        };
+        sms.channel = Channel::Telegram;
+        sms.from = "telegram:111".into();
+        sms.chat = Some("111".into());
+        sms.contact = Some(SharedContact {
+            phone: Some("+79001234567".into()),
+        });
+        let event = Event::SmsReceived(sms);
+        let value: serde_json::Value = serde_json::from_slice(&event.to_json()).expect("json");
+        assert_eq!(value["channel"], "telegram");
+        assert_eq!(value["chat"], "111");
+        assert_eq!(value["contact"]["phone"], "+79001234567");
+        assert_eq!(Event::from_json(&event.to_json()).expect("decodes"), event);
+        // A foreign contact's number is never written: `phone` is null.
+        let foreign = serde_json::to_value(SharedContact { phone: None }).expect("json");
+        assert_eq!(foreign, serde_json::json!({"phone": null}));
+        // An event written before `from` and `chat` existed still decodes.
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&samples()[1].to_json()).expect("json");
+        old.as_object_mut().expect("object").remove("from");
+        let back = Event::from_json(old.to_string().as_bytes()).expect("decodes");
+        assert_eq!(back, samples()[1]);
+        for channel in Channel::ALL {
+            assert_eq!(
+                serde_json::from_value::<Channel>(serde_json::Value::String(
+                    channel.as_str().into()
+                ))
+                .ok(),
+                Some(channel)
+            );
+            assert_eq!(
+                serde_json::to_value(channel).expect("json"),
+                serde_json::Value::String(channel.as_str().into())
+            );
+        }
+        assert!(Channel::Max.is_chat() && !Channel::Cabinet.is_chat());
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! for them, so they are generous. Wait on a condition with [`eventually`], never
 //! on a fixed sleep.
 
+pub mod bots;
 mod broker;
 #[cfg(feature = "browser")]
 pub mod browser;
@@ -323,6 +324,24 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Serves `app` on loopback, on a port the kernel picks, until the returned token is
+/// cancelled: an in-process double of a peer we cannot have (billing, an SMS
+/// aggregator, a messenger's API). Returns its `http://127.0.0.1:<port>`.
+pub async fn serve_double(app: axum::Router) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a peer's double");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(until.cancelled_owned())
+            .await;
+    });
+    (url, stop)
 }
 
 /// The broker policies production has (`topology::policies`, as deploy/ and

@@ -37,7 +37,14 @@ pub enum TokenError {
     TooShort { position: usize },
     #[error("token {position} contains a space or a control character")]
     BadCharacter { position: usize },
+    #[error(
+        "token {position} has a character a platform cannot send back: only A-Z, a-z, 0-9, `_` and `-`, at most {WEBHOOK_SECRET_MAX_LEN}"
+    )]
+    NotAWebhookSecret { position: usize },
 }
+
+/// Longest secret Telegram (`secret_token`) and MAX (`secret`) take.
+pub const WEBHOOK_SECRET_MAX_LEN: usize = 256;
 
 impl Tokens {
     /// Parses a comma-separated list; spaces around each token are trimmed.
@@ -57,6 +64,25 @@ impl Tokens {
             tokens.push(SecretString::from(token.to_owned()));
         }
         Ok(Self(tokens))
+    }
+
+    /// Parses the secrets a messenger platform echoes in a webhook header (Telegram's
+    /// `secret_token`, MAX's `secret`): as [`Tokens::parse`], and each one of the only
+    /// characters both platforms accept (`A-Z a-z 0-9 _ -`, at most 256), so a secret
+    /// the platform would refuse to register stops the start instead of every update.
+    pub fn parse_webhook_secrets(list: &str) -> Result<Self, TokenError> {
+        let tokens = Tokens::parse(list)?;
+        for (i, token) in tokens.0.iter().enumerate() {
+            let token = token.expose_secret();
+            if token.len() > WEBHOOK_SECRET_MAX_LEN
+                || !token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(TokenError::NotAWebhookSecret { position: i + 1 });
+            }
+        }
+        Ok(tokens)
     }
 
     /// The fingerprint of the token `presented` matches, or `None`. Constant-time in
@@ -90,6 +116,11 @@ pub fn same(a: &str, b: &str) -> bool {
 /// For clap's `value_parser`.
 pub fn parse_tokens(list: &str) -> Result<Tokens, String> {
     Tokens::parse(list).map_err(|e| e.to_string())
+}
+
+/// For clap's `value_parser`: [`Tokens::parse_webhook_secrets`].
+pub fn parse_webhook_secrets(list: &str) -> Result<Tokens, String> {
+    Tokens::parse_webhook_secrets(list).map_err(|e| e.to_string())
 }
 
 /// The first 8 hex digits of the token's SHA-256: enough to tell tokens apart in a
@@ -143,6 +174,38 @@ mod tests {
         assert_eq!(
             Tokens::parse("aaaaaaaa bbbbbbbbbbbbb").err(),
             Some(TokenError::BadCharacter { position: 1 })
+        );
+    }
+
+    #[test]
+    fn webhook_secrets_hold_only_what_the_platforms_send_back() {
+        let ok = "Abc_def-0123456789";
+        assert_eq!(
+            Tokens::parse_webhook_secrets(&format!("{ok},{A}"))
+                .map(|t| t.len())
+                .ok(),
+            Some(2)
+        );
+        for bad in [
+            "abcdefghijklmnop+",
+            "abcdefghijklmnop.q",
+            "пароль-пароль-пароль",
+        ] {
+            assert_eq!(
+                Tokens::parse_webhook_secrets(&format!("{ok},{bad}")).err(),
+                Some(TokenError::NotAWebhookSecret { position: 2 }),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Tokens::parse_webhook_secrets(&"a".repeat(257)).err(),
+            Some(TokenError::NotAWebhookSecret { position: 1 })
+        );
+        assert!(Tokens::parse_webhook_secrets(&"a".repeat(256)).is_ok());
+        // The general rules first: long enough, no spaces.
+        assert_eq!(
+            Tokens::parse_webhook_secrets("short").err(),
+            Some(TokenError::TooShort { position: 1 })
         );
     }
 

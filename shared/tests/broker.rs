@@ -478,6 +478,8 @@ async fn publisher_confirms_and_reports_unavailable_broker() {
         text: "1000001 12345".into(),
         received_at: chrono::Utc::now().fixed_offset(),
         channel: shared::events::Channel::Sms,
+        chat: None,
+        contact: None,
     });
     publisher.publish(&event).await.expect("confirmed");
     let conn = declared(&env).await;

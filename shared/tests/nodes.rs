@@ -115,6 +115,8 @@ fn sms(id: &str) -> Event {
         text: "1000001 12345".into(),
         received_at: chrono::Utc::now().fixed_offset(),
         channel: Channel::Sms,
+        chat: None,
+        contact: None,
     })
 }
 

@@ -156,6 +156,8 @@ async fn a_consumer_that_dies_fails_readiness_and_run() {
         received_at: chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00+05:00")
             .expect("time"),
         channel: Channel::Sms,
+        chat: None,
+        contact: None,
     });
     eventually("the message is published", WAIT, || async {
         publisher.publish(&sms).await.ok()

@@ -110,6 +110,7 @@ fn outcome_of(sms: &SmsReceived, decision: Result<Accepted, Refused>) -> (Outcom
                 reply: refused.reply,
                 received_at: sms.received_at,
                 channel: sms.channel,
+                chat: None,
             }),
             None,
         ),
@@ -127,6 +128,8 @@ fn outcome_of(sms: &SmsReceived, decision: Result<Accepted, Refused>) -> (Outcom
                     channel: sms.channel,
                     email: accepted.parsed.email.map(|e| e.as_str().to_owned()),
                     supersedes: None,
+                    from: None,
+                    chat: None,
                 }),
                 Some(reading_id),
             )

@@ -79,6 +79,8 @@ fn messages(n: usize, seed: u64) -> Vec<SmsReceived> {
                 text: rng.pick(&texts).to_owned(),
                 received_at: at,
                 channel: Channel::Sms,
+                chat: None,
+                contact: None,
             }
         })
         .collect()
@@ -364,6 +366,8 @@ async fn concurrent_batches_from_other_senders_keep_one_current_reading_per_mete
                     text: "1000001 45100".into(),
                     received_at: start + chrono::Duration::minutes(i as i64),
                     channel: Channel::Sms,
+                    chat: None,
+                    contact: None,
                 })
                 .collect()
         })

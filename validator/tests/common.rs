@@ -117,6 +117,8 @@ impl Harness {
             text: text.into(),
             received_at: chrono::DateTime::parse_from_rfc3339(at).expect("time"),
             channel: Channel::Sms,
+            chat: None,
+            contact: None,
         };
         self.broker.publish(&Event::SmsReceived(sms)).await;
     }

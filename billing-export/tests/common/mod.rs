@@ -179,6 +179,8 @@ pub fn reading(
         channel: Channel::Sms,
         email: None,
         supersedes: None,
+        from: None,
+        chat: None,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use e2e::drill::plan::Rng;
-use e2e::system::{EXPORT_TOKEN, TOKEN};
+use e2e::system::{EXPORT_TOKEN, MAX_SECRET, TELEGRAM_SECRET, TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -401,6 +401,142 @@ pub fn post_sms_probes(rng: &mut Rng) -> Vec<Probe> {
         );
     }
     probes
+}
+
+/// The bots' webhooks and the cabinet's endpoint (SPEC §4.9): wrong or missing
+/// secrets, bodies that are no update, updates whose fields are garbage, cut and
+/// oversized bodies. Only `2xx` and a `4xx` with a JSON reason are right answers (an
+/// update the platform sent but that does not read is `200`).
+pub fn chat_and_cabinet_probes(rng: &mut Rng) -> Vec<Probe> {
+    let telegram = serde_json::json!({"update_id": 1, "message": {
+        "message_id": 17, "from": {"id": 5, "is_bot": false, "first_name": "Иван"},
+        "chat": {"id": 5, "type": "private"}, "date": 1_795_000_000_i64, "text": "1000001 45100"}});
+    let max = serde_json::json!({"update_type": "message_created", "timestamp": 1_795_000_000_000_i64,
+        "message": {"sender": {"user_id": 5, "is_bot": false}, "recipient": {"chat_id": 9, "chat_type": "dialog"},
+        "timestamp": 1_795_000_000_000_i64, "body": {"mid": "mid.1", "seq": 1, "text": "1000001 45100"}}});
+    let cabinet = serde_json::json!({"request_id": "r-1", "resident_id": "u-1", "account": "1000001",
+        "values": [45100], "email": null});
+    let mut probes = Vec::new();
+    for (path, header, secret, good) in [
+        (
+            "/v1/bots/telegram",
+            "X-Telegram-Bot-Api-Secret-Token",
+            TELEGRAM_SECRET,
+            telegram,
+        ),
+        ("/v1/bots/max", "X-Max-Bot-Api-Secret", MAX_SECRET, max),
+        ("/v1/readings", "Authorization", TOKEN, cabinet),
+    ] {
+        let right = if header == "Authorization" {
+            format!("Bearer {secret}")
+        } else {
+            secret.to_owned()
+        };
+        let with = |value: Option<String>| {
+            let mut h = vec![("Content-Type", "application/json".to_owned())];
+            if let Some(v) = value {
+                h.push((header, v));
+            }
+            h
+        };
+        let good = serde_json::to_vec(&good).unwrap_or_default();
+        let mut add = |label: String, raw: Vec<u8>, cut_at: Option<usize>| {
+            probes.push(Probe {
+                service: "ingest",
+                label: format!("POST {path} {label}"),
+                raw,
+                api: true,
+                cut_at,
+            });
+        };
+        for (label, value) in [
+            ("no secret", None),
+            ("wrong secret", Some("wrong-secret-0123456789".to_owned())),
+            ("empty secret", Some(String::new())),
+            ("the secret twice", Some(format!("{right},{right}"))),
+        ] {
+            add(
+                label.into(),
+                request("POST", path, &with(value), &good),
+                None,
+            );
+        }
+        let h = with(Some(right.clone()));
+        add("empty body".into(), request("POST", path, &h, b""), None);
+        add(
+            "not JSON".into(),
+            request("POST", path, &h, b"\x00\xff{"),
+            None,
+        );
+        add(
+            "a JSON array".into(),
+            request("POST", path, &h, b"[1,2]"),
+            None,
+        );
+        add(
+            "over a mebibyte".into(),
+            request("POST", path, &h, &vec![b'{'; 1024 * 1024 + 1]),
+            None,
+        );
+        let whole = request("POST", path, &h, &good);
+        add(
+            "truncated body (half-close)".into(),
+            whole.clone(),
+            Some(whole.len() - good.len() / 2),
+        );
+        // Each field of the good body replaced by garbage, then random documents.
+        let value: serde_json::Value = serde_json::from_slice(&good).unwrap_or_default();
+        for i in 0..60 {
+            let mut v = value.clone();
+            garble(rng, &mut v);
+            let body = serde_json::to_vec(&v).unwrap_or_default();
+            add(
+                format!("garbled {i}"),
+                request("POST", path, &h, &body),
+                None,
+            );
+        }
+        for i in 0..40 {
+            let body = random_bytes(rng, 300);
+            add(
+                format!("random bytes {i}"),
+                request("POST", path, &h, &body),
+                None,
+            );
+        }
+    }
+    probes
+}
+
+/// Replaces one value somewhere in `v` (depth first, at random) by a value of
+/// another kind.
+fn garble(rng: &mut Rng, v: &mut serde_json::Value) {
+    let replacement = || -> Vec<serde_json::Value> {
+        vec![
+            serde_json::Value::Null,
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!(u64::MAX),
+            serde_json::json!("\u{0000}\u{202e}ж"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!(true),
+        ]
+    };
+    match v {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            let key = rng.pick(&keys).clone();
+            if let Some(inner) = map.get_mut(&key) {
+                if inner.is_object() && rng.percent(60) {
+                    garble(rng, inner);
+                } else {
+                    *inner = rng.pick(&replacement()).clone();
+                }
+            }
+        }
+        _ => *v = rng.pick(&replacement()).clone(),
+    }
 }
 
 pub fn kannel_probes(rng: &mut Rng) -> Vec<Probe> {

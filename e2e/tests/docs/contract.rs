@@ -30,10 +30,15 @@ fn first_spans(rows: &[Vec<String>], column: usize) -> Vec<String> {
 
 /// Every channel, with a `match` that stops compiling when one is added.
 fn every_channel() -> Vec<Channel> {
-    let all = vec![Channel::Sms, Channel::Paper, Channel::Web];
+    let all = Channel::ALL.to_vec();
     for c in &all {
         match c {
-            Channel::Sms | Channel::Paper | Channel::Web => {}
+            Channel::Sms
+            | Channel::Paper
+            | Channel::Web
+            | Channel::Cabinet
+            | Channel::Telegram
+            | Channel::Max => {}
         }
     }
     all
@@ -47,14 +52,16 @@ fn samples() -> Vec<Value> {
     let at = "2026-11-20T10:00:00+05:00";
     vec![
         serde_json::json!({"schema": "sms.received/v1", "message_id": "gw-1", "from": "+79001234567",
-            "to": "7377", "text": "1000001 45100", "received_at": at, "channel": "sms"}),
+            "to": "7377", "text": "1000001 45100", "received_at": at, "channel": "sms",
+            "chat": "287635914", "contact": {"phone": "+79001234567"}}),
         serde_json::json!({"schema": "reading.accepted/v1", "reading_id": "00000000-0000-0000-0000-000000000001",
             "message_id": "gw-1", "account": "1000001", "meter": "M-1", "period": "2026-11",
             "values": [45100], "received_at": at, "channel": "sms", "email": "ivan@example.ru",
-            "supersedes": "00000000-0000-0000-0000-000000000002"}),
+            "supersedes": "00000000-0000-0000-0000-000000000002", "from": "+79001234567",
+            "chat": "287635914"}),
         serde_json::json!({"schema": "reading.rejected/v1", "message_id": "gw-2", "from": "+79001234567",
             "account": "1000001", "reason": "format", "reply": "Напишите…", "received_at": at,
-            "channel": "sms"}),
+            "channel": "sms", "chat": "287635914"}),
     ]
 }
 

@@ -53,6 +53,7 @@ pub fn config(env: &TestEnv, scratch: &tempfile::TempDir) -> notifier::Config {
             reply_daily_cap_per_number: 5,
             reply_hourly_budget: 2000,
         },
+        bots: notifier::bots::BotConfig::default(),
         broker: BrokerConfig {
             amqp_url: env.amqp_url.clone().into(),
         },
@@ -174,6 +175,7 @@ pub fn rejected(message_id: &str, from: &str, reply: Option<&str>) -> Event {
         reply: reply.map(str::to_owned),
         received_at: DateTime::parse_from_rfc3339("2026-11-20T10:00:00+05:00").expect("time"),
         channel: Channel::Sms,
+        chat: None,
     })
 }
 
@@ -190,5 +192,7 @@ pub fn accepted(reading_id: Uuid, email: Option<&str>, values: Vec<u64>) -> Even
         channel: Channel::Sms,
         email: email.map(str::to_owned),
         supersedes: None,
+        from: None,
+        chat: None,
     })
 }

@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{Console, hidden, validator_config};
+use common::{Console, dead_letter, hidden, validator_config};
 use console::users::Role;
-use lapin::types::{AMQPValue, FieldTable};
 use shared::testing::{Broker, Service, WAIT, eventually};
 
 #[tokio::test]
@@ -137,33 +136,6 @@ async fn a_paper_slip_goes_through_the_validator_and_the_operator_sees_its_decis
     );
     validator.stop().await;
     c.stop().await;
-}
-
-async fn dead_letter(broker: &lapin::Channel, id: &str) {
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "x-last-error".into(),
-        AMQPValue::LongString("billing answered 400: bad period".into()),
-    );
-    headers.insert("x-attempt".into(), AMQPValue::LongLongInt(1));
-    headers.insert(
-        "x-original-routing-key".into(),
-        AMQPValue::LongString("reading.accepted".into()),
-    );
-    headers.insert(
-        "x-failed-at".into(),
-        AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
-    );
-    shared::broker::publish_confirmed(
-        broker,
-        shared::topology::DEAD_LETTER_EXCHANGE,
-        "billing-export",
-        format!(r#"{{"schema":"reading.accepted/v1","message_id":"{id}"}}"#).as_bytes(),
-        shared::broker::persistent_json(id, headers),
-        shared::testing::CONFIRM_WAIT,
-    )
-    .await
-    .expect("dead letter published");
 }
 
 #[tokio::test]

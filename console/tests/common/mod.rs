@@ -254,3 +254,32 @@ pub async fn decided(
     .await
     .expect("message stored");
 }
+
+/// Puts a letter into `billing-export.dead` as the consumer loop would have: its last
+/// error, attempt, routing key and time (`channel` in confirm mode).
+pub async fn dead_letter(broker: &lapin::Channel, id: &str) {
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "x-last-error".into(),
+        lapin::types::AMQPValue::LongString("billing answered 400: bad period".into()),
+    );
+    headers.insert("x-attempt".into(), lapin::types::AMQPValue::LongLongInt(1));
+    headers.insert(
+        "x-original-routing-key".into(),
+        lapin::types::AMQPValue::LongString("reading.accepted".into()),
+    );
+    headers.insert(
+        "x-failed-at".into(),
+        lapin::types::AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
+    );
+    shared::broker::publish_confirmed(
+        broker,
+        shared::topology::DEAD_LETTER_EXCHANGE,
+        "billing-export",
+        format!(r#"{{"schema":"reading.accepted/v1","message_id":"{id}"}}"#).as_bytes(),
+        shared::broker::persistent_json(id, headers),
+        shared::testing::CONFIRM_WAIT,
+    )
+    .await
+    .expect("dead letter published");
+}

@@ -6,7 +6,7 @@
 //! It also serves the residents' public web form (`form`, SPEC §4.9), which learns
 //! the validator's decisions from its own auto-delete queue (`decisions`).
 
-mod decisions;
+pub mod decisions;
 pub mod form;
 mod jasmin;
 mod sms;

@@ -7,11 +7,10 @@ use std::time::Duration;
 use ingest::decisions::{MAX_QUEUED, PREFETCH, WAIT, declare_queue};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
 use shared::events::{EXCHANGE, READING_REJECTED};
 use shared::testing::{READY_WAIT, Service, TestEnv, eventually};
 
-const TOKEN: &str = "ingest-test-token-0123";
+mod common;
 
 /// A decision the form waits for, as the validator publishes it.
 fn rejected(n: usize) -> Vec<u8> {
@@ -99,21 +98,7 @@ async fn ingest_takes_decisions_with_acks_and_a_bounded_prefetch() {
     let amqp_url = env.amqp_url.clone();
     let app = Service::spawn(
         "ingest",
-        move |http_addr| ingest::Config {
-            http_addr,
-            ingest_token: shared::token::Tokens::parse(TOKEN).expect("token"),
-            max_body_bytes: 16 * 1024,
-            form_rate_per_minute: 10,
-            form_client_ip_header: None,
-            broker: BrokerConfig {
-                amqp_url: amqp_url.into(),
-            },
-            runtime: RuntimeConfig {
-                log_format: LogFormat::Text,
-                shutdown_grace_seconds: 5,
-                ..RuntimeConfig::default()
-            },
-        },
+        move |http_addr| common::config(&amqp_url, http_addr),
         ingest::run,
     )
     .await;

@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::{Console, dead_letter, hidden};
+use common::{Console, dead_letter, dead_letter_link, letter_key};
 use console::users::Role;
 use shared::testing::{Broker, RABBITMQ4_DEFAULT_DELIVERY_LIMIT, WAIT, eventually};
-use shared::topology::{DEAD_LETTER_DELIVERY_LIMIT, system_queues};
+use shared::topology::DEAD_LETTER_DELIVERY_LIMIT;
 
 const LETTERS: [&str; 3] = ["looked-at-1", "looked-at-2", "looked-at-3"];
 /// More looks than RabbitMQ 4's default limit allows returns.
@@ -24,14 +24,7 @@ async fn dead_letters_looked_at_25_times_are_all_still_there() {
     let c = Console::start(&[]).await;
     c.env.emulate_rabbitmq4_delivery_limit().await;
     c.add_user("orlova", Role::Supervisor).await;
-    let conn = shared::broker::connect(&c.env.amqp_url, "test-dead", &system_queues())
-        .await
-        .expect("broker");
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    let (conn, channel) = dead_letter_link(&c.env).await;
     // The limit in force on the dead queue is what our policy makes of RabbitMQ 4's.
     let limit = eventually("the policy in force on the dead queue", WAIT, || async {
         let queue = c
@@ -74,21 +67,8 @@ async fn dead_letters_looked_at_25_times_are_all_still_there() {
     assert!(counted > 0, "the API never counted the dead letters");
     // A re-queue returns every letter it passes on the way to the one it takes.
     let page = c.page(&supervisor, "/dead").await;
-    let key = {
-        let at = page.find(LETTERS[2]).expect("listed");
-        hidden(&page[at..], "key").expect("its key")
-    };
-    let r = supervisor
-        .post(c.url("/dead/requeue"))
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("queue", "billing-export"),
-            ("key", key.as_str()),
-        ])
-        .send()
-        .await
-        .expect("POST /dead/requeue");
-    let body = r.text().await.expect("body");
+    let key = letter_key(&page, LETTERS[2]);
+    let (_, body) = c.requeue_letter(&supervisor, &csrf, &key).await;
     assert!(body.contains("Возвращено в очередь: 1."), "{body}");
     let broker = Broker::connect(&c.env).await;
     let back = broker.wait_take("billing-export").await;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Console, dead_letter, hidden, validator_config};
+use common::{Console, dead_letter, dead_letter_link, hidden, letter_key, validator_config};
 use console::users::Role;
 use shared::testing::{Broker, Service, WAIT, eventually};
 
@@ -144,18 +144,7 @@ async fn a_supervisor_requeues_dead_letters_once_and_an_operator_is_refused() {
     c.add_user("orlova", Role::Supervisor).await;
     c.add_user("ivanova", Role::Operator).await;
     let broker = Broker::connect(&c.env).await;
-    let conn = shared::broker::connect(
-        &c.env.amqp_url,
-        "test-dead",
-        &shared::topology::system_queues(),
-    )
-    .await
-    .expect("broker");
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    let (conn, channel) = dead_letter_link(&c.env).await;
     for id in ["dead-1", "dead-2", "dead-3"] {
         dead_letter(&channel, id).await;
     }
@@ -185,24 +174,11 @@ async fn a_supervisor_requeues_dead_letters_once_and_an_operator_is_refused() {
     assert!(page.contains("Очередь billing-export: 3"), "{page}");
     assert!(page.contains("billing answered 400: bad period"), "{page}");
     assert!(page.contains("dead-2"), "{page}");
-    let key = {
-        let at = page.find("dead-1").expect("dead-1 listed");
-        hidden(&page[at..], "key").expect("its key")
-    };
+    let key = letter_key(&page, "dead-1");
     // Two clicks on one letter: one re-queue.
     for expected in ["Возвращено в очередь: 1.", "уже возвращены"] {
-        let r = supervisor
-            .post(c.url("/dead/requeue"))
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("queue", "billing-export"),
-                ("key", key.as_str()),
-            ])
-            .send()
-            .await
-            .expect("POST");
-        assert_eq!(r.status(), 200);
-        let body = r.text().await.expect("body");
+        let (status, body) = c.requeue_letter(&supervisor, &csrf, &key).await;
+        assert_eq!(status, 200);
         assert!(body.contains(expected), "{expected} in {body}");
     }
     let back = broker.wait_take("billing-export").await;

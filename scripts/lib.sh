@@ -110,7 +110,7 @@ set_rabbitmq_policies() { # [vhost]
     $SUDO rabbitmqctl -q set_policy -p "$vhost" --apply-to queues --priority 10 \
         meter-consumers '^(validator|notifier|billing-export)$' '{"delivery-limit":20}' >/dev/null
     $SUDO rabbitmqctl -q set_policy -p "$vhost" --apply-to queues --priority 10 \
-        meter-dead-letters '^(validator|notifier|billing-export)\.dead$' '{"message-ttl":1209600000}' >/dev/null
+        meter-dead-letters '^(validator|notifier|billing-export)\.dead$' '{"delivery-limit":2147483647,"message-ttl":1209600000}' >/dev/null
 }
 
 pip_install() { # modules to import… -- pip packages…

@@ -139,18 +139,7 @@ async fn staff_work_the_console_in_a_real_browser() {
     )
     .await;
     let broker = Broker::connect(&c.env).await;
-    let conn = shared::broker::connect(
-        &c.env.amqp_url,
-        "test-dead",
-        &shared::topology::system_queues(),
-    )
-    .await
-    .expect("broker");
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    let (conn, channel) = common::dead_letter_link(&c.env).await;
     let mut headers = FieldTable::default();
     headers.insert(
         "x-last-error".into(),

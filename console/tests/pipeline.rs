@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{Console, hidden, validator_config};
+use common::{Console, dead_letter, dead_letter_link, hidden, letter_key, validator_config};
 use console::users::Role;
-use lapin::types::{AMQPValue, FieldTable};
 use shared::testing::{Broker, Service, WAIT, eventually};
 
 #[tokio::test]
@@ -139,51 +138,13 @@ async fn a_paper_slip_goes_through_the_validator_and_the_operator_sees_its_decis
     c.stop().await;
 }
 
-async fn dead_letter(broker: &lapin::Channel, id: &str) {
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "x-last-error".into(),
-        AMQPValue::LongString("billing answered 400: bad period".into()),
-    );
-    headers.insert("x-attempt".into(), AMQPValue::LongLongInt(1));
-    headers.insert(
-        "x-original-routing-key".into(),
-        AMQPValue::LongString("reading.accepted".into()),
-    );
-    headers.insert(
-        "x-failed-at".into(),
-        AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
-    );
-    shared::broker::publish_confirmed(
-        broker,
-        shared::topology::DEAD_LETTER_EXCHANGE,
-        "billing-export",
-        format!(r#"{{"schema":"reading.accepted/v1","message_id":"{id}"}}"#).as_bytes(),
-        shared::broker::persistent_json(id, headers),
-        shared::testing::CONFIRM_WAIT,
-    )
-    .await
-    .expect("dead letter published");
-}
-
 #[tokio::test]
 async fn a_supervisor_requeues_dead_letters_once_and_an_operator_is_refused() {
     let c = Console::start(&[]).await;
     c.add_user("orlova", Role::Supervisor).await;
     c.add_user("ivanova", Role::Operator).await;
     let broker = Broker::connect(&c.env).await;
-    let conn = shared::broker::connect(
-        &c.env.amqp_url,
-        "test-dead",
-        &shared::topology::system_queues(),
-    )
-    .await
-    .expect("broker");
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    let (conn, channel) = dead_letter_link(&c.env).await;
     for id in ["dead-1", "dead-2", "dead-3"] {
         dead_letter(&channel, id).await;
     }
@@ -213,24 +174,11 @@ async fn a_supervisor_requeues_dead_letters_once_and_an_operator_is_refused() {
     assert!(page.contains("Очередь billing-export: 3"), "{page}");
     assert!(page.contains("billing answered 400: bad period"), "{page}");
     assert!(page.contains("dead-2"), "{page}");
-    let key = {
-        let at = page.find("dead-1").expect("dead-1 listed");
-        hidden(&page[at..], "key").expect("its key")
-    };
+    let key = letter_key(&page, "dead-1");
     // Two clicks on one letter: one re-queue.
     for expected in ["Возвращено в очередь: 1.", "уже возвращены"] {
-        let r = supervisor
-            .post(c.url("/dead/requeue"))
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("queue", "billing-export"),
-                ("key", key.as_str()),
-            ])
-            .send()
-            .await
-            .expect("POST");
-        assert_eq!(r.status(), 200);
-        let body = r.text().await.expect("body");
+        let (status, body) = c.requeue_letter(&supervisor, &csrf, &key).await;
+        assert_eq!(status, 200);
         assert!(body.contains(expected), "{expected} in {body}");
     }
     let back = broker.wait_take("billing-export").await;

@@ -8,18 +8,32 @@
 //! reading is being checked (and that the result comes by e-mail when one was given).
 //! Nothing is stored: a decision nobody waits for is dropped. Each replica has its own
 //! queue, so whichever replica answered the post sees the decision.
+//!
+//! Every replica thus receives every decision of the system, the SMS ones included, so
+//! both ends are bounded: the broker hands this process at most [`PREFETCH`]
+//! decisions it has not acked (a consumer without acks would be pushed everything, and
+//! lapin buffers what it is pushed without limit), and the queue keeps at most
+//! [`MAX_QUEUED`], none older than [`WAIT`] — past that nobody waits for them, so the
+//! oldest are dropped (`x-overflow: drop-head`). Queue arguments, not a policy: the
+//! queue is new with each connection, so its arguments can never be frozen.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use shared::events::{Channel, EXCHANGE, Event, READING_ACCEPTED, READING_REJECTED, RejectReason};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// How long the answer page waits for the decision.
 pub const WAIT: Duration = Duration::from_secs(5);
+/// Decisions delivered to this process and not yet acked, at most.
+pub const PREFETCH: u16 = 200;
+/// Decisions waiting in this process's queue at most; past it the oldest go.
+pub const MAX_QUEUED: i64 = 5_000;
 
 /// A web form's decision, as the answer page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,43 +135,61 @@ impl Decisions {
     async fn follow_once(&self, amqp_url: &str) -> lapin::Result<()> {
         let conn = shared::broker::connect(amqp_url, "ingest-form-decisions", &[]).await?;
         let channel = conn.create_channel().await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        let queue = declare_queue(&channel).await?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
             .await?;
-        for key in [READING_ACCEPTED, READING_REJECTED] {
-            channel
-                .queue_bind(
-                    queue.name().as_str().into(),
-                    EXCHANGE.into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
         let mut consumer = channel
             .basic_consume(
-                queue.name().as_str().into(),
+                queue.as_str().into(),
                 "ingest-form".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
+                BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
         tracing::info!("web form decisions: following reading.accepted / reading.rejected");
         while let Some(delivery) = consumer.next().await {
-            self.offer(&delivery?.data);
+            let delivery = delivery?;
+            self.offer(&delivery.data);
+            delivery.acker.ack(BasicAckOptions::default()).await?;
         }
         Err(std::io::Error::other("consumer ended").into())
     }
+}
+
+/// Declares this process's queue of decisions (exclusive to `channel`'s connection,
+/// deleted with it) with its bounds, bound to both decisions; returns its name.
+pub async fn declare_queue(channel: &lapin::Channel) -> lapin::Result<String> {
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(MAX_QUEUED));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("drop-head".into()),
+    );
+    let ttl_ms = i64::try_from(WAIT.as_millis()).unwrap_or(i64::MAX);
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    let name = queue.name().as_str().to_owned();
+    for key in [READING_ACCEPTED, READING_REJECTED] {
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                EXCHANGE.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(name)
 }

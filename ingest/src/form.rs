@@ -6,35 +6,42 @@
 //!   cannot know the meter's zones: the validator's `zone_mismatch` says so when the
 //!   count is wrong, as for an SMS.
 //! - **CSRF without a session**: a double-submit token. `GET /form` sets a random
-//!   token in a `SameSite=Strict`, `HttpOnly` cookie and the same token in a hidden
-//!   field; `POST /form` is refused (403, the form again) unless both are present and
-//!   equal. A cross-site page can neither read the cookie nor make the browser send it.
+//!   token in a `SameSite=Strict`, `HttpOnly` cookie (`Secure` where the page is
+//!   served over HTTPS) and the same token in a hidden field; `POST /form` is refused
+//!   (403, the form again) unless both are present and equal. A cross-site page can
+//!   neither read the cookie nor make the browser send it.
 //! - **Message id**: `web-<uuid>` made when the form is shown (a hidden field), so a
 //!   double submit is the same message, which the validator takes once. The sender
 //!   (`from`) is the same id: not a phone, so the validator's per-sender limit counts
 //!   each form on its own (as the console's paper slips do) and the notifier sends no
-//!   SMS (suppressed: not a phone number). Abuse is limited per IP here instead.
+//!   SMS (suppressed: not a phone number). Abuse is limited per client here instead.
 //! - **Text**: the canonical SMS text built from the fields (account, readings in zone
 //!   order, e-mail), so the same grammar and checks apply.
-//! - **Per-IP rate limit**: a token bucket per client address in this process
-//!   (`FORM_RATE_PER_MINUTE`; per pod: with N replicas the limit is N times higher).
+//! - **Per-client rate limit** ([`limit`]): a token bucket per client — the address the
+//!   trusted proxy names in `FORM_CLIENT_IP_HEADER`, an IPv6 client by its /64 — in
+//!   this process (`FORM_RATE_PER_MINUTE`; with N replicas the limit is N times higher),
+//!   spent only by posts that would be published (see `answer`).
+
+pub mod limit;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use maud::{DOCTYPE, Markup, html};
+use shared::client::{ClientKey, TrustedProxy};
 use shared::events::{Channel, RejectReason, SmsReceived};
 use tracing::Instrument;
 
+use self::limit::RateLimiter;
 use crate::decisions::{self, Decision, Decisions};
 use crate::sms::{AppState, publish, request_span};
 
@@ -46,52 +53,14 @@ pub const RECIPIENT: &str = "web";
 pub const MAX_ZONES: usize = 3;
 const ZONE_LABELS: [&str; MAX_ZONES] = ["День / Т1", "Ночь / Т2", "Т3"];
 
-/// A per-client-address token bucket: `per_minute` requests a minute, as a burst of
-/// at most `per_minute`.
-pub struct RateLimiter {
-    per_minute: u32,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-/// Addresses remembered at most; beyond, full buckets are forgotten.
-const MAX_TRACKED: usize = 100_000;
-
-impl RateLimiter {
-    pub fn new(per_minute: u32) -> RateLimiter {
-        RateLimiter {
-            per_minute,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// `Ok` when `ip` may post now, else how long until it may.
-    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let capacity = f64::from(self.per_minute.max(1));
-        let per_second = capacity / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_TRACKED {
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * per_second < capacity
-            });
-        }
-        let (tokens, at) = buckets.entry(ip).or_insert((capacity, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(capacity);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / per_second))
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct FormState {
     app: AppState,
     decisions: Decisions,
     limiter: Arc<RateLimiter>,
-    client_ip_header: Option<header::HeaderName>,
+    /// The reverse proxy in front of the form, when `FORM_CLIENT_IP_HEADER` says one
+    /// names the client.
+    proxy: Option<TrustedProxy>,
 }
 
 impl FormState {
@@ -99,27 +68,32 @@ impl FormState {
         app: AppState,
         decisions: Decisions,
         per_minute: u32,
-        client_ip_header: Option<String>,
+        client_ip_header: Option<HeaderName>,
     ) -> FormState {
         FormState {
             app,
             decisions,
             limiter: Arc::new(RateLimiter::new(per_minute)),
-            client_ip_header: client_ip_header
-                .and_then(|h| header::HeaderName::from_bytes(h.trim().as_bytes()).ok()),
+            proxy: client_ip_header.map(TrustedProxy::new),
         }
     }
 
-    /// The client's address: the peer, or — behind a proxy that sets it — the last
-    /// address in `FORM_CLIENT_IP_HEADER` (the one the proxy itself appended).
-    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        self.client_ip_header
+    /// Whom the rate limit counts: the client the proxy names, else the TCP peer.
+    fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> ClientKey {
+        let ip = match &self.proxy {
+            Some(proxy) => proxy.client_ip(peer, headers),
+            None => peer.ip(),
+        };
+        ClientKey::from(ip)
+    }
+
+    /// Whether the page reached the resident over HTTPS. Ingest speaks plain HTTP;
+    /// only the trusted proxy knows, and says so in `X-Forwarded-Proto`. Without a
+    /// proxy the page is served as it is, in clear.
+    fn over_https(&self, headers: &HeaderMap) -> bool {
+        self.proxy
             .as_ref()
-            .and_then(|name| headers.get(name))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(peer.ip())
+            .is_some_and(|p| p.client_used_https(headers))
     }
 }
 
@@ -314,11 +288,21 @@ fn form_page(token: &str, id: &str, filled: &Filled, error: Option<&str>) -> Mar
     )
 }
 
-/// The form with a fresh token: the cookie and the hidden field.
-fn with_form(status: StatusCode, filled: &Filled, error: Option<&str>, id: &str) -> Response {
+/// The form with a fresh token: the cookie and the hidden field. The cookie is
+/// `Secure` where the page reached the resident over HTTPS ([`FormState::over_https`]),
+/// so that the browser never sends it in clear; over plain HTTP a `Secure` cookie
+/// would not be stored at all and every post would be refused.
+fn with_form(
+    secure: bool,
+    status: StatusCode,
+    filled: &Filled,
+    error: Option<&str>,
+    id: &str,
+) -> Response {
     let token = new_token();
     let mut resp = (status, form_page(&token, id, filled, error)).into_response();
-    let cookie = format!("{CSRF_COOKIE}={token}; Path=/form; HttpOnly; SameSite=Strict");
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{CSRF_COOKIE}={token}; Path=/form; HttpOnly; SameSite=Strict{secure}");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -327,8 +311,9 @@ fn with_form(status: StatusCode, filled: &Filled, error: Option<&str>, id: &str)
     resp
 }
 
-async fn show_form(State(state): State<FormState>) -> Response {
-    let resp = with_form(StatusCode::OK, &Filled::default(), None, &new_id());
+async fn show_form(State(state): State<FormState>, headers: HeaderMap) -> Response {
+    let secure = state.over_https(&headers);
+    let resp = with_form(secure, StatusCode::OK, &Filled::default(), None, &new_id());
     state.app.count("form", resp.status());
     resp
 }
@@ -345,33 +330,20 @@ async fn post_form(
     resp
 }
 
+/// A post's way: the body, the CSRF token, the form's own checks, then the client's
+/// budget, then the broker. Only a post that would be published spends the budget:
+/// the budget guards the broker, the validator and the connection held while the
+/// decision comes; everything before it costs what `GET /form` costs (a small page,
+/// bounded by the body limit and the HTTP server's limits), and charging it would let
+/// junk from one client use up the budget of everyone behind the same address (a
+/// carrier's NAT, a household's /64), or a stale form cost a resident a try.
 async fn answer(
     state: &FormState,
     peer: SocketAddr,
     headers: &HeaderMap,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
-    let ip = state.client_ip(peer, headers);
-    if let Err(wait) = state.limiter.admit(ip, Instant::now()) {
-        tracing::info!(client = %ip, "web form: rate limited");
-        let secs = wait.as_secs().max(1);
-        let mut resp = (
-            StatusCode::TOO_MANY_REQUESTS,
-            page(
-                "Слишком часто",
-                html! {
-                    h1 { "Слишком много отправок" }
-                    p.err { "С этого адреса слишком много отправок. Попробуйте через минуту." }
-                    p { a href="/form" { "Вернуться к форме" } }
-                },
-            ),
-        )
-            .into_response();
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
-    }
+    let secure = state.over_https(headers);
     let fields = match form {
         Ok(Form(fields)) => fields,
         Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -389,6 +361,7 @@ async fn answer(
         }
         Err(_) => {
             return with_form(
+                secure,
                 StatusCode::BAD_REQUEST,
                 &Filled::default(),
                 Some("Форма не прочиталась: заполните её заново."),
@@ -414,8 +387,9 @@ async fn answer(
     let csrf_ok = cookie_token(headers)
         .is_some_and(|c| !c.is_empty() && shared::token::same(c, field("csrf")));
     if !csrf_ok {
-        tracing::info!(client = %ip, "web form: CSRF token missing or wrong");
+        tracing::debug!("web form: CSRF token missing or wrong");
         return with_form(
+            secure,
             StatusCode::FORBIDDEN,
             &filled,
             Some(
@@ -427,8 +401,25 @@ async fn answer(
     let values: Vec<&str> = filled.values.iter().map(String::as_str).collect();
     let reading = match Reading::parse(&filled.account, &values, &filled.email) {
         Ok(r) => r,
-        Err(reason) => return with_form(StatusCode::BAD_REQUEST, &filled, Some(&reason), &id),
+        Err(reason) => {
+            return with_form(secure, StatusCode::BAD_REQUEST, &filled, Some(&reason), &id);
+        }
     };
+    let client = state.client(peer, headers);
+    if let Err(wait) = state.limiter.admit(client, Instant::now()) {
+        tracing::info!(%client, "web form: rate limited");
+        let mut resp = with_form(
+            secure,
+            StatusCode::TOO_MANY_REQUESTS,
+            &filled,
+            Some("С этого адреса слишком много отправок. Попробуйте через минуту."),
+            &id,
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     // Subscribed before the publish, so a quick decision is not missed.
     let rx = state.decisions.subscribe();
     match publish(&state.app, reading.event(&id)).await {
@@ -438,6 +429,7 @@ async fn answer(
         }
         Err(_) => {
             let mut resp = with_form(
+                secure,
                 StatusCode::SERVICE_UNAVAILABLE,
                 &filled,
                 Some("Сейчас не удалось принять показания. Отправьте ещё раз через минуту."),
@@ -532,18 +524,5 @@ mod tests {
         assert!(Reading::parse("1000001", &["1x"], "").is_err());
         assert!(Reading::parse("1000001", &["1"], "no-at-sign").is_err());
         assert!(Reading::parse("1000001", &["1"], "a b@c.ru").is_err());
-    }
-
-    #[test]
-    fn the_bucket_refills_over_a_minute() {
-        let limiter = RateLimiter::new(2);
-        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
-        let other: IpAddr = "192.0.2.2".parse().expect("ip");
-        let t = Instant::now();
-        assert!(limiter.admit(ip, t).is_ok());
-        assert!(limiter.admit(ip, t).is_ok());
-        assert!(limiter.admit(ip, t).is_err());
-        assert!(limiter.admit(other, t).is_ok(), "per address");
-        assert!(limiter.admit(ip, t + Duration::from_secs(31)).is_ok());
     }
 }

@@ -10,7 +10,7 @@
 
 mod bots;
 mod cabinet;
-mod decisions;
+pub mod decisions;
 pub mod form;
 mod jasmin;
 mod sms;
@@ -50,10 +50,11 @@ pub struct Config {
     pub form_rate_per_minute: u32,
 
     /// A header set by the trusted reverse proxy in front of ingest that holds the
-    /// client's address (e.g. `X-Forwarded-For`; its last entry counts). Unset: the
-    /// TCP peer's address.
-    #[arg(long, env = "FORM_CLIENT_IP_HEADER")]
-    pub form_client_ip_header: Option<String>,
+    /// client's address (e.g. `X-Forwarded-For`; its last entry counts). Setting it
+    /// also trusts the proxy's `X-Forwarded-Proto` (the form's cookie is `Secure`
+    /// over HTTPS). Unset: the TCP peer's address, and no proxy is trusted.
+    #[arg(long, env = "FORM_CLIENT_IP_HEADER", value_parser = shared::client::parse_header_name)]
+    pub form_client_ip_header: Option<axum::http::HeaderName>,
 
     #[command(flatten)]
     pub channels: ChannelTokens,

@@ -1,10 +1,10 @@
 //! ingest's HTTP contract (SPEC §4.1) against the real RabbitMQ.
 
-use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
+mod common;
+
+use common::TOKEN;
 use shared::events::Event;
 use shared::testing::{Broker, Service, Taken, TestEnv};
-
-const TOKEN: &str = "ingest-test-token-0123";
 /// The token being rotated out: accepted beside `TOKEN` (INGEST_TOKEN="new,old").
 const OLD_TOKEN: &str = "ingest-old-token-4567";
 
@@ -12,21 +12,13 @@ const OLD_TOKEN: &str = "ingest-old-token-4567";
 async fn spawn_app(amqp_url: &str, max_body: u32) -> Service {
     let amqp_url = amqp_url.to_owned();
     let config = move |http_addr| ingest::Config {
-        http_addr,
         ingest_token: shared::token::Tokens::parse(&format!("{TOKEN}, {OLD_TOKEN}"))
             .expect("two tokens"),
         max_body_bytes: max_body,
-        form_rate_per_minute: 10,
-        form_client_ip_header: None,
-        channels: ingest::ChannelTokens::default(),
-        broker: BrokerConfig {
-            amqp_url: amqp_url.into(),
-        },
-        runtime: RuntimeConfig {
-            log_format: LogFormat::Text,
-            shutdown_grace_seconds: 5,
-            ..RuntimeConfig::default()
-        },
+        ..ingest::Config {
+            http_addr,
+            ..common::config(&amqp_url)
+        }
     };
     Service::spawn("ingest", config, ingest::run).await
 }

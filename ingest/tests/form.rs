@@ -1,32 +1,36 @@
-//! The resident web form (SPEC §4.9) against the real RabbitMQ: CSRF, the per-IP
-//! rate limit, the body limit, bad input shown again with the reason, and the
-//! published `sms.received` on the `web` channel.
+//! The resident web form (SPEC §4.9) against the real RabbitMQ: CSRF, the per-client
+//! rate limit (the client the trusted proxy names, an IPv6 one by its /64), the body
+//! limit, bad input shown again with the reason, the cookie's `Secure` over HTTPS, and
+//! the published `sms.received` on the `web` channel.
 
 mod common;
 
-use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
+use axum::http::HeaderName;
 use shared::events::{Channel, Event};
 use shared::testing::{Broker, Service, TestEnv};
 
-const TOKEN: &str = "ingest-test-token-0123";
-
 async fn spawn_app(amqp_url: &str, max_body: u32, per_minute: u32) -> Service {
+    let header = HeaderName::from_static("x-forwarded-for");
+    spawn_behind(amqp_url, max_body, per_minute, Some(header)).await
+}
+
+/// Ingest behind a trusted proxy that names the client in `client_ip_header`, or
+/// reached directly (`None`).
+async fn spawn_behind(
+    amqp_url: &str,
+    max_body: u32,
+    per_minute: u32,
+    client_ip_header: Option<HeaderName>,
+) -> Service {
     let amqp_url = amqp_url.to_owned();
     let config = move |http_addr| ingest::Config {
-        http_addr,
-        ingest_token: shared::token::Tokens::parse(TOKEN).expect("token"),
         max_body_bytes: max_body,
         form_rate_per_minute: per_minute,
-        form_client_ip_header: Some("X-Forwarded-For".into()),
-        channels: ingest::ChannelTokens::default(),
-        broker: BrokerConfig {
-            amqp_url: amqp_url.into(),
-        },
-        runtime: RuntimeConfig {
-            log_format: LogFormat::Text,
-            shutdown_grace_seconds: 5,
-            ..RuntimeConfig::default()
-        },
+        form_client_ip_header: client_ip_header.clone(),
+        ..ingest::Config {
+            http_addr,
+            ..common::config(&amqp_url)
+        }
     };
     Service::spawn("ingest", config, ingest::run).await
 }
@@ -236,7 +240,7 @@ async fn bad_input_is_shown_again_with_what_to_fix() {
 }
 
 #[tokio::test]
-async fn posts_over_the_per_ip_rate_are_429_and_other_addresses_still_pass() {
+async fn posts_over_the_per_client_rate_are_429_and_other_clients_still_pass() {
     let env = TestEnv::new().await;
     let app = spawn_app(&env.amqp_url, 16 * 1024, 3).await;
     app.ready().await;
@@ -286,6 +290,130 @@ async fn posts_over_the_per_ip_rate_are_429_and_other_addresses_still_pass() {
     .await;
     assert_eq!(status, 200, "another address has its own bucket");
     app.stop().await;
+    env.cleanup().await;
+}
+
+/// Posts with the fields a valid form sends, from `ip` (behind the proxy).
+async fn post_valid(client: &reqwest::Client, base: &str, ip: &str) -> (u16, String) {
+    let shown = show(client, base).await;
+    post(
+        client,
+        base,
+        ip,
+        Some(&shown.cookie),
+        &[
+            ("csrf", &shown.csrf),
+            ("id", &shown.id),
+            ("account", "1000001"),
+            ("t1", "45100"),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_ipv6_client_counts_by_its_64() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024, 2).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    for ip in ["2001:db8:5:6::1", "2001:db8:5:6::2"] {
+        let (status, page) = post_valid(&client, &app.base, ip).await;
+        assert_eq!(status, 200, "{ip}: {page}");
+    }
+    let (status, page) = post_valid(&client, &app.base, "2001:db8:5:6:a:b:c:d").await;
+    assert_eq!(status, 429, "a third address of the same /64: {page}");
+    assert!(
+        page.contains("value=\"1000001\""),
+        "what was typed is kept: {page}"
+    );
+    let (status, _) = post_valid(&client, &app.base, "2001:db8:5:7::1").await;
+    assert_eq!(status, 200, "the next /64 is another client");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Only posts that would be published spend the budget: junk (no token, bad input)
+/// from an address leaves the budget of whoever shares it whole.
+#[tokio::test]
+async fn junk_posts_do_not_spend_the_clients_budget() {
+    let env = TestEnv::new().await;
+    let app = spawn_app(&env.amqp_url, 16 * 1024, 1).await;
+    app.ready().await;
+    let client = reqwest::Client::new();
+    let ip = "198.51.100.40";
+    for _ in 0..5 {
+        let (status, _) = post(&client, &app.base, ip, None, &[("account", "1000001")]).await;
+        assert_eq!(status, 403, "no token");
+        let shown = show(&client, &app.base).await;
+        let (status, _) = post(
+            &client,
+            &app.base,
+            ip,
+            Some(&shown.cookie),
+            &[("csrf", &shown.csrf), ("account", "10a"), ("t1", "1")],
+        )
+        .await;
+        assert_eq!(status, 400, "bad input");
+    }
+    let (status, page) = post_valid(&client, &app.base, ip).await;
+    assert_eq!(status, 200, "the first real post: {page}");
+    let (status, _) = post_valid(&client, &app.base, ip).await;
+    assert_eq!(status, 429, "the second, over a budget of one");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// The CSRF cookie is `Secure` where the trusted proxy says the page went out over
+/// HTTPS, and only then: over plain HTTP a `Secure` cookie is never stored, and
+/// without a trusted proxy nobody may say so.
+#[tokio::test]
+async fn the_csrf_cookie_is_secure_where_the_page_is_served_over_https() {
+    let env = TestEnv::new().await;
+    let behind = spawn_app(&env.amqp_url, 16 * 1024, 10).await;
+    let direct = spawn_behind(&env.amqp_url, 16 * 1024, 10, None).await;
+    behind.ready().await;
+    direct.ready().await;
+    let client = reqwest::Client::new();
+    let cookie = |base: String, proto: Option<&'static str>| {
+        let client = client.clone();
+        async move {
+            let mut req = client.get(format!("{base}/form"));
+            if let Some(proto) = proto {
+                req = req.header("X-Forwarded-Proto", proto);
+            }
+            let resp = req.send().await.expect("GET /form");
+            let cookie = resp.headers().get("set-cookie").expect("a cookie").clone();
+            cookie.to_str().expect("ascii").to_owned()
+        }
+    };
+    let secure = |c: &str| c.split(';').any(|a| a.trim() == "Secure");
+    let c = cookie(behind.base.clone(), Some("https")).await;
+    assert!(secure(&c), "{c}");
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+        "{c}"
+    );
+    let c = cookie(behind.base.clone(), Some("http")).await;
+    assert!(!secure(&c), "{c}");
+    let c = cookie(behind.base.clone(), None).await;
+    assert!(!secure(&c), "{c}");
+    let c = cookie(direct.base.clone(), Some("https")).await;
+    assert!(!secure(&c), "no proxy is trusted: {c}");
+    // The form shown again after a refused post carries the same attribute.
+    let resp = client
+        .post(format!("{}/form", behind.base))
+        .header("X-Forwarded-Proto", "https")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("account=1")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 403);
+    let c = resp.headers().get("set-cookie").expect("a fresh cookie");
+    assert!(secure(c.to_str().expect("ascii")), "{c:?}");
+    behind.stop().await;
+    direct.stop().await;
     env.cleanup().await;
 }
 

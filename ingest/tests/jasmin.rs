@@ -9,30 +9,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use shared::config::{BrokerConfig, LogFormat, RuntimeConfig};
+use common::TOKEN;
 use shared::events::{Channel, Event, SmsReceived};
 use shared::testing::{Broker, PortLease, Service, TestEnv, WAIT, eventually, with_leases};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const TOKEN: &str = "ingest-test-token-0123";
+mod common;
 
 async fn spawn_app(amqp_url: &str) -> Service {
     let amqp_url = amqp_url.to_owned();
     let config = move |http_addr| ingest::Config {
         http_addr,
-        ingest_token: shared::token::Tokens::parse(TOKEN).expect("token"),
-        max_body_bytes: 16 * 1024,
-        form_rate_per_minute: 10,
-        form_client_ip_header: None,
-        channels: ingest::ChannelTokens::default(),
-        broker: BrokerConfig {
-            amqp_url: amqp_url.into(),
-        },
-        runtime: RuntimeConfig {
-            log_format: LogFormat::Text,
-            shutdown_grace_seconds: 5,
-            ..RuntimeConfig::default()
-        },
+        ..common::config(&amqp_url)
     };
     Service::spawn("ingest", config, ingest::run).await
 }

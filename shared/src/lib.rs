@@ -2,10 +2,12 @@
 //! broker, the broker topology, a confirming publisher, the consumer loop with
 //! ack / delayed retry / dead-letter, trace context across the broker, configuration,
 //! telemetry, the HTTP server with its bounds and operational endpoints, bearer
-//! tokens, bounded reads of peers' error answers and graceful shutdown.
+//! tokens, the client behind a trusted proxy, bounded reads of peers' error answers
+//! and graceful shutdown.
 
 pub mod broker;
 pub mod calendar;
+pub mod client;
 pub mod config;
 pub mod consumer;
 pub mod db;

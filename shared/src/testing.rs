@@ -235,14 +235,36 @@ impl TestEnv {
     /// Messages in a queue of this vhost (ready + unacked), via the management API.
     /// The API refreshes its statistics every few seconds; poll with a deadline.
     pub async fn queue_depth(&self, queue: &str) -> Option<u64> {
+        self.management(&format!("queues/{{vhost}}/{queue}"))
+            .await?["messages"]
+            .as_u64()
+    }
+
+    /// The management API's answer at `/api/<path>`, where `{vhost}` in `path` stands
+    /// for this test's vhost (e.g. `consumers/{vhost}`); `None` if it did not answer.
+    pub async fn management(&self, path: &str) -> Option<serde_json::Value> {
+        let path = path.replace("{vhost}", &self.name);
         let resp = self
             .broker
-            .api(&self.http, |h, api| {
-                h.get(format!("{api}/api/queues/{}/{queue}", self.name))
-            })
+            .api(&self.http, |h, api| h.get(format!("{api}/api/{path}")))
             .await?;
-        let v: serde_json::Value = resp.json().await.ok()?;
-        v["messages"].as_u64()
+        resp.json().await.ok()
+    }
+
+    /// Makes this vhost treat our queues as RabbitMQ 4 would, on a 3.x broker too: from
+    /// 4.0 a quorum queue whose argument and policy set no `delivery-limit` has
+    /// [`RABBITMQ4_DEFAULT_DELIVERY_LIMIT`], and a message returned more often is
+    /// dropped or dead-lettered. Each of our policies is set again with that limit
+    /// added where it sets none itself; a policy that sets one keeps its own. On a 4.x
+    /// broker this changes nothing.
+    pub async fn emulate_rabbitmq4_delivery_limit(&self) {
+        set_policies_with(&self.http, &self.broker, &self.name, |definition| {
+            if let Some(map) = definition.as_object_mut() {
+                map.entry("delivery-limit")
+                    .or_insert(RABBITMQ4_DEFAULT_DELIVERY_LIMIT.into());
+            }
+        })
+        .await;
     }
 
     /// Drops the vhost and the database.
@@ -343,13 +365,27 @@ pub async fn serve_double(app: axum::Router) -> (String, tokio_util::sync::Cance
     });
     (url, stop)
 }
+/// The delivery limit RabbitMQ 4 gives a quorum queue whose argument and policy set
+/// none (3.x gives none).
+pub const RABBITMQ4_DEFAULT_DELIVERY_LIMIT: i64 = 20;
 
 /// The broker policies production has (`topology::policies`, as deploy/ and
 /// scripts/lib.sh set them), on a test's vhost, so tests run against the same
 /// effective queue settings.
 async fn set_policies(http: &reqwest::Client, broker: &TestBroker, vhost: &str) {
+    set_policies_with(http, broker, vhost, |_| {}).await;
+}
+
+/// [`set_policies`] with each definition changed by `change` first.
+async fn set_policies_with(
+    http: &reqwest::Client,
+    broker: &TestBroker,
+    vhost: &str,
+    change: impl Fn(&mut serde_json::Value),
+) {
     let queues = crate::topology::system_queues();
-    for policy in crate::topology::policies(&queues) {
+    for mut policy in crate::topology::policies(&queues) {
+        change(&mut policy.definition);
         let resp = broker
             .api(http, |h, api| {
                 h.put(format!("{api}/api/policies/{vhost}/{}", policy.name))

@@ -55,6 +55,18 @@ pub const DELIVERY_LIMIT: i64 = 20;
 /// queue's declaration fails with PRECONDITION_FAILED.
 pub const DEAD_LETTER_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
+/// The delivery limit of the `.dead` queues: none that a look could ever reach (SPEC
+/// §4.7). The console reads dead letters with `basic.get` and returns them unacked,
+/// and a quorum queue counts each return toward its delivery limit; a `.dead` queue
+/// has no dead-letter target, so a letter past the limit would be dropped. RabbitMQ
+/// 3.x sets no limit unless asked; from 4.0 every quorum queue without one gets 20,
+/// and only a policy or an argument lifts it. 4.x reads a negative value as "none",
+/// but 3.x refuses it ("-1 is not a valid delivery limit", measured on 3.10.8; its
+/// validator wants an integer ≥ 0), and a refused policy would take the 14-day expiry
+/// with it (one policy per queue). So one value that every version accepts and nothing
+/// reaches: 2³¹−1 returns, a look a second for 68 years.
+pub const DEAD_LETTER_DELIVERY_LIMIT: i64 = i32::MAX as i64;
+
 /// The priority of [`policies`]. RabbitMQ applies one policy per queue (the highest
 /// priority that matches), so another policy matching these queues must be above
 /// it and carry these keys too (docs/operations.md, "Broker policies").
@@ -185,7 +197,8 @@ pub struct BrokerPolicy {
 }
 
 /// The policies for `queues`: the delivery limit on the consumer queues (never above
-/// [`DELIVERY_LIMIT`], see there) and the 14-day expiry of their dead letters. The
+/// [`DELIVERY_LIMIT`], see there), and on their dead letters the 14-day expiry and no
+/// delivery limit that looking could use up ([`DEAD_LETTER_DELIVERY_LIMIT`]). The
 /// retry queues match neither: their delay is in their name and their arguments.
 pub fn policies(queues: &[QueueSpec]) -> Vec<BrokerPolicy> {
     let names: Vec<String> = queues.iter().map(|q| regex_escape(&q.name)).collect();
@@ -200,7 +213,10 @@ pub fn policies(queues: &[QueueSpec]) -> Vec<BrokerPolicy> {
         BrokerPolicy {
             name: "meter-dead-letters",
             pattern: format!("^({alternatives})\\.dead$"),
-            definition: serde_json::json!({ "message-ttl": ttl_ms }),
+            definition: serde_json::json!({
+                "message-ttl": ttl_ms,
+                "delivery-limit": DEAD_LETTER_DELIVERY_LIMIT,
+            }),
         },
     ]
 }
@@ -564,7 +580,10 @@ mod tests {
             pattern("meter-dead-letters"),
             Some((
                 r"^(validator|notifier|billing-export)\.dead$".to_owned(),
-                serde_json::json!({"message-ttl": 1_209_600_000_u64})
+                serde_json::json!({
+                    "message-ttl": 1_209_600_000_u64,
+                    "delivery-limit": 2_147_483_647_i64
+                })
             ))
         );
     }

@@ -201,6 +201,23 @@ impl Console {
         (client, csrf)
     }
 
+    /// A supervisor's click on one letter's re-queue button: the status and the page.
+    pub async fn requeue_letter(
+        &self,
+        client: &reqwest::Client,
+        csrf: &str,
+        key: &str,
+    ) -> (u16, String) {
+        let r = client
+            .post(self.url("/dead/requeue"))
+            .form(&[("csrf", csrf), ("queue", "billing-export"), ("key", key)])
+            .send()
+            .await
+            .expect("POST /dead/requeue");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("body"))
+    }
+
     pub async fn page(&self, client: &reqwest::Client, path: &str) -> String {
         let r = client.get(self.url(path)).send().await.expect("GET");
         assert_eq!(r.status(), 200, "GET {path}");
@@ -253,4 +270,59 @@ pub async fn decided(
     .execute(owners)
     .await
     .expect("message stored");
+}
+
+/// A link to the broker for putting dead letters in place: its connection, and a
+/// channel in confirm mode.
+pub async fn dead_letter_link(env: &TestEnv) -> (lapin::Connection, lapin::Channel) {
+    let conn = shared::broker::connect(
+        &env.amqp_url,
+        "test-dead",
+        &shared::topology::system_queues(),
+    )
+    .await
+    .expect("broker");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    (conn, channel)
+}
+
+/// The re-queue key of the letter `id` on the dead-letter page.
+pub fn letter_key(page: &str, id: &str) -> String {
+    let at = page
+        .find(id)
+        .unwrap_or_else(|| panic!("{id} listed in {page}"));
+    hidden(&page[at..], "key").expect("its key")
+}
+
+/// Puts a letter into `billing-export.dead` as the consumer loop would have: its last
+/// error, attempt, routing key and time (`channel` in confirm mode).
+pub async fn dead_letter(broker: &lapin::Channel, id: &str) {
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "x-last-error".into(),
+        lapin::types::AMQPValue::LongString("billing answered 400: bad period".into()),
+    );
+    headers.insert("x-attempt".into(), lapin::types::AMQPValue::LongLongInt(1));
+    headers.insert(
+        "x-original-routing-key".into(),
+        lapin::types::AMQPValue::LongString("reading.accepted".into()),
+    );
+    headers.insert(
+        "x-failed-at".into(),
+        lapin::types::AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
+    );
+    shared::broker::publish_confirmed(
+        broker,
+        shared::topology::DEAD_LETTER_EXCHANGE,
+        "billing-export",
+        format!(r#"{{"schema":"reading.accepted/v1","message_id":"{id}"}}"#).as_bytes(),
+        shared::broker::persistent_json(id, headers),
+        shared::testing::CONFIRM_WAIT,
+    )
+    .await
+    .expect("dead letter published");
 }

@@ -10,13 +10,17 @@ use shared::testing::{Broker, Service, Taken, TestEnv};
 use shared::token::Tokens;
 
 pub const INGEST_TOKEN: &str = "ingest-test-token-0123";
+/// The gateways' token, as the SMS and form tests name it.
+pub const TOKEN: &str = INGEST_TOKEN;
 pub const TELEGRAM_SECRET: &str = "telegram-secret_0123456789";
 /// The secret being rotated out: accepted beside the new one.
 pub const TELEGRAM_OLD_SECRET: &str = "telegram-old-secret-4567";
 pub const MAX_SECRET: &str = "max-secret-0123456789";
 pub const CABINET_TOKEN: &str = "cabinet-token-0123456789";
 
-/// ingest's configuration with every way in open.
+/// ingest's configuration with every way in open: the test token, a 16 KiB body
+/// limit, the form's default rate, no proxy in front, text logs and a short grace. A
+/// test changes what it needs: `ingest::Config { http_addr, max_body_bytes: 1024, ..config(…) }`.
 pub fn config(amqp_url: &str) -> ingest::Config {
     ingest::Config {
         http_addr: "127.0.0.1:0".parse().expect("addr"),

@@ -25,12 +25,13 @@ scripts/kannel.sh install
 # reports) in a venv of its own, with the DLR fix of jookies/jasmin#1236 applied, and
 # Redis on 127.0.0.1:6379.
 start_redis
+apt_install python3-venv
 scripts/jasmin.py install
 bash scripts/tls-backends.sh install
 pip_install aiosmtpd -- aiosmtpd
 pip_install opentelemetry.proto -- opentelemetry-proto
 pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
-command -v kubectl >/dev/null || apt_install kubernetes-client
+ensure_kubectl
 # promtool (Debian's prometheus package) checks the PrometheusRule; its daemon is not started.
 command -v promtool >/dev/null || apt_install prometheus
 # The console's browser test (console/tests/browser.rs) drives Debian's Chromium.

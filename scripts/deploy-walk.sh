@@ -10,7 +10,7 @@
 #      calls answered from those (scripts/deploy_walk.py kubectl);
 #   2. the broker policies of the rendered Policy objects (rabbitmqctl set_policy);
 #   3. the migration Job's pod: its containers in their order, each must exit 0;
-#   4. the five Deployments; each answers /readyz;
+#   4. the five Deployments; each answers its probes' /healthz and /readyz;
 #   5. the first console user, as the docs create it (`kubectl exec -i deploy/console
 #      -- console add-user …`: here `podman exec -i`), the registry as the docs load it
 #      (`kubectl exec -i deploy/validator -- validator import-registry - < FILE`);
@@ -65,8 +65,8 @@ if [[ ${1:-} != --inside ]]; then
     rc=$?
     set -e
     # Whatever the inside left (it removes its own; this is for a walk that died).
-    for f in "$WALK"/play/*.yaml; do [[ -e $f ]] && podman kube down "$f" >/dev/null 2>&1; done
-    for s in "$WALK"/secrets/*.json; do [[ -e $s ]] && podman secret rm "$(basename "$s" .json)" >/dev/null 2>&1; done
+    for f in "$WALK"/play/*.yaml; do [[ -e $f ]] && { podman kube down "$f" >/dev/null 2>&1 || true; }; done
+    for s in "$WALK"/secrets/*.json; do [[ -e $s ]] && { podman secret rm "$(basename "$s" .json)" >/dev/null 2>&1 || true; }; done
     podman volume rm -f billing-export-exports >/dev/null 2>&1 || true
     [[ ${WALK_KEEP:-0} == 1 ]] || rm -rf "$WALK"
     log "walk $([[ $rc == 0 ]] && echo passed || echo FAILED) in $((SECONDS - started)) s"
@@ -102,9 +102,9 @@ mkdir -p "$WALK/pg" "$WALK/pgsock"
 chown postgres:postgres "$WALK/pg" "$WALK/pgsock"
 runuser -u postgres -- "$PG_BIN/initdb" -D "$WALK/pg" -U postgres --auth-local=trust \
     --auth-host=scram-sha-256 >"$WALK/initdb.log" 2>&1 || die "initdb: $WALK/initdb.log"
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WALK/pg" -l "$WALK/postgres.log" -w -t 60 \
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WALK/pg" -l "$WALK/pg/postgres.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -c port=5432 -c unix_socket_directories=$WALK/pgsock -c max_connections=200" \
-    start >/dev/null || die "PostgreSQL did not start: $WALK/postgres.log"
+    start >/dev/null || die "PostgreSQL did not start: $WALK/pg/postgres.log"
 APP_PW=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 runuser -u postgres -- psql -h "$WALK/pgsock" -qc "CREATE ROLE app LOGIN PASSWORD '$APP_PW'" -c "CREATE DATABASE app OWNER app"
 python3 scripts/deploy_walk.py secret meter-db-app username=app password="$APP_PW" dbname=app \
@@ -160,7 +160,7 @@ sed 's/^/    /' "$WALK/play/transformations.txt" >&2
 
 # 2. The broker policies, as the topology operator would apply the Policy objects.
 while IFS=$'\t' read -r name pattern apply priority definition; do
-    rabbitmqctl -q set_policy -p / --apply-to "$apply" --priority "$priority" "$name" "$pattern" "$definition" >/dev/null
+    rabbitmqctl -q set_policy -p / --apply-to "$apply" --priority "$priority" "$name" "$pattern" "$definition" </dev/null >/dev/null
     log "policy $name ($pattern): $definition"
 done <"$WALK/play/policies.tsv"
 
@@ -182,7 +182,9 @@ order=$(runuser -u postgres -- psql -h "$WALK/pgsock" -d app -tAc "
 log "the Job's containers ran in order (migrate-ingest, then the schemas: $order) and exited 0, in $((SECONDS - t)) s"
 podman kube down "$WALK/play/migrate.yaml" >/dev/null
 
-# 4. The Deployments.
+# 4. The Deployments. podman turns an httpGet probe into `curl` run by a shell inside the
+#    container, which a shell-less image cannot do: the walk asks each probe path from
+#    outside, as the kubelet does.
 t=$SECONDS
 for s in ingest validator notifier billing-export console; do
     podman kube play --configmap "$(cat "$WALK/play/configmaps.list")" "$WALK/play/$s.yaml" >/dev/null
@@ -194,10 +196,11 @@ for s in ingest validator notifier billing-export console; do
         [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(port "$s")/readyz") == 200 ]] && break
         sleep 0.5
     done
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(port "$s")/readyz") == 200 ]] ||
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(port "$s")/readyz") == 200 &&
+        $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(port "$s")/healthz") == 200 ]] ||
         { podman logs "$(ctr "$s")" 2>&1 | tail -n 20 >&2; die "$s not ready"; }
     pid=$(podman inspect -f '{{.State.Pid}}' "$(ctr "$s")")
-    log "$s: ready on :$(port "$s"); uid $(awk '/^Uid:/ {print $2}' "/proc/$pid/status"), root $(awk '$5 == "/" {print $6}' "/proc/$pid/mountinfo" | tail -n 1 | cut -d, -f1)"
+    log "$s: /healthz and /readyz 200 on :$(port "$s"); uid $(awk '/^Uid:/ {print $2}' "/proc/$pid/status"), root $(awk '$5 == "/" {print $6}' "/proc/$pid/mountinfo" | tail -n 1 | cut -d, -f1)"
 done
 log "five Deployments ready in $((SECONDS - t)) s"
 

@@ -14,7 +14,8 @@ scripts make against a cluster.
       in to the console at BASE and types one paper slip; prints its id and decision
 
 Transformations, and nothing else: `hostNetwork: true` on every pod played (loopback
-only, no bridge addresses); the Job becomes a Pod (podman plays no Jobs: same
+only, no bridge addresses), and so no containerPort declarations (podman 4.3 refuses
+them on the host's network; the probes' named port becomes its number); the Job becomes a Pod (podman plays no Jobs: same
 template, restartPolicy Never); the infrastructure the operators would make
 (RabbitmqCluster, CNPG Cluster, Policy) is not played — servers in the walk's
 namespace stand in, with the operators' Secrets, and the Policies are applied with
@@ -68,12 +69,16 @@ def play(rendered: Path, out: Path) -> None:
                          "ingest's POST /v1/sms as an aggregator's would)")
             continue
         d["spec"]["template"]["spec"]["hostNetwork"] = True
+        unport(d["spec"]["template"]["spec"])
         claims = [v["persistentVolumeClaim"]["claimName"]
                   for v in d["spec"]["template"]["spec"].get("volumes") or []
                   if "persistentVolumeClaim" in v]
         docs = [pvcs[c] for c in claims] + [d]
         yaml.safe_dump_all(docs, (out / f"{name}.yaml").open("w"))
-        notes.append(f"Deployment/{name}: hostNetwork: true" + (f" (with PVC {', '.join(claims)})" if claims else ""))
+        notes.append(f"Deployment/{name}: hostNetwork: true; its containerPorts dropped and the probes' "
+                     "named port replaced by its number (podman 4.3 refuses port declarations on the "
+                     "host's network; the service binds HTTP_ADDR itself)"
+                     + (f"; with PVC {', '.join(claims)}" if claims else ""))
 
     for job in by_kind.get("Job", []):
         template = job["spec"]["template"]
@@ -103,6 +108,16 @@ def play(rendered: Path, out: Path) -> None:
             notes.append(f"{kind}: {n} not played (podman has no use for them)"
                          + ("; their names resolve to the loopback" if kind == "Service" else ""))
     (out / "transformations.txt").write_text("\n".join(notes) + "\n")
+
+
+def unport(pod: dict) -> None:
+    """Drops each container's `ports` and writes the probes' named ports as numbers."""
+    for c in pod.get("containers") or []:
+        numbers = {p.get("name"): p["containerPort"] for p in c.pop("ports", None) or []}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = (c.get(probe) or {}).get("httpGet")
+            if get and isinstance(get.get("port"), str):
+                get["port"] = numbers[get["port"]]
 
 
 def kubectl(args: list[str]) -> int:

@@ -53,6 +53,8 @@ if [[ ${1:-} != --inside ]]; then
     fi
     for s in ingest validator notifier billing-export console; do
         podman image exists "meter-readings/$s:$TAG" || die "no image meter-readings/$s:$TAG: scripts/images.sh build"
+        [[ $(podman image inspect -f '{{index .Labels "org.opencontainers.image.title"}}' "meter-readings/$s:$TAG") == "meter-readings $s" ]] ||
+            die "meter-readings/$s:$TAG was not built from deploy/Dockerfile (its label is missing): scripts/images.sh build"
     done
     WALK=$(mktemp -d "${TMPDIR:-/tmp}/meter-walk.XXXXXX")
     chmod 755 "$WALK"

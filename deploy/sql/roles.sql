@@ -4,10 +4,9 @@
 -- admin role) BEFORE the first migration Job, and again whenever a role is added or
 -- its password changes; it is idempotent:
 --
---   psql "postgres://postgres@HOST:5432/meter" -v ON_ERROR_STOP=1 \
---        -v validator_password="$(openssl rand -hex 24)" -v notifier_password=... \
---        -v billing_export_password=... -v console_password=... \
---        -f deploy/sql/roles.sql
+--   psql "postgres://postgres@HOST:5432/meter" -v validator_password="$VALIDATOR_PW" \
+--        -v notifier_password="$NOTIFIER_PW" -v billing_export_password="$BILLING_PW" \
+--        -v console_password="$CONSOLE_PW" -f deploy/sql/roles.sql
 --
 -- Put each password into that service's DATABASE_URL (Secret meter-<service>-secrets).
 -- ingest has no role: it never opens the database. Tested by e2e/tests/roles.rs,

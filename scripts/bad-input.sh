@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bad-input drills at full size (issue 7), each printing its counts:
-#   - schemathesis (PyPI) against every service, from docs/openapi.yaml
-#     (SCHEMATHESIS_EXAMPLES per operation, default 1000);
+#   - schemathesis (PyPI) against every service (the console too, logged in), from
+#     docs/openapi.yaml (SCHEMATHESIS_EXAMPLES per operation, default 1000; 25 in
+#     scripts/test.sh);
 #   - the Rust HTTP probes (garbage, truncated, oversized, wrong-typed, wrongly
 #     encoded requests over a raw socket) and the broker garbage (dead letters);
 #   - the long parser fuzz run (FUZZ_CASES per parser, default 1,000,000; FUZZ_SEED).

@@ -7,7 +7,8 @@
 #   4. the README's local run, end to end (--check),
 #   5. the offline validation of the Kubernetes manifests,
 #   6. one drill past one machine: kill -9 of the node leading the validator's quorum
-#      queue, two replicas of every service on a three-node cluster (issue 20).
+#      queue, two replicas of every service on a three-node cluster (issue 20),
+#   7. schemathesis against every service from docs/openapi.yaml, at CI size.
 # The TLS backends (scripts/tls-backends.sh: a TLS-only RabbitMQ node and an ssl-only
 # PostgreSQL cluster of their own, for e2e/tests/tls.rs) start during the build and
 # stop at the end; so does that three-node cluster (scripts/cluster.sh), with node
@@ -31,6 +32,10 @@ bash scripts/tls-backends.sh install
 pip_install aiosmtpd -- aiosmtpd
 pip_install opentelemetry.proto -- opentelemetry-proto
 pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
+# e2e/tests/docs.rs reads docs/openapi.yaml (PyYAML) and validates it; the last step
+# runs schemathesis against the services.
+pip_install yaml openapi_spec_validator -- pyyaml openapi-spec-validator
+pip_install schemathesis -- schemathesis
 ensure_kubectl
 # promtool (Debian's prometheus package) checks the PrometheusRule; its daemon is not started.
 command -v promtool >/dev/null || apt_install prometheus
@@ -100,3 +105,11 @@ log "a drill past one machine: kill -9 the validator queue's leader (cluster, 2 
 wait "$cluster_start" || { cat "$cluster_log" >&2; die "the three-node cluster did not start"; }
 cargo nextest run -p e2e --locked --run-ignored only --no-fail-fast --test cluster_drills \
     -E 'test(=drill_cluster_kill9_queue_leader)'
+
+# Every operation of docs/openapi.yaml against the running services, each with its
+# credentials (e2e/tests/bad_input.rs, schemathesis_every_endpoint): 25 cases per
+# operation, about two minutes here; scripts/bad-input.sh runs 1,000. `timeout`
+# bounds it: a hung service must fail the run, not stall it.
+log "schemathesis against every service (docs/openapi.yaml, 25 cases per operation)"
+SCHEMATHESIS_EXAMPLES=25 timeout 900 cargo nextest run -p e2e --locked --no-fail-fast \
+    --run-ignored only --test bad_input -E 'test(=schemathesis_every_endpoint)'

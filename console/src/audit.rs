@@ -50,12 +50,29 @@ pub async fn record(
     subject: &str,
     detail: Option<Value>,
 ) -> Result<(), sqlx::Error> {
+    // What staff typed is kept as typed, bar the NUL that neither `text` nor `jsonb`
+    // can hold: it becomes the visible `␀` (a search for `%00` is audited, not a 503).
+    let detail = detail.map(storable);
     sqlx::query("INSERT INTO audit (login, action, subject, detail) VALUES ($1, $2, $3, $4)")
         .bind(login)
         .bind(action.as_str())
-        .bind(subject)
+        .bind(shared::db::storable_text(subject).as_ref())
         .bind(detail)
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// `value` with every NUL in its strings as `␀` (`jsonb` refuses `\u0000`).
+fn storable(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(shared::db::storable_text(&s).into_owned()),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (shared::db::storable_text(&k).into_owned(), storable(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }

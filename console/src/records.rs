@@ -145,6 +145,11 @@ pub async fn search(pool: &PgPool, queries: Vec<Query>) -> Result<Found, sqlx::E
 }
 
 pub async fn message(pool: &PgPool, id: &str) -> Result<Option<Message>, sqlx::Error> {
+    // No stored id holds a NUL (ingest refuses one; a `text` cannot hold it), and
+    // PostgreSQL refuses it as a parameter: such an id is not found, not an error.
+    if id.contains('\0') {
+        return Ok(None);
+    }
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM validator.console_messages WHERE message_id = $1"
     )))

@@ -325,14 +325,18 @@ async fn try_login(
             Some("Форма входа устарела: попробуйте ещё раз."),
         ));
     }
-    let login = form.username.trim().to_lowercase();
-    if login.is_empty() || login.chars().count() > 64 || form.password.len() > 1024 {
-        return Ok(login_page(
-            state,
-            StatusCode::UNAUTHORIZED,
-            Some("Неверный логин или пароль."),
-        ));
-    }
+    // Only a name `add-user` could have made can be a login (a NUL, which PostgreSQL
+    // refuses as a parameter, was a 503 here): anything else is a wrong login.
+    let login = match users::Login::parse(&form.username) {
+        Ok(login) if form.password.len() <= 1024 => login.as_str().to_owned(),
+        _ => {
+            return Ok(login_page(
+                state,
+                StatusCode::UNAUTHORIZED,
+                Some("Неверный логин или пароль."),
+            ));
+        }
+    };
     let ip = Some(peer.ip());
     if let Some(until) = session::throttled_until(&state.pool, &login, ip).await? {
         let minutes = ((until - Utc::now()).num_seconds().max(0) + 59) / 60;

@@ -355,20 +355,141 @@ fn parser_fuzz_long() {
 
 // ---------------------------------------------------------- schemathesis ---------
 
-/// schemathesis (PyPI) against every service, from docs/openapi.yaml:
-/// `scripts/bad-input.sh` runs this (it installs schemathesis if missing).
-/// `SCHEMATHESIS_EXAMPLES` per operation (default 200).
+/// The console's API token in the schemathesis run (CONSOLE_API_TOKEN).
+const CONSOLE_TOKEN: &str = "e2e-console-api-token-0123";
+/// The aggregator's token (SMS_HTTP_TOKEN, as `System` gives the notifier), which
+/// its delivery reports present.
+const SMS_TOKEN: &str = "sms-secret";
+/// The password of the console user schemathesis logs in as.
+const CONSOLE_PASSWORD: &str = "schemathesis-password-0123";
+
+/// The console as a process beside `system` (the harness runs the other four), on
+/// the system's vhost and database, its port read from `/proc` as the harness does.
+async fn start_console(system: &System) -> (tokio::process::Child, u16) {
+    let log = std::fs::File::create(system.work.path().join("console.log")).expect("log");
+    let child = tokio::process::Command::new(e2e::system::bin("console"))
+        .arg("serve")
+        .env("AMQP_URL", &system.env.amqp_url)
+        .env("DATABASE_URL", &system.env.database_url)
+        .env("DATABASE_MAX_CONNECTIONS", "5")
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("CONSOLE_API_TOKEN", CONSOLE_TOKEN)
+        .env("CONSOLE_INSECURE_COOKIES", "true")
+        .env("BILLING_EXPORT_URL", system.base("billing-export"))
+        .env("CONSOLE_EXPORT_TOKEN", e2e::system::EXPORT_TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the console binary (cargo build --workspace --bins)");
+    let pid = child.id().expect("a started child has a pid");
+    let port = shared::testing::listening_port(pid, "console").await;
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    eventually("the console ready", WAIT, || async {
+        let r = reqwest::get(&ready).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    (child, port)
+}
+
+/// A supervisor's session on the console at `base` (`console add-user`, then the login
+/// form as a browser fills it): the cookie that gets schemathesis past the login to
+/// the pages' own handling of what it sends.
+async fn console_session(system: &System, base: &str) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    let mut add = tokio::process::Command::new(e2e::system::bin("console"))
+        .args(["add-user", "schemathesis", "--role", "supervisor"])
+        .env("DATABASE_URL", &system.env.database_url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("console add-user");
+    let mut stdin = add.stdin.take().expect("stdin");
+    stdin
+        .write_all(CONSOLE_PASSWORD.as_bytes())
+        .await
+        .expect("password");
+    drop(stdin);
+    assert!(
+        add.wait().await.expect("add-user ran").success(),
+        "console add-user failed"
+    );
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let cookie = |r: &reqwest::Response, name: &str| -> String {
+        r.headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                v.strip_prefix(&format!("{name}="))
+                    .and_then(|v| v.split(';').next())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no {name} cookie"))
+    };
+    let form = http
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .expect("GET /login");
+    let login_cookie = cookie(&form, "console_login");
+    let page = form.text().await.expect("the login page");
+    let marker = r#"name="csrf" value=""#;
+    let csrf = page
+        .split_once(marker)
+        .and_then(|(_, rest)| rest.split('"').next())
+        .expect("the login form's csrf field");
+    let done = http
+        .post(format!("{base}/login"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("console_login={login_cookie}"),
+        )
+        .form(&[
+            ("csrf", csrf),
+            ("username", "schemathesis"),
+            ("password", CONSOLE_PASSWORD),
+        ])
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(done.status(), 303, "the supervisor's login");
+    format!("console_session={}", cookie(&done, "console_session"))
+}
+
+/// schemathesis (PyPI) against every service, from docs/openapi.yaml, each with the
+/// credentials its operations take: `scripts/test.sh` runs it at CI size
+/// (`SCHEMATHESIS_EXAMPLES=25`), `scripts/bad-input.sh` at full size (1,000); both
+/// install schemathesis if missing. `SCHEMATHESIS_EXAMPLES` per operation (default 200).
 #[tokio::test]
-#[ignore = "needs schemathesis (pip install schemathesis): scripts/bad-input.sh"]
+#[ignore = "needs schemathesis (pip install schemathesis): scripts/test.sh, scripts/bad-input.sh"]
 async fn schemathesis_every_endpoint() {
-    let system = System::start(fixtures::options(Gateway::Log)).await;
+    let sms = BillingDouble::start().await;
+    let mut opts = fixtures::options(Gateway::Http(sms.url.clone()));
+    // Delivery reports from Kannel and Jasmin are answered only with signing keys.
+    opts.env
+        .push(("DLR_SECRET".into(), "e2e-dlr-secret-0123456789".into()));
+    opts.env
+        .push(("DLR_BASE_URL".into(), "http://127.0.0.1:9".into()));
+    // Past the web form's rate per address, its posts would all be 429: untested.
+    opts.env
+        .push(("FORM_RATE_PER_MINUTE".into(), "10000".into()));
+    let system = System::start(opts).await;
+    let (mut console, console_port) = start_console(&system).await;
     let examples = std::env::var("SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "200".into());
     let spec = e2e::repo_root().join("docs/openapi.yaml");
     let reports = tempfile::tempdir().expect("report dir");
-    // Kannel's token is a query parameter, not a security scheme: give schemathesis
-    // the right one, so its cases get past authentication (the Rust probes above try
-    // wrong ones). `positive_data_acceptance` is off: a schema cannot say which phone
-    // numbers libphonenumber holds valid, so a schema-valid `from` may rightly be `400`.
+    // Kannel's and Jasmin's token is a query parameter, not a security scheme: give
+    // schemathesis the right one, so its cases get past authentication (the Rust
+    // probes above try wrong ones). `positive_data_acceptance` is off: a schema cannot
+    // say which phone numbers libphonenumber holds valid, nor make a delivery report's
+    // signature or a form's CSRF token, so a schema-valid request may rightly be a 4xx.
     let config = reports.path().join("schemathesis.toml");
     std::fs::write(
         &config,
@@ -377,14 +498,43 @@ async fn schemathesis_every_endpoint() {
         ),
     )
     .expect("schemathesis.toml");
+    let console_base = format!("http://127.0.0.1:{console_port}");
+    let session = console_session(&system, &console_base).await;
+    // Service, base URL, bearer token, the session cookie (the console's pages), tags.
+    let runs: [(&str, String, &str, &str, &[&str]); 5] = [
+        (
+            "ingest",
+            system.base("ingest"),
+            TOKEN,
+            "",
+            &["ingest", "ops"],
+        ),
+        ("validator", system.base("validator"), "", "", &["ops"]),
+        (
+            "notifier",
+            system.base("notifier"),
+            SMS_TOKEN,
+            "",
+            &["notifier", "ops"],
+        ),
+        (
+            "billing-export",
+            system.base("billing-export"),
+            e2e::system::EXPORT_TOKEN,
+            "",
+            &["billing-export", "ops"],
+        ),
+        (
+            "console",
+            console_base,
+            CONSOLE_TOKEN,
+            &session,
+            &["console", "console-pages", "ops"],
+        ),
+    ];
     let mut failed = Vec::new();
     let mut counts = Vec::new();
-    for (service, tags) in [
-        ("ingest", &["ingest", "ops"][..]),
-        ("billing-export", &["billing-export", "ops"][..]),
-        ("validator", &["ops"][..]),
-        ("notifier", &["ops"][..]),
-    ] {
+    for (service, base, token, cookie, tags) in runs {
         let mut cmd = tokio::process::Command::new("st");
         // schemathesis keeps a `.schemathesis/` state directory in its working directory.
         cmd.current_dir(reports.path())
@@ -392,13 +542,19 @@ async fn schemathesis_every_endpoint() {
             .arg(&config)
             .arg("run")
             .arg(&spec)
-            .args(["--url", &system.base(service)])
-            .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+            .args(["--url", &base])
             .args(["--max-examples", &examples])
+            .args(["--request-timeout", "30"])
             .args(["--seed", "1", "--no-color", "--generation-database", "none"])
             .args(["--report", "junit"])
             .arg("--report-junit-path")
             .arg(reports.path().join(format!("{service}.xml")));
+        if !token.is_empty() {
+            cmd.args(["--header", &format!("Authorization: Bearer {token}")]);
+        }
+        if !cookie.is_empty() {
+            cmd.args(["--header", &format!("Cookie: {cookie}")]);
+        }
         for t in tags {
             cmd.args(["--include-tag", t]);
         }
@@ -422,8 +578,15 @@ async fn schemathesis_every_endpoint() {
         counts.push(format!("{service}: {summary}"));
     }
     println!("schemathesis: {}", counts.join("; "));
-    system.assert_all_alive("the garbage on the exchange").await;
+    system.assert_all_alive("schemathesis").await;
+    assert!(
+        console.try_wait().ok().flatten().is_none(),
+        "the console exited under schemathesis: {}",
+        std::fs::read_to_string(system.work.path().join("console.log")).unwrap_or_default()
+    );
+    console.kill().await.ok();
     system.stop().await;
+    sms.stop();
     assert!(
         failed.is_empty(),
         "schemathesis found failures against {failed:?}"

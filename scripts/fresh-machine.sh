@@ -104,7 +104,8 @@ fi
 started=$SECONDS
 if [[ $WHAT == test ]]; then
     [[ -d $RUN/root/meter-readings ]] || die "no kept run in $RUN (FRESH_KEEP=1 scripts/fresh-machine.sh run-local)"
-    git -C "$RUN/root/meter-readings" pull -q --ff-only "$REPO" HEAD
+    git -C "$RUN/root/meter-readings" fetch -q "$REPO" HEAD
+    git -C "$RUN/root/meter-readings" reset -q --hard FETCH_HEAD
     # Its daemons ended with the last run's namespace: as after a reboot, no pid files.
     rm -f "$RUN"/var/lib/postgresql/*/main/postmaster.pid
     log "the kept machine, its clone at $(git -C "$RUN/root/meter-readings" log -1 --format='%h %s' | cut -c1-80)"

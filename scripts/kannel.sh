@@ -93,22 +93,26 @@ cmd_install() {
         log "kannel and kannel-extras already installed"
         return 0
     fi
-    [[ $(id -u) -eq 0 ]] || die "install needs root"
+    # As the README allows: root, or a user with sudo.
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || die "install needs root or sudo"
+        sudo=(sudo)
+    fi
     # Keep the package's init script from starting a system-wide bearerbox:
     # install a temporary policy-rc.d (exit 101 = action forbidden) if none exists.
     local created_policy=0
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${sudo[@]}" chmod 755 /usr/sbin/policy-rc.d
         created_policy=1
     fi
-    export DEBIAN_FRONTEND=noninteractive
     local rc=0
     if ! apt-cache show kannel-extras >/dev/null 2>&1; then
-        apt-get update -qq || rc=$?
+        "${sudo[@]}" apt-get update -qq || rc=$?
     fi
-    apt-get install -y -qq --no-install-recommends kannel kannel-extras || rc=$?
-    if [[ $created_policy -eq 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kannel kannel-extras || rc=$?
+    if [[ $created_policy -eq 1 ]]; then "${sudo[@]}" rm -f /usr/sbin/policy-rc.d; fi
     [[ $rc -eq 0 ]] || die "apt-get failed (rc $rc)"
     [[ -x $BEARERBOX && -x $SMSBOX && -x $FAKESMSC ]] || die "binaries missing after install"
     log "installed: $(dpkg-query -W -f='${Package} ${Version}\n' kannel kannel-extras | tr '\n' ' ')"

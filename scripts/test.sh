@@ -26,6 +26,7 @@ scripts/kannel.sh install
 # reports) in a venv of its own, with the DLR fix of jookies/jasmin#1236 applied, and
 # Redis on 127.0.0.1:6379.
 start_redis
+apt_install python3-venv
 scripts/jasmin.py install
 bash scripts/tls-backends.sh install
 pip_install aiosmtpd -- aiosmtpd
@@ -35,7 +36,7 @@ pip_install kubernetes_validate jsonschema yaml -- -r deploy/requirements.txt
 # runs schemathesis against the services.
 pip_install yaml openapi_spec_validator -- pyyaml openapi-spec-validator
 pip_install schemathesis -- schemathesis
-command -v kubectl >/dev/null || apt_install kubernetes-client
+ensure_kubectl
 # promtool (Debian's prometheus package) checks the PrometheusRule; its daemon is not started.
 command -v promtool >/dev/null || apt_install prometheus
 # The console's browser test (console/tests/browser.rs) drives Debian's Chromium.

@@ -8,7 +8,7 @@ import unittest
 from pathlib import Path
 
 from . import contract as contract_mod
-from . import alerts, envscan, rules, schemas
+from . import alerts, envscan, made, rules, schemas, scrape
 from .render import TARGETS, RenderError, ref, render
 from .report import Report
 
@@ -70,6 +70,9 @@ def run(deploy_dir: Path, repo_root: Path, report: Report, k8s_version: str = sc
         rules.check_shutdown(objs, report, target, contract)
         rules.check_tls(objs, report, target, contract)
         rules.check_dlr_ingress(objs, report, target)
+        script, script_text = made.script_for(target, deploy_dir.parent)
+        made.check_made(objs, report, target, script_text, script)
+        scrape.check_scraping(objs, report, target)
         alerts.check_alerts(objs, report, target, exported, deploy_dir.parent / "docs" / "operations.md")
 
 

@@ -86,12 +86,22 @@ pub async fn migrate(
 }
 
 async fn try_migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> Result<(), sqlx::Error> {
+    // In production the schema exists before the service first runs, made by the
+    // database's owner for the service's own role (deploy/sql/roles.sql), and that role
+    // may not create schemas: PostgreSQL checks CREATE on the database even for
+    // `CREATE SCHEMA IF NOT EXISTS` of one that exists, so look first.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(pool)
+            .await?;
     // Two replicas starting together may race to create the schema: the loser's
     // unique violation is harmless, so one retry settles it.
     let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
-    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-        .execute(pool)
-        .await
+    if !exists
+        && let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(pool)
+            .await
         && !is_unique_violation(&e)
     {
         return Err(e);

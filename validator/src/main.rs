@@ -22,6 +22,8 @@ enum Command {
     /// Load the account registry from the billing system's CSV (upsert).
     ImportRegistry {
         /// The CSV file: account,meter,zones,digits,status,last_period,last_t1,last_t2,last_t3,normative_kwh
+        /// (`-`: standard input, e.g. `kubectl exec -i … import-registry - < FILE`, for an
+        /// image without a shell or a volume to put the file on)
         file: PathBuf,
         /// Exit non-zero if any row was rejected (the good rows are still loaded).
         #[arg(long)]
@@ -55,8 +57,14 @@ fn main() -> ExitCode {
                 let pool = validator::DATABASE
                     .open(&cli.config.database, &shutdown)
                     .await?;
-                let input = std::fs::File::open(&file)
-                    .with_context(|| format!("cannot open {}", file.display()))?;
+                let input: Box<dyn std::io::Read + Send> = if file.as_os_str() == "-" {
+                    Box::new(std::io::stdin())
+                } else {
+                    Box::new(
+                        std::fs::File::open(&file)
+                            .with_context(|| format!("cannot open {}", file.display()))?,
+                    )
+                };
                 let started = std::time::Instant::now();
                 let report = validator::registry::import(
                     &pool,

@@ -2,8 +2,8 @@
 # Creates (or updates) the Secrets the dev overlay needs, from what the operators
 # generated plus random tokens:
 #
-#   meter-{ingest,validator,notifier,billing-export}-secrets   (deploy/base/secret.example.yaml)
-#   kannel-secrets                                              (kannel/kannel-secrets.example/)
+#   meter-{ingest,validator,notifier,billing-export,console}-secrets   (deploy/base/secret.example.yaml)
+#   kannel-secrets                                                      (kannel/kannel-secrets.example/)
 #
 # Run it after the first `kubectl apply` of the dev overlay: it waits until
 # CloudNativePG has created `meter-db-app` and the RabbitMQ operator
@@ -13,7 +13,9 @@
 #   deploy/overlays/dev/create-dev-secrets.sh [NAMESPACE]    (default meter-dev)
 #
 # Dev only: every service shares the database owner and the broker's default user.
-# In prod each service gets its own role and broker user (docs/operations-deploy.md).
+# In prod each service gets its own role and broker user (docs/operations-deploy.md,
+# deploy/sql/roles.sql). ingest gets no DATABASE_URL: it never opens the database.
+# Walked in containers by scripts/deploy-walk.sh (its kubectl answered locally).
 set -euo pipefail
 
 NS=${1:-meter-dev}
@@ -72,8 +74,7 @@ KANNEL_ADMIN_PASSWORD=$(key kannel-secrets admin.conf | sed -n 's/^admin-passwor
 [[ -n $KANNEL_ADMIN_PASSWORD ]] || KANNEL_ADMIN_PASSWORD=$(random_token)
 
 apply_secret meter-ingest-secrets \
-    --from-literal=AMQP_URL="$AMQP_URL" --from-literal=DATABASE_URL="$DATABASE_URL" \
-    --from-literal=INGEST_TOKEN="$INGEST_TOKEN"
+    --from-literal=AMQP_URL="$AMQP_URL" --from-literal=INGEST_TOKEN="$INGEST_TOKEN"
 apply_secret meter-validator-secrets \
     --from-literal=AMQP_URL="$AMQP_URL" --from-literal=DATABASE_URL="$DATABASE_URL"
 apply_secret meter-notifier-secrets \
@@ -82,6 +83,11 @@ apply_secret meter-notifier-secrets \
 apply_secret meter-billing-export-secrets \
     --from-literal=AMQP_URL="$AMQP_URL" --from-literal=DATABASE_URL="$DATABASE_URL" \
     --from-literal=EXPORT_TOKEN="$EXPORT_TOKEN"
+# The console downloads the missing-readings report from billing-export with one of
+# its EXPORT_TOKENs.
+apply_secret meter-console-secrets \
+    --from-literal=AMQP_URL="$AMQP_URL" --from-literal=DATABASE_URL="$DATABASE_URL" \
+    --from-literal=CONSOLE_EXPORT_TOKEN="$EXPORT_TOKEN"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
